@@ -1,0 +1,10 @@
+//! `dpdk-sys`: raw bindings to the system DPDK (22.11), generated at build time.
+//!
+//! This crate is all `unsafe` FFI and nothing else. The only safe layer on top
+//! is the dataplane's `port::dpdk` module; nothing else in Sekisho calls DPDK.
+//! Functions named `shim_*` come from `shim.c` and forward to DPDK's
+//! `static inline` fast-path functions (burst I/O, mbuf alloc/free, lcore id).
+#![allow(non_upper_case_globals, non_camel_case_types, non_snake_case, dead_code)]
+#![allow(clippy::all, unsafe_code, unsafe_op_in_unsafe_fn)]
+
+include!(concat!(env!("OUT_DIR"), "/bindings.rs"));

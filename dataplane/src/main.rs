@@ -1,0 +1,273 @@
+//! `sekisho-dataplane`: the DPDK process. `run` forwards packets between the
+//! configured ports until SIGINT/SIGTERM; `check` validates a config; `stats`
+//! reads the counters of a running (or finished) dataplane.
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use sekisho_dataplane::config::Config;
+use sekisho_dataplane::neighbour::NeighbourTable;
+use sekisho_dataplane::pipeline::{CounterBlock, Forwarder};
+use sekisho_dataplane::port::dpdk::{Eal, EthPort, Mempool};
+use sekisho_dataplane::shm::stats::{self, StatsArea, STATE_STOPPED};
+use sekisho_dataplane::worker::Worker;
+use sekisho_dataplane::Side;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(name = "sekisho-dataplane", version, about = "Sekisho's DPDK dataplane")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the dataplane with a configuration file until SIGINT or SIGTERM.
+    Run {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Check a configuration file and exit (0 if usable).
+    Check {
+        #[arg(short, long)]
+        config: PathBuf,
+    },
+    /// Print the per-core counters of the dataplane using RUN_DIR.
+    Stats {
+        #[arg(long, default_value = "/run/sekisho")]
+        run_dir: PathBuf,
+        /// One JSON object instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Repeat every SECONDS with rates, until interrupted.
+        #[arg(long, value_name = "SECONDS")]
+        watch: Option<f64>,
+    },
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run { config } => Config::load(&config).map_err(Into::into).and_then(|c| run(&c)),
+        Command::Check { config } => Config::load(&config).map(|c| println!("{}: ok ({} workers)", config.display(), c.dataplane.workers.len())).map_err(Into::into),
+        Command::Stats { run_dir, json, watch } => show_stats(&run_dir.join("stats"), json, watch),
+    };
+    if let Err(err) = result {
+        eprintln!("sekisho-dataplane: error: {err:#}");
+        std::process::exit(2);
+    }
+}
+
+/// CPUs this machine has online, from `/sys/devices/system/cpu/online` ("0-3,6").
+fn online_cpus() -> Result<Vec<u32>> {
+    let text = std::fs::read_to_string("/sys/devices/system/cpu/online").context("reading the online CPU list")?;
+    let mut cpus = Vec::new();
+    for range in text.trim().split(',').filter(|r| !r.is_empty()) {
+        let (lo, hi) = range.split_once('-').unwrap_or((range, range));
+        cpus.extend(lo.parse::<u32>()?..=hi.parse::<u32>()?);
+    }
+    Ok(cpus)
+}
+
+/// Fails early, with the fix, where EAL would fail late or obscurely.
+fn preflight(config: &Config) -> Result<()> {
+    let cpus = online_cpus()?;
+    let d = &config.dataplane;
+    for (field, lcore) in std::iter::once(("dataplane.main_lcore", d.main_lcore)).chain(d.workers.iter().map(|&w| ("dataplane.workers", w))) {
+        if !cpus.contains(&lcore) {
+            bail!("{field}: core {lcore} is out of range: this machine's online cores are {cpus:?}");
+        }
+    }
+    if !d.eal_args.iter().any(|a| a == "--no-huge") {
+        let free: u64 = std::fs::read_dir("/sys/kernel/mm/hugepages")
+            .map(|dirs| {
+                dirs.flatten()
+                    .filter_map(|e| std::fs::read_to_string(e.path().join("free_hugepages")).ok())
+                    .filter_map(|s| s.trim().parse::<u64>().ok())
+                    .sum()
+            })
+            .unwrap_or(0);
+        if free == 0 {
+            bail!("no free hugepages: reserve some (echo 512 > /sys/kernel/mm/hugepages/hugepages-2048kB/nr_hugepages) or pass --no-huge in dataplane.eal_args");
+        }
+        let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+        if !mounts.lines().any(|l| l.split_whitespace().nth(2) == Some("hugetlbfs")) {
+            bail!("no hugetlbfs is mounted: mkdir -p /dev/hugepages && mount -t hugetlbfs nodev /dev/hugepages");
+        }
+    }
+    Ok(())
+}
+
+fn eal_args(config: &Config) -> Vec<String> {
+    let d = &config.dataplane;
+    let lcores: Vec<String> = std::iter::once(d.main_lcore).chain(d.workers.iter().copied()).map(|l| l.to_string()).collect();
+    let mut args = vec!["sekisho-dataplane".to_owned(), "-l".to_owned(), lcores.join(","), "--main-lcore".to_owned(), d.main_lcore.to_string()];
+    let ports = [&config.ports.outside, &config.ports.inside];
+    if !ports.iter().any(|p| p.is_pci()) {
+        args.push("--no-pci".to_owned());
+    }
+    for port in ports {
+        let flag = if port.is_pci() { "-a" } else { "--vdev" };
+        args.extend([flag.to_owned(), port.device.clone()]);
+    }
+    if !d.eal_args.iter().any(|a| a.starts_with("--file-prefix")) {
+        args.push("--file-prefix=sekisho".to_owned());
+    }
+    args.extend(d.eal_args.iter().cloned());
+    args
+}
+
+fn start_port(eal: &Eal, config: &Config, side: Side, pool: &Mempool) -> Result<EthPort> {
+    let port = config.port(side);
+    let name = port.device_name();
+    let Some(id) = eal.port_by_name(&name) else {
+        bail!("ports.{side}.device: DPDK has no port named '{name}' (device \"{}\"); the ports it found are {:?}", port.device, eal.port_names());
+    };
+    let d = &config.dataplane;
+    let eth = EthPort::start(eal, id, d.workers.len() as u16, d.rx_descriptors, d.tx_descriptors, pool).with_context(|| format!("ports.{side}"))?;
+    tracing::info!(%side, port = id, name = eth.name(), mac = %eth.mac(), rss = eth.rss(), link_up = eth.link_up(), "port started");
+    if d.workers.len() > 1 && !eth.rss() {
+        tracing::warn!(%side, "device has no RSS: each queue gets what the peer sends to it");
+    }
+    Ok(eth)
+}
+
+fn run(config: &Config) -> Result<()> {
+    preflight(config)?;
+    let eal = Eal::init(&eal_args(config))?;
+    let d = &config.dataplane;
+    let pool = eal.create_mempool("sekisho_mbufs", d.mempool_size, d.mempool_cache, 2048)?;
+    let ports = [start_port(&eal, config, Side::Outside, &pool)?, start_port(&eal, config, Side::Inside, &pool)?];
+    let statics = [Side::Outside, Side::Inside]
+        .into_iter()
+        .flat_map(|side| config.port(side).neighbours.iter().map(move |n| (side, n.ip, n.mac)));
+    let neighbours = Arc::new(NeighbourTable::new(statics));
+    let stats_path = d.run_dir.join("stats");
+    let stats = StatsArea::create(&stats_path, &d.workers, d.mempool_size).with_context(|| format!("creating {}", stats_path.display()))?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
+    }
+    let in_use_before = pool.in_use();
+    tracing::info!(workers = ?d.workers, stats = %stats_path.display(), mbufs_in_use = in_use_before, "forwarding");
+
+    let clock = Instant::now();
+    let now_ms = move || clock.elapsed().as_millis() as u64;
+    eal.scope(|scope| -> Result<()> {
+        for (index, &lcore) in d.workers.iter().enumerate() {
+            let (ports, pool, stats, stop, neighbours) = (&ports, &pool, &stats, &stop, neighbours.clone());
+            let interfaces = [config.ports.outside.interface(), config.ports.inside.interface()];
+            scope.launch(lcore, move || {
+                let queue = index as u16;
+                let forwarder = Forwarder::new(interfaces, [ports[0].mac(), ports[1].mac()], neighbours);
+                let mut worker = Worker::new(ports[0].queue(queue, pool), ports[1].queue(queue, pool), forwarder);
+                let mut polls = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    worker.poll(now_ms());
+                    polls += 1;
+                    // Publishing is a few hundred bytes of stores: not every poll.
+                    if polls % 1024 == 0 {
+                        stats.publish(index, &worker.forwarder.counters);
+                    }
+                }
+                stats.publish(index, &worker.forwarder.counters);
+                0
+            })?;
+        }
+        // The manager: sole writer of the neighbour table, and the stats gauges.
+        while !stop.load(Ordering::Relaxed) {
+            neighbours.maintain(now_ms());
+            stats.set_mempool_in_use(pool.in_use());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
+    })?;
+
+    let in_use_after = pool.in_use();
+    let port_stats: Vec<_> = ports.iter().map(|p| p.stats()).collect();
+    for port in &ports {
+        port.stop();
+    }
+    drop(ports);
+    let in_use_closed = pool.in_use();
+    stats.set_mempool_in_use(in_use_closed);
+    stats.set_state(STATE_STOPPED);
+    let final_stats = stats::read(&stats_path)?;
+    print_table(&final_stats);
+    let summary = serde_json::json!({
+        "event": "stopped",
+        "counters": final_stats.total().to_json(),
+        "workers": final_stats.workers.iter().map(|(lcore, c)| serde_json::json!({"lcore": lcore, "counters": c.to_json()})).collect::<Vec<_>>(),
+        "ports": { "outside": port_stats[0], "inside": port_stats[1] },
+        "mempool": { "size": d.mempool_size, "in_use_before_traffic": in_use_before, "in_use_after_traffic": in_use_after, "in_use_after_close": in_use_closed },
+    });
+    println!("{summary}");
+    tracing::info!(mbufs_in_use = in_use_closed, "stopped");
+    drop(pool);
+    drop(eal);
+    Ok(())
+}
+
+fn print_table(snapshot: &stats::StatsSnapshot) {
+    let total = snapshot.total();
+    let mut header = format!("{:<30}", "counter");
+    for (lcore, _) in &snapshot.workers {
+        header += &format!("{:>16}", format!("lcore {lcore}"));
+    }
+    header += &format!("{:>16}", "total");
+    eprintln!("{header}");
+    for (slot, name) in CounterBlock::slot_names().enumerate() {
+        if total.values[slot] == 0 {
+            continue;
+        }
+        let mut line = format!("{name:<30}");
+        for (_, block) in &snapshot.workers {
+            line += &format!("{:>16}", block.values[slot]);
+        }
+        eprintln!("{line}{:>16}", total.values[slot]);
+    }
+    eprintln!("mempool: {} of {} mbufs in use; dataplane {}", snapshot.mempool_in_use, snapshot.mempool_size, if snapshot.running { "running" } else { "stopped" });
+}
+
+fn show_stats(path: &Path, json: bool, watch: Option<f64>) -> Result<()> {
+    let mut previous: Option<(Instant, CounterBlock)> = None;
+    loop {
+        let snapshot = stats::read(path)?;
+        if json {
+            let workers: Vec<_> = snapshot.workers.iter().map(|(l, c)| serde_json::json!({"lcore": l, "counters": c.to_json()})).collect();
+            println!(
+                "{}",
+                serde_json::json!({"pid": snapshot.pid, "running": snapshot.running, "mempool_in_use": snapshot.mempool_in_use,
+                    "mempool_size": snapshot.mempool_size, "counters": snapshot.total().to_json(), "workers": workers})
+            );
+        } else {
+            print_table(&snapshot);
+        }
+        let Some(seconds) = watch else { return Ok(()) };
+        let total = snapshot.total();
+        if let Some((at, before)) = &previous {
+            use sekisho_dataplane::pipeline::Counter;
+            let dt = at.elapsed().as_secs_f64();
+            let rate = |c: Counter| (total.get(c) - before.get(c)) as f64 / dt;
+            eprintln!(
+                "rate: rx {:.0} pps, tx {:.0} pps, forwarded {:.0} pps, {:.3} Gbit/s out, drops {:.0}/s",
+                rate(Counter::RxPackets),
+                rate(Counter::TxPackets),
+                rate(Counter::Forwarded),
+                rate(Counter::TxBytes) * 8.0 / 1e9,
+                (total.total_dropped() - before.total_dropped()) as f64 / dt
+            );
+        }
+        previous = Some((Instant::now(), total));
+        std::thread::sleep(Duration::from_secs_f64(seconds.max(0.1)));
+    }
+}
+

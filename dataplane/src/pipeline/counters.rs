@@ -1,0 +1,119 @@
+//! Every counter a worker keeps, declared once with its name and meaning.
+//!
+//! A worker counts into its own [`CounterBlock`] (plain integers, no sharing)
+//! and copies the block to the shared-memory stats area every few batches.
+
+macro_rules! declare {
+    ($(#[$meta:meta])* $enum:ident { $($variant:ident => $name:literal, $desc:literal;)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $enum { $($variant),* }
+        impl $enum {
+            pub const ALL: &'static [$enum] = &[$($enum::$variant),*];
+            pub const COUNT: usize = Self::ALL.len();
+            /// Stable snake_case name, used in stats output and metrics.
+            pub fn name(self) -> &'static str {
+                match self { $($enum::$variant => $name),* }
+            }
+            /// One line for operators.
+            pub fn description(self) -> &'static str {
+                match self { $($enum::$variant => $desc),* }
+            }
+        }
+    };
+}
+
+declare! {
+    /// Events counted per worker, apart from drops.
+    Counter {
+        RxPackets => "rx_packets", "frames received from any port";
+        RxBytes => "rx_bytes", "bytes received (Ethernet header on, no FCS)";
+        TxPackets => "tx_packets", "frames handed to a port's TX queue";
+        TxBytes => "tx_bytes", "bytes handed to a port's TX queue";
+        Forwarded => "forwarded", "packets forwarded from one port to the other";
+        ArpRepliesSent => "arp_replies_sent", "ARP requests for our addresses answered";
+        NdAdvertisementsSent => "nd_advertisements_sent", "IPv6 neighbour solicitations for our addresses answered";
+        NeighbourSolicitationsSent => "neighbour_solicitations_sent", "ARP requests and neighbour solicitations sent to resolve a next hop";
+        NeighbourRepliesReceived => "neighbour_replies_received", "ARP replies and neighbour advertisements taken in";
+        NeighbourUpdates => "neighbour_updates", "neighbour addresses learned or refreshed from ARP and ND";
+    }
+}
+
+declare! {
+    /// Why a packet was dropped: one reason per packet, counted per worker.
+    DropReason {
+        Truncated => "truncated", "frame shorter than its headers";
+        Segmented => "segmented", "frame spread over several buffers (jumbo frames are not enabled)";
+        UnknownEthertype => "unknown_ethertype", "EtherType other than IPv4, IPv6 or ARP (VLAN tags included)";
+        NotForUs => "not_for_us", "frame for another MAC, or a group frame that is not ARP or ND";
+        ArpInvalid => "arp_invalid", "ARP packet that is not Ethernet/IPv4";
+        ArpNotForUs => "arp_not_for_us", "ARP for an address that is not ours";
+        Ipv4Invalid => "ipv4_invalid", "IPv4 header with a bad version, length or checksum";
+        Ipv6Invalid => "ipv6_invalid", "IPv6 header with a bad version or length";
+        NdInvalid => "nd_invalid", "neighbour discovery message failing RFC 4861 validation";
+        NdNotForUs => "nd_not_for_us", "neighbour solicitation for an address that is not ours";
+        NotForwardable => "not_forwardable", "multicast, broadcast or link-local packet, which a router does not forward";
+        ToGateway => "to_gateway", "IP packet addressed to the gateway itself, with no local service for it";
+        NoRoute => "no_route", "destination neither on the other port's networks nor with a gateway there";
+        NeighbourUnresolved => "neighbour_unresolved", "next hop's MAC not yet known; a solicitation was sent";
+        NoBuffer => "no_buffer", "no mbuf free for a packet the gateway originates";
+        TxFull => "tx_full", "TX queue full";
+    }
+}
+
+/// Number of slots in a counter block: the counters, then the drop reasons.
+pub const SLOTS: usize = Counter::COUNT + DropReason::COUNT;
+
+/// One worker's counters.
+#[derive(Debug, Clone)]
+pub struct CounterBlock {
+    pub values: [u64; SLOTS],
+}
+
+impl Default for CounterBlock {
+    fn default() -> Self {
+        CounterBlock { values: [0; SLOTS] }
+    }
+}
+
+impl CounterBlock {
+    #[inline]
+    pub fn add(&mut self, counter: Counter, n: u64) {
+        self.values[counter as usize] += n;
+    }
+    #[inline]
+    pub fn drop(&mut self, reason: DropReason, n: u64) {
+        self.values[Counter::COUNT + reason as usize] += n;
+    }
+    pub fn get(&self, counter: Counter) -> u64 {
+        self.values[counter as usize]
+    }
+    pub fn dropped(&self, reason: DropReason) -> u64 {
+        self.values[Counter::COUNT + reason as usize]
+    }
+    pub fn total_dropped(&self) -> u64 {
+        self.values[Counter::COUNT..].iter().sum()
+    }
+    /// Adds another block into this one (summing cores).
+    pub fn merge(&mut self, other: &CounterBlock) {
+        for (a, b) in self.values.iter_mut().zip(other.values.iter()) {
+            *a += b;
+        }
+    }
+    /// Every slot's name, in slot order.
+    pub fn slot_names() -> impl Iterator<Item = &'static str> {
+        Counter::ALL.iter().map(|c| c.name()).chain(DropReason::ALL.iter().map(|r| r.name()))
+    }
+    /// Name/value pairs, drops prefixed with `drop_`, for JSON output.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut map = serde_json::Map::new();
+        for &c in Counter::ALL {
+            map.insert(c.name().to_owned(), self.get(c).into());
+        }
+        for &r in DropReason::ALL {
+            map.insert(format!("drop_{}", r.name()), self.dropped(r).into());
+        }
+        map.insert("dropped".to_owned(), self.total_dropped().into());
+        serde_json::Value::Object(map)
+    }
+}

@@ -1,0 +1,259 @@
+//! The packet pipeline: what a worker does with each frame of a burst.
+//!
+//! Until ESP and NAT land, the gateway forwards IP packets between its two
+//! ports with the Ethernet header rewritten for the next hop, answers ARP and
+//! neighbour solicitations for its own addresses, and resolves next hops
+//! itself. The logic is plain Rust over packet buffers ([`PacketBuf`]); the
+//! worker loop ([`crate::worker`]) feeds it bursts from any [`crate::port::Port`].
+
+mod arp_nd;
+pub mod counters;
+
+use crate::addr::{Ipv4Cidr, Ipv6Cidr};
+use crate::neighbour::{NeighbourTable, Observation, SolicitLimiter, Snapshot, REFRESH_AFTER_MS};
+use crate::port::PacketBuf;
+use crate::wire::{ethernet, ipv4, ipv6, MacAddr, WireError};
+use crate::Side;
+use arrayvec::ArrayVec;
+pub use counters::{Counter, CounterBlock, DropReason};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+
+/// What the worker does with a frame after [`Forwarder::process`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Send out of the other port (headers already rewritten).
+    Forward,
+    /// Send back out of the port it came from (an ARP reply or NA, written in place).
+    Reply,
+    /// Used up, nothing to send (an ARP reply or NA we learned from).
+    Consumed,
+    /// Drop, for this reason.
+    Drop(DropReason),
+}
+
+/// One port's addresses and routes, as the pipeline needs them.
+#[derive(Debug, Clone, Default)]
+pub struct Interface {
+    pub ipv4: Vec<Ipv4Cidr>,
+    pub ipv6: Vec<Ipv6Cidr>,
+    pub gateway_ipv4: Option<Ipv4Addr>,
+    pub gateway_ipv6: Option<Ipv6Addr>,
+}
+
+impl Interface {
+    pub fn owns_ipv4(&self, ip: Ipv4Addr) -> bool {
+        self.ipv4.iter().any(|c| c.addr == ip)
+    }
+    pub fn owns_ipv6(&self, ip: Ipv6Addr) -> bool {
+        self.ipv6.iter().any(|c| c.addr == ip)
+    }
+    fn on_link_ipv4(&self, ip: Ipv4Addr) -> bool {
+        self.ipv4.iter().any(|c| c.contains(ip))
+    }
+    fn on_link_ipv6(&self, ip: Ipv6Addr) -> bool {
+        is_link_local(ip) || self.ipv6.iter().any(|c| c.contains(ip))
+    }
+    fn is_subnet_broadcast(&self, ip: Ipv4Addr) -> bool {
+        self.ipv4.iter().any(|c| {
+            c.prefix_len < 31 && c.contains(ip) && u32::from(ip) | (u32::MAX << (32 - c.prefix_len)) == u32::MAX
+        })
+    }
+    /// The address to send to for `dst` out of this port: itself when on
+    /// link, else the port's gateway.
+    fn next_hop_ipv4(&self, dst: Ipv4Addr) -> Option<Ipv4Addr> {
+        if self.on_link_ipv4(dst) {
+            Some(dst)
+        } else {
+            self.gateway_ipv4
+        }
+    }
+    fn next_hop_ipv6(&self, dst: Ipv6Addr) -> Option<Ipv6Addr> {
+        if self.on_link_ipv6(dst) {
+            Some(dst)
+        } else {
+            self.gateway_ipv6
+        }
+    }
+    /// Our address to speak from towards `peer` (the one on its subnet).
+    fn source_ipv4(&self, peer: Ipv4Addr) -> Option<Ipv4Addr> {
+        self.ipv4.iter().find(|c| c.contains(peer)).or(self.ipv4.first()).map(|c| c.addr)
+    }
+    fn source_ipv6(&self, peer: Ipv6Addr) -> Option<Ipv6Addr> {
+        self.ipv6.iter().find(|c| c.contains(peer)).or(self.ipv6.first()).map(|c| c.addr)
+    }
+}
+
+fn is_link_local(ip: Ipv6Addr) -> bool {
+    ip.segments()[0] & 0xffc0 == 0xfe80
+}
+
+/// Solicitations one batch may ask for; more wait for a later batch.
+const MAX_PENDING_SOLICITATIONS: usize = 8;
+
+/// One worker's pipeline state: its own counters, solicitation limiter and
+/// neighbour snapshot. Nothing in it is shared for writing.
+pub struct Forwarder {
+    interfaces: [Interface; 2],
+    macs: [MacAddr; 2],
+    neighbours: Arc<NeighbourTable>,
+    snapshot: Arc<Snapshot>,
+    limiter: SolicitLimiter,
+    pending: ArrayVec<(Side, IpAddr), MAX_PENDING_SOLICITATIONS>,
+    now_ms: u64,
+    pub counters: CounterBlock,
+}
+
+impl Forwarder {
+    /// `interfaces` and `macs` are indexed by [`Side`].
+    pub fn new(interfaces: [Interface; 2], macs: [MacAddr; 2], neighbours: Arc<NeighbourTable>) -> Self {
+        let snapshot = neighbours.snapshot();
+        Forwarder {
+            interfaces,
+            macs,
+            neighbours,
+            snapshot,
+            limiter: SolicitLimiter::default(),
+            pending: ArrayVec::new(),
+            now_ms: 0,
+            counters: CounterBlock::default(),
+        }
+    }
+
+    /// Call once per burst: sets the clock and picks up a newer neighbour table.
+    pub fn begin_batch(&mut self, now_ms: u64) {
+        self.now_ms = now_ms;
+        if !self.neighbours.is_current(&self.snapshot) {
+            self.snapshot = self.neighbours.snapshot();
+        }
+    }
+
+    /// Decides a frame's fate, rewriting it in place when it is to be sent.
+    pub fn process<B: PacketBuf>(&mut self, side: Side, buf: &mut B) -> Action {
+        if buf.is_segmented() {
+            return Action::Drop(DropReason::Segmented);
+        }
+        let Ok(frame) = ethernet::Frame::new_checked(buf.data()) else {
+            return Action::Drop(DropReason::Truncated);
+        };
+        let dst_mac = frame.dst();
+        let group = dst_mac.is_multicast();
+        if !group && dst_mac != self.macs[side as usize] {
+            return Action::Drop(DropReason::NotForUs);
+        }
+        match frame.ethertype() {
+            ethernet::ETHERTYPE_ARP => self.arp(side, buf),
+            ethernet::ETHERTYPE_IPV4 if group => Action::Drop(DropReason::NotForUs),
+            ethernet::ETHERTYPE_IPV4 => self.ipv4(side, buf.data_mut()),
+            ethernet::ETHERTYPE_IPV6 => self.ipv6(side, buf, group),
+            _ => Action::Drop(DropReason::UnknownEthertype),
+        }
+    }
+
+    fn ipv4(&mut self, side: Side, frame: &mut [u8]) -> Action {
+        let ip = match ipv4::Packet::new_checked(&frame[ethernet::HEADER_LEN..]) {
+            Ok(ip) => ip,
+            Err(WireError::Truncated) => return Action::Drop(DropReason::Truncated),
+            Err(_) => return Action::Drop(DropReason::Ipv4Invalid),
+        };
+        let (src, dst) = (ip.src(), ip.dst());
+        if self.interfaces.iter().any(|i| i.owns_ipv4(dst)) {
+            return Action::Drop(DropReason::ToGateway);
+        }
+        let egress = side.other();
+        if dst.is_multicast() || dst.is_broadcast() || src.is_multicast() || self.interfaces[egress as usize].is_subnet_broadcast(dst) {
+            return Action::Drop(DropReason::NotForwardable);
+        }
+        let Some(next_hop) = self.interfaces[egress as usize].next_hop_ipv4(dst) else {
+            return Action::Drop(DropReason::NoRoute);
+        };
+        self.forward(egress, IpAddr::V4(next_hop), frame)
+    }
+
+    fn ipv6<B: PacketBuf>(&mut self, side: Side, buf: &mut B, group: bool) -> Action {
+        let ip = match ipv6::Packet::new_checked(&buf.data()[ethernet::HEADER_LEN..]) {
+            Ok(ip) => ip,
+            Err(WireError::Truncated) => return Action::Drop(DropReason::Truncated),
+            Err(_) => return Action::Drop(DropReason::Ipv6Invalid),
+        };
+        if ip.next_header() == ipv6::NEXT_HEADER_ICMPV6 && arp_nd::is_neighbour_discovery(ip.payload()) {
+            return self.neighbour_discovery(side, buf);
+        }
+        if group {
+            return Action::Drop(DropReason::NotForUs);
+        }
+        let (src, dst) = (ip.src(), ip.dst());
+        if self.interfaces.iter().any(|i| i.owns_ipv6(dst)) {
+            return Action::Drop(DropReason::ToGateway);
+        }
+        // RFC 4291 §2.5.6: link-local packets never cross a router.
+        if dst.is_multicast() || is_link_local(src) || is_link_local(dst) || src.is_multicast() {
+            return Action::Drop(DropReason::NotForwardable);
+        }
+        let egress = side.other();
+        let Some(next_hop) = self.interfaces[egress as usize].next_hop_ipv6(dst) else {
+            return Action::Drop(DropReason::NoRoute);
+        };
+        self.forward(egress, IpAddr::V6(next_hop), buf.data_mut())
+    }
+
+    /// Rewrites the Ethernet header for the next hop on `egress`.
+    fn forward(&mut self, egress: Side, next_hop: IpAddr, frame: &mut [u8]) -> Action {
+        let Some(mac) = self.resolve(egress, next_hop) else {
+            return Action::Drop(DropReason::NeighbourUnresolved);
+        };
+        let mut eth = ethernet::Frame::new_checked(frame).expect("length checked by process");
+        eth.set_dst(mac);
+        eth.set_src(self.macs[egress as usize]);
+        self.counters.add(Counter::Forwarded, 1);
+        Action::Forward
+    }
+
+    /// The next hop's MAC, soliciting it when unknown or due for a refresh.
+    fn resolve(&mut self, side: Side, ip: IpAddr) -> Option<MacAddr> {
+        let entry = self.snapshot.get(side, ip).copied();
+        let stale = entry.is_some_and(|e| !e.is_static && self.now_ms.saturating_sub(e.updated_ms) > REFRESH_AFTER_MS);
+        if entry.is_none() || stale {
+            self.request_solicitation(side, ip);
+        }
+        entry.map(|e| e.mac)
+    }
+
+    fn request_solicitation(&mut self, side: Side, ip: IpAddr) {
+        if !self.pending.is_full() && self.limiter.allow(side, ip, self.now_ms) {
+            self.pending.push((side, ip));
+        }
+    }
+
+    /// Reports a neighbour to the table's writer, unless the snapshot
+    /// already has it fresh (a busy LAN repeats itself).
+    fn learn(&mut self, side: Side, ip: IpAddr, mac: MacAddr) {
+        let on_link = match ip {
+            IpAddr::V4(ip) => self.interfaces[side as usize].on_link_ipv4(ip),
+            IpAddr::V6(ip) => self.interfaces[side as usize].on_link_ipv6(ip),
+        };
+        if !on_link || mac.is_multicast() || mac == MacAddr::ZERO {
+            return;
+        }
+        let known = self.snapshot.get(side, ip);
+        if known.is_some_and(|e| e.is_static || (e.mac == mac && self.now_ms.saturating_sub(e.updated_ms) < 1_000)) {
+            return;
+        }
+        if self.neighbours.observe(Observation { side, ip, mac, at_ms: self.now_ms }) {
+            self.counters.add(Counter::NeighbourUpdates, 1);
+        }
+    }
+
+    /// A solicitation the last batch asked for, to be written into a fresh
+    /// buffer with [`Forwarder::write_solicitation`] and sent on `side`.
+    pub fn take_solicitation(&mut self) -> Option<(Side, IpAddr)> {
+        self.pending.pop()
+    }
+
+    pub fn mac(&self, side: Side) -> MacAddr {
+        self.macs[side as usize]
+    }
+}
+
+#[cfg(test)]
+mod tests;

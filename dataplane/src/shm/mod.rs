@@ -1,0 +1,4 @@
+//! Shared memory between Sekisho's processes. Everything read from it is
+//! validated as if it came off the wire: the other process may be corrupt.
+
+pub mod stats;
