@@ -300,7 +300,7 @@ pub struct EthPort {
     queues: u16,
     mac: MacAddr,
     rss: bool,
-    stopped: std::cell::Cell<bool>,
+    stopped: AtomicBool,
 }
 
 impl EthPort {
@@ -369,7 +369,7 @@ impl EthPort {
         if ret != 0 {
             return Err(fail("rte_eth_macaddr_get", ret));
         }
-        Ok(EthPort { id, name, queues, mac: MacAddr(addr.addr_bytes), rss, stopped: std::cell::Cell::new(false) })
+        Ok(EthPort { id, name, queues, mac: MacAddr(addr.addr_bytes), rss, stopped: AtomicBool::new(false) })
     }
 
     pub fn id(&self) -> u16 {
@@ -420,7 +420,7 @@ impl EthPort {
     /// Stops the port: the device stops receiving; queues keep their mbufs
     /// until `close`.
     pub fn stop(&self) {
-        if !self.stopped.replace(true) {
+        if !self.stopped.swap(true, Ordering::SeqCst) {
             // SAFETY: the port is started; no worker uses its queues any more
             // (workers borrow the port and have been joined).
             unsafe { sys::rte_eth_dev_stop(self.id) };
