@@ -417,6 +417,23 @@ impl EthPort {
         DpdkQueue { port: self.id, queue, mac: self.mac, pool, _port: PhantomData }
     }
 
+    /// Asks the driver to free the mbufs of packets already sent that its TX
+    /// rings still hold (drivers free them lazily); returns how many it freed,
+    /// or None if the driver cannot. Only while no worker uses the port.
+    pub fn tx_done_cleanup(&self) -> Option<u32> {
+        let mut freed = 0;
+        for queue in 0..self.queues {
+            // SAFETY: the port is started and no worker uses its queues (the
+            // caller's contract); 0 asks to free all it can.
+            let ret = unsafe { sys::rte_eth_tx_done_cleanup(self.id, queue, 0) };
+            if ret < 0 {
+                return None;
+            }
+            freed += ret as u32;
+        }
+        Some(freed)
+    }
+
     /// Stops the port: the device stops receiving; queues keep their mbufs
     /// until `close`.
     pub fn stop(&self) {

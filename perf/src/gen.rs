@@ -1,0 +1,352 @@
+//! The traffic generator: a DPDK process whose two `net_vhost` ports face the
+//! gateway's two `virtio_user` ports. It plays the routers on both sides of
+//! the gateway (answering and sending ARP and ND with the dataplane's own
+//! pipeline code), sends UDP flows through the gateway, and checks what comes
+//! out: in `verify` every packet must arrive once, byte for byte, with only
+//! its Ethernet addresses rewritten; in `rate` it sends flat out and counts.
+
+use crate::topology;
+use sekisho_dataplane::craft::{read_seq, write_udp_frame, Flow};
+use sekisho_dataplane::neighbour::NeighbourTable;
+use sekisho_dataplane::pipeline::{Action, Forwarder, Interface};
+use sekisho_dataplane::port::dpdk::{DpdkQueue, Mbuf};
+use sekisho_dataplane::port::{Batch, PacketBuf, Port};
+use sekisho_dataplane::wire::{ethernet, icmpv6, ipv6, MacAddr};
+use sekisho_dataplane::Side;
+use serde::Serialize;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Flows per direction (half IPv4, half IPv6).
+pub const FLOWS: u16 = 8;
+pub const MIN_FRAME: usize = 64;
+pub const MAX_FRAME: usize = 1500;
+
+fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+/// Where packet `seq` of a verify run enters, its flow and its frame length
+/// (64 to 1500 bytes; IPv6 frames start at their minimum of 70).
+pub fn plan(seq: u64) -> (Side, Flow, usize) {
+    let h = splitmix(seq);
+    let side = if h & 1 == 0 { Side::Outside } else { Side::Inside };
+    let flow = topology::flow(side, ((h >> 1) % u64::from(FLOWS)) as u16);
+    let len = MIN_FRAME + ((h >> 16) % (MAX_FRAME - MIN_FRAME + 1) as u64) as usize;
+    (side, flow, len.max(flow.min_frame_len()))
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct VerifyReport {
+    pub packets: u64,
+    pub sent: u64,
+    pub received_intact: u64,
+    pub missing: u64,
+    pub corrupted: u64,
+    pub duplicates: u64,
+    /// Came out of the port it went into, or carried a sequence never sent.
+    pub misrouted: u64,
+    pub bytes: u64,
+    pub seconds: f64,
+    pub control_frames: u64,
+}
+
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct RateReport {
+    pub frame_len: usize,
+    pub seconds: f64,
+    pub offered_pps: f64,
+    pub delivered_pps: f64,
+    pub delivered_gbps: f64,
+}
+
+/// The generator's two ports and its ARP/ND host logic.
+pub struct Generator<'a> {
+    ports: [DpdkQueue<'a>; 2],
+    host: Forwarder,
+    neighbours: Arc<NeighbourTable>,
+    gateway_mac: [MacAddr; 2],
+    clock: Instant,
+    pub control_frames: u64,
+}
+
+fn is_control(frame: &[u8]) -> bool {
+    match frame.get(12..14) {
+        Some([0x08, 0x06]) => true,
+        Some([0x86, 0xdd]) => {
+            frame.get(ethernet::HEADER_LEN + 6) == Some(&ipv6::NEXT_HEADER_ICMPV6)
+                && matches!(
+                    frame.get(ethernet::HEADER_LEN + ipv6::HEADER_LEN),
+                    Some(&icmpv6::TYPE_NEIGHBOR_SOLICITATION | &icmpv6::TYPE_NEIGHBOR_ADVERTISEMENT)
+                )
+        }
+        _ => false,
+    }
+}
+
+impl<'a> Generator<'a> {
+    pub fn new(outside: DpdkQueue<'a>, inside: DpdkQueue<'a>) -> Self {
+        let interface = |i: usize| Interface {
+            ipv4: vec![format!("{}/{}", topology::ROUTER_V4[i], topology::PREFIX_V4[i]).parse().unwrap()],
+            ipv6: vec![format!("{}/{}", topology::ROUTER_V6[i], topology::PREFIX_V6[i]).parse().unwrap()],
+            gateway_ipv4: None,
+            gateway_ipv6: None,
+        };
+        let neighbours = Arc::new(NeighbourTable::new([]));
+        let host = Forwarder::new([interface(0), interface(1)], [outside.mac(), inside.mac()], neighbours.clone());
+        Generator { ports: [outside, inside], host, neighbours, gateway_mac: [MacAddr::ZERO; 2], clock: Instant::now(), control_frames: 0 }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.clock.elapsed().as_millis() as u64
+    }
+
+    /// Answers ARP/ND in a received frame; true if it was one.
+    fn control(&mut self, side: Side, mut buf: Mbuf) -> Option<Mbuf> {
+        if !is_control(buf.data()) {
+            return Some(buf);
+        }
+        self.control_frames += 1;
+        self.host.begin_batch(self.now_ms());
+        if self.host.process(side, &mut buf) == Action::Reply {
+            let mut batch = Batch::new();
+            batch.push(buf);
+            self.ports[side as usize].tx_burst(&mut batch);
+        }
+        None
+    }
+
+    fn solicit(&mut self, side: Side, ip: IpAddr) {
+        let Some(mut buf) = self.ports[side as usize].alloc() else { return };
+        if self.host.write_solicitation(side, ip, &mut buf) {
+            let mut batch = Batch::new();
+            batch.push(buf);
+            self.ports[side as usize].tx_burst(&mut batch);
+        }
+    }
+
+    /// Learns the gateway's MAC on both ports by ARP and ND (which also
+    /// teaches the gateway ours). Fails if it does not answer in `timeout`.
+    pub fn resolve_gateway(&mut self, timeout: Duration) -> Result<[MacAddr; 2], String> {
+        let deadline = Instant::now() + timeout;
+        let mut last_ask = None::<Instant>;
+        loop {
+            self.neighbours.maintain(self.now_ms());
+            let snap = self.neighbours.snapshot();
+            let known: Vec<Option<MacAddr>> = [Side::Outside, Side::Inside]
+                .iter()
+                .flat_map(|&s| {
+                    [IpAddr::V4(topology::GATEWAY_V4[s as usize]), IpAddr::V6(topology::GATEWAY_V6[s as usize])].map(|ip| snap.get(s, ip).map(|e| e.mac))
+                })
+                .collect();
+            if let [Some(o4), Some(o6), Some(i4), Some(i6)] = known[..] {
+                if o4 != o6 || i4 != i6 {
+                    return Err(format!("gateway answered ARP and ND with different MACs: {o4}/{o6}, {i4}/{i6}"));
+                }
+                self.gateway_mac = [o4, i4];
+                return Ok(self.gateway_mac);
+            }
+            if Instant::now() > deadline {
+                return Err(format!("the gateway did not answer ARP and ND within {timeout:?} (outside v4/v6, inside v4/v6: {known:?})"));
+            }
+            if last_ask.is_none_or(|t| t.elapsed() > Duration::from_millis(200)) {
+                last_ask = Some(Instant::now());
+                for side in [Side::Outside, Side::Inside] {
+                    self.solicit(side, IpAddr::V4(topology::GATEWAY_V4[side as usize]));
+                    self.solicit(side, IpAddr::V6(topology::GATEWAY_V6[side as usize]));
+                }
+            }
+            self.drain_control();
+        }
+    }
+
+    /// Receives on both ports, answering control frames and dropping data.
+    fn drain_control(&mut self) {
+        for side in [Side::Outside, Side::Inside] {
+            let mut rx = Batch::new();
+            self.ports[side as usize].rx_burst(&mut rx);
+            for buf in rx.drain(..) {
+                drop(self.control(side, buf));
+            }
+        }
+    }
+
+    /// Sends `packets` planned packets with at most `window` in flight and
+    /// checks every one that comes back. `progress` is called about once a second.
+    pub fn verify(&mut self, packets: u64, window: u64, mut progress: impl FnMut(&VerifyReport)) -> VerifyReport {
+        let mut seen = vec![0u64; packets.div_ceil(64) as usize];
+        let mut report = VerifyReport { packets, ..Default::default() };
+        let mut pending: [Batch<Mbuf>; 2] = [Batch::new(), Batch::new()];
+        let mut expected = vec![0u8; MAX_FRAME];
+        let start = Instant::now();
+        let mut last_progress = Instant::now();
+        let mut last_change = Instant::now();
+        let mut next_seq = 0u64;
+        // Packets given up for lost, so that a loss cannot shrink the window for good.
+        let mut presumed_lost = 0u64;
+        loop {
+            let received = report.received_intact + report.corrupted + report.duplicates + report.misrouted;
+            let mut in_flight = report.sent - (received + presumed_lost).min(report.sent);
+            if in_flight > 0 && last_change.elapsed() > Duration::from_millis(500) {
+                presumed_lost += in_flight;
+                in_flight = 0;
+                last_change = Instant::now();
+            }
+            // Fill the send batches up to the window.
+            let mut room = window.saturating_sub(in_flight + pending.iter().map(|b| b.len() as u64).sum::<u64>());
+            while room > 0 && next_seq < packets {
+                let (side, flow, len) = plan(next_seq);
+                let batch = &mut pending[side as usize];
+                if batch.is_full() {
+                    break;
+                }
+                let Some(mut buf) = self.ports[side as usize].alloc() else { break };
+                assert!(buf.set_len(len), "mbuf room");
+                write_udp_frame(buf.data_mut(), self.gateway_mac[side as usize], self.ports[side as usize].mac(), &flow, next_seq);
+                batch.push(buf);
+                next_seq += 1;
+                room -= 1;
+            }
+            for side in [Side::Outside, Side::Inside] {
+                let sent = self.ports[side as usize].tx_burst(&mut pending[side as usize]);
+                report.sent += sent as u64;
+            }
+            for side in [Side::Outside, Side::Inside] {
+                let mut rx = Batch::new();
+                if self.ports[side as usize].rx_burst(&mut rx) > 0 {
+                    last_change = Instant::now();
+                }
+                for buf in rx.drain(..) {
+                    let Some(buf) = self.control(side, buf) else { continue };
+                    self.check(side, buf.data(), &mut seen, &mut expected, &mut report);
+                }
+            }
+            let done = report.received_intact + report.corrupted + report.duplicates + report.misrouted >= packets;
+            let all_sent = next_seq >= packets && pending.iter().all(|b| b.is_empty());
+            if done || (all_sent && last_change.elapsed() > Duration::from_millis(400)) {
+                break;
+            }
+            if presumed_lost > packets / 10 + 1000 {
+                break; // the gateway is not forwarding: stop and report
+            }
+            if last_progress.elapsed() >= Duration::from_secs(1) {
+                last_progress = Instant::now();
+                report.seconds = start.elapsed().as_secs_f64();
+                progress(&report);
+            }
+        }
+        report.seconds = start.elapsed().as_secs_f64();
+        report.missing = packets - report.received_intact - report.corrupted;
+        report.control_frames = self.control_frames;
+        report
+    }
+
+    fn check(&self, side: Side, frame: &[u8], seen: &mut [u64], expected: &mut Vec<u8>, report: &mut VerifyReport) {
+        let Some(seq) = read_seq(frame).filter(|&s| s < report.packets) else {
+            report.misrouted += 1;
+            return;
+        };
+        let (sent_on, flow, len) = plan(seq);
+        if sent_on != side.other() {
+            report.misrouted += 1;
+            return;
+        }
+        let (word, bit) = ((seq / 64) as usize, 1u64 << (seq % 64));
+        if seen[word] & bit != 0 {
+            report.duplicates += 1;
+            return;
+        }
+        seen[word] |= bit;
+        expected.resize(len, 0);
+        write_udp_frame(expected, self.ports[side as usize].mac(), self.gateway_mac[side as usize], &flow, seq);
+        if frame == &expected[..] {
+            report.received_intact += 1;
+            report.bytes += len as u64;
+        } else {
+            report.corrupted += 1;
+        }
+    }
+
+    /// Sends `frame_len`-byte IPv4 frames from the outside port as fast as it
+    /// can for `warmup + seconds`, and reports what reached the inside port
+    /// during the last `seconds`.
+    pub fn rate(&mut self, frame_len: usize, warmup: Duration, seconds: Duration) -> RateReport {
+        let templates: Vec<Vec<u8>> = (0..FLOWS / 2)
+            .map(|i| {
+                let flow = topology::flow(Side::Outside, i * 2);
+                let mut frame = vec![0u8; frame_len.max(flow.min_frame_len())];
+                write_udp_frame(&mut frame, self.gateway_mac[0], self.ports[0].mac(), &flow, u64::from(i));
+                frame
+            })
+            .collect();
+        let start = Instant::now();
+        let (mut offered, mut delivered, mut delivered_bytes) = (0u64, 0u64, 0u64);
+        let mut measuring = false;
+        let mut measure_start = start;
+        let mut next = 0usize;
+        while start.elapsed() < warmup + seconds {
+            if !measuring && start.elapsed() >= warmup {
+                measuring = true;
+                measure_start = Instant::now();
+                (offered, delivered, delivered_bytes) = (0, 0, 0);
+            }
+            let mut tx = Batch::new();
+            while !tx.is_full() {
+                let Some(mut buf) = self.ports[0].alloc() else { break };
+                let template = &templates[next % templates.len()];
+                next += 1;
+                assert!(buf.set_len(template.len()), "mbuf room");
+                buf.data_mut().copy_from_slice(template);
+                tx.push(buf);
+            }
+            offered += self.ports[0].tx_burst(&mut tx) as u64;
+            drop(tx); // what the link did not take is the offered load's loss
+            for side in [Side::Outside, Side::Inside] {
+                let mut rx = Batch::new();
+                self.ports[side as usize].rx_burst(&mut rx);
+                for buf in rx.drain(..) {
+                    if let Some(buf) = self.control(side, buf) {
+                        if side == Side::Inside {
+                            delivered += 1;
+                            delivered_bytes += buf.data().len() as u64;
+                        }
+                    }
+                }
+            }
+        }
+        let secs = measure_start.elapsed().as_secs_f64();
+        RateReport {
+            frame_len,
+            seconds: secs,
+            offered_pps: offered as f64 / secs,
+            delivered_pps: delivered as f64 / secs,
+            // On the wire each frame also carries 24 bytes: preamble, FCS, gap.
+            delivered_gbps: (delivered_bytes + delivered * 24) as f64 * 8.0 / secs / 1e9,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plan_covers_sizes_sides_and_families() {
+        let (mut min, mut max, mut sides, mut v6) = (usize::MAX, 0, [0; 2], 0);
+        for seq in 0..100_000 {
+            let (side, flow, len) = plan(seq);
+            min = min.min(len);
+            max = max.max(len);
+            sides[side as usize] += 1;
+            v6 += usize::from(flow.src.is_ipv6());
+            assert!(len >= flow.min_frame_len());
+        }
+        assert_eq!((min, max), (MIN_FRAME, MAX_FRAME));
+        assert!(sides[0] > 45_000 && sides[1] > 45_000);
+        assert!(v6 > 45_000 && v6 < 55_000);
+    }
+}

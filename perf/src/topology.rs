@@ -1,0 +1,62 @@
+//! The virtual test network shared by the generator, the benchmarks, the
+//! README's demo and the integration tests:
+//!
+//! ```text
+//!  clinics 203.0.113.0/24, 2001:db8:c::/64         servers 192.0.2.0/24, 2001:db8:d::/64
+//!        |                                                    |
+//!  [gen outside] 198.51.100.2 --- 198.51.100.1 [sekisho] 10.0.0.1 --- 10.0.0.2 [gen inside]
+//!                2001:db8:a::2    2001:db8:a::1          2001:db8:b::1    2001:db8:b::2
+//! ```
+//! The generator plays both routers beyond the gateway; the gateway reaches
+//! the clinics and servers through them, resolving their MACs with ARP and ND.
+
+use sekisho_dataplane::craft::Flow;
+use sekisho_dataplane::Side;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::Path;
+
+pub const GATEWAY_V4: [Ipv4Addr; 2] = [Ipv4Addr::new(198, 51, 100, 1), Ipv4Addr::new(10, 0, 0, 1)];
+pub const GATEWAY_V6: [Ipv6Addr; 2] = [Ipv6Addr::new(0x2001, 0xdb8, 0xa, 0, 0, 0, 0, 1), Ipv6Addr::new(0x2001, 0xdb8, 0xb, 0, 0, 0, 0, 1)];
+pub const ROUTER_V4: [Ipv4Addr; 2] = [Ipv4Addr::new(198, 51, 100, 2), Ipv4Addr::new(10, 0, 0, 2)];
+pub const ROUTER_V6: [Ipv6Addr; 2] = [Ipv6Addr::new(0x2001, 0xdb8, 0xa, 0, 0, 0, 0, 2), Ipv6Addr::new(0x2001, 0xdb8, 0xb, 0, 0, 0, 0, 2)];
+pub const PREFIX_V4: [u8; 2] = [24, 24];
+pub const PREFIX_V6: [u8; 2] = [64, 64];
+
+/// Flow `index` entering the gateway on `side`; even indices are IPv4, odd IPv6.
+pub fn flow(side: Side, index: u16) -> Flow {
+    let host = 10 + (index / 2) as u8;
+    let clinic_v4 = IpAddr::V4(Ipv4Addr::new(203, 0, 113, host));
+    let server_v4 = IpAddr::V4(Ipv4Addr::new(192, 0, 2, host));
+    let clinic_v6 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0xc, 0, 0, 0, 0, u16::from(host)));
+    let server_v6 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0xd, 0, 0, 0, 0, u16::from(host)));
+    let (clinic, server) = if index % 2 == 0 { (clinic_v4, server_v4) } else { (clinic_v6, server_v6) };
+    let (src, dst) = match side {
+        Side::Outside => (clinic, server),
+        Side::Inside => (server, clinic),
+    };
+    Flow { src, dst, src_port: 10_000 + index, dst_port: 443 }
+}
+
+/// A dataplane config for this network, its ports being `virtio_user`
+/// clients of the generator's `net_vhost` sockets.
+pub fn dataplane_config(outside_sock: &Path, inside_sock: &Path, run_dir: &Path, file_prefix: &str, worker_lcore: u32, main_lcore: u32) -> String {
+    let side = |i: usize, name: &str, dev: &str, sock: &Path| {
+        format!(
+            "[ports.{name}]\ndevice = \"{dev},path={}\"\nipv4 = [\"{}/{}\"]\nipv6 = [\"{}/{}\"]\ngateway_ipv4 = \"{}\"\ngateway_ipv6 = \"{}\"\n\n",
+            sock.display(),
+            GATEWAY_V4[i],
+            PREFIX_V4[i],
+            GATEWAY_V6[i],
+            PREFIX_V6[i],
+            ROUTER_V4[i],
+            ROUTER_V6[i]
+        )
+    };
+    format!(
+        "[dataplane]\nmain_lcore = {main_lcore}\nworkers = [{worker_lcore}]\nmempool_size = 8191\nrun_dir = \"{}\"\n\
+         eal_args = [\"--file-prefix={file_prefix}\", \"--single-file-segments\", \"-m\", \"256\"]\n\n{}{}",
+        run_dir.display(),
+        side(0, "outside", "virtio_user0", outside_sock),
+        side(1, "inside", "virtio_user1", inside_sock),
+    )
+}
