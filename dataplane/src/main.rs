@@ -113,9 +113,10 @@ fn eal_args(config: &Config) -> Vec<String> {
     if !ports.iter().any(|p| p.is_pci()) {
         args.push("--no-pci".to_owned());
     }
-    for port in ports {
-        let flag = if port.is_pci() { "-a" } else { "--vdev" };
-        args.extend([flag.to_owned(), port.device.clone()]);
+    // PCI devices are allow-listed here; vdevs are probed one by one after
+    // start-up, so that a bad one is reported with the port it belongs to.
+    for port in ports.iter().filter(|p| p.is_pci()) {
+        args.extend(["-a".to_owned(), port.device.clone()]);
     }
     if !d.eal_args.iter().any(|a| a.starts_with("--file-prefix")) {
         args.push("--file-prefix=sekisho".to_owned());
@@ -127,6 +128,9 @@ fn eal_args(config: &Config) -> Vec<String> {
 fn start_port(eal: &Eal, config: &Config, side: Side, pool: &Mempool) -> Result<EthPort> {
     let port = config.port(side);
     let name = port.device_name();
+    if !port.is_pci() {
+        eal.probe(&port.device).with_context(|| format!("ports.{side}.device"))?;
+    }
     let Some(id) = eal.port_by_name(&name) else {
         bail!("ports.{side}.device: DPDK has no port named '{name}' (device \"{}\"); the ports it found are {:?}", port.device, eal.port_names());
     };

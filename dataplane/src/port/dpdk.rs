@@ -30,6 +30,9 @@ pub enum DpdkError {
     /// An ethdev call failed.
     #[error("port {port} ({name}): {call} failed: {reason}")]
     Port { port: u16, name: String, call: &'static str, reason: String },
+    /// A device could not be created from its devargs.
+    #[error("cannot create device \"{devargs}\": {reason}")]
+    Probe { devargs: String, reason: String },
     /// A worker could not be launched on an lcore.
     #[error("cannot launch a worker on lcore {lcore}: {reason}")]
     Launch { lcore: u32, reason: String },
@@ -99,6 +102,18 @@ impl Eal {
         // SAFETY: EAL is initialised; the name is a valid C string (copied by DPDK).
         let pool = unsafe { sys::rte_pktmbuf_pool_create(cname.as_ptr(), size, cache, 0, room, sys::rte_socket_id() as c_int) };
         NonNull::new(pool).map(|ptr| Mempool { ptr }).ok_or_else(|| err(last_error()))
+    }
+
+    /// Creates a device after start-up from its devargs (a vdev string such as
+    /// `net_tap0,iface=sk0`), as `--vdev` would have, but with an error of its own.
+    pub fn probe(&self, devargs: &str) -> Result<(), DpdkError> {
+        let cargs = CString::new(devargs).map_err(|_| DpdkError::Probe { devargs: devargs.to_owned(), reason: "contains NUL".into() })?;
+        // SAFETY: EAL is initialised; the string is valid and copied by DPDK.
+        let ret = unsafe { sys::rte_dev_probe(cargs.as_ptr()) };
+        if ret != 0 {
+            return Err(DpdkError::Probe { devargs: devargs.to_owned(), reason: strerror(-ret) });
+        }
+        Ok(())
     }
 
     /// The ethdev port id for a device name (`virtio_user0`, `0000:01:00.0`).

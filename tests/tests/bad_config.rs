@@ -1,0 +1,65 @@
+//! A configuration that cannot work stops the dataplane at start, with exit
+//! code 2 and a message naming what is wrong.
+
+use sekisho_perf::topology;
+use sekisho_tests::{bin, Scratch};
+use std::path::Path;
+use std::process::Command;
+
+fn config(scratch: &Scratch, tweak: impl Fn(String) -> String) -> std::path::PathBuf {
+    let text = topology::dataplane_config(Path::new("/nonexistent/o.sock"), Path::new("/nonexistent/i.sock"), &scratch.path("run"), "badcfg", 1, 0);
+    let path = scratch.path("dataplane.toml");
+    std::fs::write(&path, tweak(text)).unwrap();
+    path
+}
+
+fn fails_with(command: &mut Command, expected: &[&str]) {
+    let out = command.output().expect("run sekisho-dataplane");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    for e in expected {
+        assert!(stderr.contains(e), "expected {e:?} in: {stderr}");
+    }
+}
+
+fn run(config: &Path) -> Command {
+    let mut c = Command::new(bin("sekisho-dataplane"));
+    c.args(["run", "--config", config.to_str().unwrap()]);
+    c
+}
+
+#[test]
+fn unknown_port_is_named() {
+    let s = Scratch::new("badport");
+    // A vdev driver that does not exist: EAL probes nothing for it.
+    let path = config(&s, |t| t.replace("virtio_user0,path=/nonexistent/o.sock", "net_bogus0"));
+    fails_with(&mut run(&path), &["ports.outside.device", "net_bogus0"]);
+}
+
+#[test]
+fn core_out_of_range_is_named() {
+    let s = Scratch::new("badcore");
+    let path = config(&s, |t| t.replace("workers = [1]", "workers = [4095]"));
+    fails_with(&mut run(&path), &["dataplane.workers", "core 4095 is out of range"]);
+}
+
+#[test]
+fn missing_hugepages_are_reported_with_the_fix() {
+    let s = Scratch::new("nohuge");
+    let path = config(&s, |t| t);
+    // Hide the hugepage pools in a private mount namespace.
+    let script = format!("mount -t tmpfs none /sys/kernel/mm/hugepages && exec {} run --config {}", bin("sekisho-dataplane").display(), path.display());
+    fails_with(Command::new("unshare").args(["--mount", "sh", "-c", &script]), &["no free hugepages", "nr_hugepages"]);
+}
+
+#[test]
+fn syntax_and_value_errors_name_the_line_or_field() {
+    let s = Scratch::new("badsyntax");
+    let path = config(&s, |t| t.replace("workers = [1]", "workers = [1"));
+    fails_with(&mut run(&path), &["dataplane.toml", "line 4"]);
+    let path = config(&s, |t| t.replace("gateway_ipv4 = \"10.0.0.2\"", "gateway_ipv4 = \"10.9.0.2\""));
+    fails_with(&mut run(&path), &["ports.inside.gateway_ipv4", "10.9.0.2"]);
+    let mut check = Command::new(bin("sekisho-dataplane"));
+    check.args(["check", "--config", path.to_str().unwrap()]);
+    fails_with(&mut check, &["ports.inside.gateway_ipv4"]);
+}
