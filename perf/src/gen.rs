@@ -105,6 +105,12 @@ impl<'a> Generator<'a> {
         self.clock.elapsed().as_millis() as u64
     }
 
+    /// Uses these gateway MACs instead of resolving them.
+    pub fn set_gateway_mac(&mut self, macs: [MacAddr; 2]) -> [MacAddr; 2] {
+        self.gateway_mac = macs;
+        macs
+    }
+
     /// Answers ARP/ND in a received frame; true if it was one.
     fn control(&mut self, side: Side, mut buf: Mbuf) -> Option<Mbuf> {
         if !is_control(buf.data()) {

@@ -23,6 +23,10 @@ struct Cli {
     lcore: u32,
     #[arg(long, default_value = "sekisho-gen")]
     file_prefix: String,
+    /// Do not resolve the gateway with ARP/ND; send to this MAC instead (for
+    /// a forwarder that does not speak ARP, such as testpmd).
+    #[arg(long)]
+    gateway_mac: Option<sekisho_dataplane::wire::MacAddr>,
     /// Seconds to wait for the gateway to connect and answer ARP/ND.
     #[arg(long, default_value_t = 60.0)]
     connect_timeout: f64,
@@ -117,10 +121,16 @@ fn main() -> Result<()> {
         std::thread::sleep(Duration::from_millis(20));
     }
     let mut generator = Generator::new(ports[0].queue(0, &pool), ports[1].queue(0, &pool));
-    let macs = generator.resolve_gateway(Duration::from_secs_f64(cli.connect_timeout)).map_err(anyhow::Error::msg)?;
+    let macs = match cli.gateway_mac {
+        Some(mac) => generator.set_gateway_mac([mac, mac]),
+        None => {
+            let macs = generator.resolve_gateway(Duration::from_secs_f64(cli.connect_timeout)).map_err(anyhow::Error::msg)?;
+            // Let the gateway's manager publish what it learned from our ARP/ND.
+            std::thread::sleep(Duration::from_millis(100));
+            macs
+        }
+    };
     eprintln!("sekisho-gen: gateway is {} outside, {} inside", macs[0], macs[1]);
-    // Let the gateway's manager publish what it learned from our ARP/ND.
-    std::thread::sleep(Duration::from_millis(100));
 
     let report = match cli.mode {
         Mode::Verify { packets, window, progress, gateway_stats } => {
@@ -137,7 +147,7 @@ fn main() -> Result<()> {
         }
         Mode::Rate { frame_len, warmup, seconds } => {
             let report = generator.rate(frame_len, Duration::from_secs_f64(warmup), Duration::from_secs_f64(seconds));
-            serde_json::json!({"mode": "rate", "report": report})
+            serde_json::json!({"mode": "rate", "report": report, "gen_macs": [ports[0].mac().to_string(), ports[1].mac().to_string()]})
         }
     };
     drop(generator);
