@@ -204,20 +204,19 @@ impl Config {
             }
             let interface = p.interface();
             if let Some(gw) = p.gateway_ipv4 {
-                if !p.ipv4.iter().any(|c| c.contains(gw)) || interface.owns_ipv4(gw) {
+                if !interface.on_link_ipv4(gw) || interface.owns_ipv4(gw) {
                     return fail(&field("gateway_ipv4"), format!("{gw} is not a neighbour on the port's IPv4 networks"));
                 }
             }
             if let Some(gw) = p.gateway_ipv6 {
-                let link_local = gw.segments()[0] & 0xffc0 == 0xfe80;
-                if !(link_local || p.ipv6.iter().any(|c| c.contains(gw))) || interface.owns_ipv6(gw) {
+                if !interface.on_link_ipv6(gw) || interface.owns_ipv6(gw) {
                     return fail(&field("gateway_ipv6"), format!("{gw} is not a neighbour on the port's IPv6 networks"));
                 }
             }
             for n in &p.neighbours {
                 let on_link = match n.ip {
-                    IpAddr::V4(ip) => p.ipv4.iter().any(|c| c.contains(ip)),
-                    IpAddr::V6(ip) => ip.segments()[0] & 0xffc0 == 0xfe80 || p.ipv6.iter().any(|c| c.contains(ip)),
+                    IpAddr::V4(ip) => interface.on_link_ipv4(ip),
+                    IpAddr::V6(ip) => interface.on_link_ipv6(ip),
                 };
                 if !on_link || n.mac.is_multicast() {
                     return fail(&field("neighbours"), format!("{} at {} is not a unicast neighbour on the port's networks", n.ip, n.mac));

@@ -178,7 +178,7 @@ fn run(config: &Config) -> Result<()> {
                     worker.poll(now_ms());
                     polls += 1;
                     // Publishing is a few hundred bytes of stores: not every poll.
-                    if polls % 1024 == 0 {
+                    if polls.is_multiple_of(1024) {
                         stats.publish(index, &worker.forwarder.counters);
                     }
                 }

@@ -29,7 +29,7 @@ pub fn flow(side: Side, index: u16) -> Flow {
     let server_v4 = IpAddr::V4(Ipv4Addr::new(192, 0, 2, host));
     let clinic_v6 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0xc, 0, 0, 0, 0, u16::from(host)));
     let server_v6 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0xd, 0, 0, 0, 0, u16::from(host)));
-    let (clinic, server) = if index % 2 == 0 { (clinic_v4, server_v4) } else { (clinic_v6, server_v6) };
+    let (clinic, server) = if index.is_multiple_of(2) { (clinic_v4, server_v4) } else { (clinic_v6, server_v6) };
     let (src, dst) = match side {
         Side::Outside => (clinic, server),
         Side::Inside => (server, clinic),

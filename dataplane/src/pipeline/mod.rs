@@ -48,10 +48,12 @@ impl Interface {
     pub fn owns_ipv6(&self, ip: Ipv6Addr) -> bool {
         self.ipv6.iter().any(|c| c.addr == ip)
     }
-    fn on_link_ipv4(&self, ip: Ipv4Addr) -> bool {
+    /// True if `ip` is on one of the port's connected networks.
+    pub fn on_link_ipv4(&self, ip: Ipv4Addr) -> bool {
         self.ipv4.iter().any(|c| c.contains(ip))
     }
-    fn on_link_ipv6(&self, ip: Ipv6Addr) -> bool {
+    /// True if `ip` is link-local or on one of the port's connected networks.
+    pub fn on_link_ipv6(&self, ip: Ipv6Addr) -> bool {
         is_link_local(ip) || self.ipv6.iter().any(|c| c.contains(ip))
     }
     fn is_subnet_broadcast(&self, ip: Ipv4Addr) -> bool {

@@ -174,7 +174,7 @@ pub fn read(path: &Path) -> Result<StatsSnapshot, StatsError> {
     let invalid = |why: String| StatsError::Invalid { path: path.to_owned(), why };
     let file = File::open(path).map_err(|source| StatsError::Open { path: path.to_owned(), source })?;
     let len = file.metadata().map_err(|source| StatsError::Open { path: path.to_owned(), source })?.len() as usize;
-    if len < HEADER_WORDS * 8 || len % 8 != 0 {
+    if len < HEADER_WORDS * 8 || !len.is_multiple_of(8) {
         return Err(invalid(format!("size {len} bytes")));
     }
     let map = Mapping::new(&file, len / 8, false).map_err(|source| StatsError::Open { path: path.to_owned(), source })?;
