@@ -209,13 +209,11 @@ fn run(config: &Config) -> Result<()> {
     stats.set_state(STATE_STOPPED);
     let final_stats = stats::read(&stats_path)?;
     print_table(&final_stats);
-    let summary = serde_json::json!({
-        "event": "stopped",
-        "counters": final_stats.total().to_json(),
-        "workers": final_stats.workers.iter().map(|(lcore, c)| serde_json::json!({"lcore": lcore, "counters": c.to_json()})).collect::<Vec<_>>(),
-        "ports": { "outside": port_stats[0], "inside": port_stats[1] },
-        "mempool": { "size": d.mempool_size, "in_use_before_traffic": in_use_before, "in_use_after_traffic": in_use_after, "in_use_after_close": in_use_closed, "tx_reclaimed": reclaimed },
-    });
+    let mut summary = final_stats.to_json();
+    summary["event"] = "stopped".into();
+    summary["ports"] = serde_json::json!({ "outside": port_stats[0], "inside": port_stats[1] });
+    summary["mempool"] = serde_json::json!({ "size": d.mempool_size, "in_use_before_traffic": in_use_before,
+        "in_use_after_traffic": in_use_after, "in_use_after_close": in_use_closed, "tx_reclaimed": reclaimed });
     println!("{summary}");
     tracing::info!(mbufs_in_use = in_use_closed, "stopped");
     drop(pool);
@@ -249,12 +247,7 @@ fn show_stats(path: &Path, json: bool, watch: Option<f64>) -> Result<()> {
     loop {
         let snapshot = stats::read(path)?;
         if json {
-            let workers: Vec<_> = snapshot.workers.iter().map(|(l, c)| serde_json::json!({"lcore": l, "counters": c.to_json()})).collect();
-            println!(
-                "{}",
-                serde_json::json!({"pid": snapshot.pid, "running": snapshot.running, "mempool_in_use": snapshot.mempool_in_use,
-                    "mempool_size": snapshot.mempool_size, "counters": snapshot.total().to_json(), "workers": workers})
-            );
+            println!("{}", snapshot.to_json());
         } else {
             print_table(&snapshot);
         }

@@ -45,6 +45,18 @@ fn frame(seq: u64, len: usize) -> Vec<u8> {
     f
 }
 
+/// Copies `frames` into fresh mbufs from `port`.
+fn batch_of<P: Port>(port: &mut P, frames: &[Vec<u8>]) -> Batch<P::Buf> {
+    let mut batch = Batch::new();
+    for f in frames {
+        let mut buf = port.alloc().expect("mbuf");
+        assert!(buf.set_len(f.len()));
+        buf.data_mut().copy_from_slice(f);
+        batch.push(buf);
+    }
+    batch
+}
+
 #[test]
 fn ring_port_loops_frames_back_unchanged_and_returns_every_mbuf() {
     let d = dpdk();
@@ -53,13 +65,7 @@ fn ring_port_loops_frames_back_unchanged_and_returns_every_mbuf() {
         let port = start(&d, "net_ring0");
         let mut queue = port.queue(0, &d.pool);
         let frames: Vec<Vec<u8>> = (0..32).map(|i| frame(i, 60 + i as usize * 40)).collect();
-        let mut tx = Batch::new();
-        for f in &frames {
-            let mut buf = queue.alloc().expect("mbuf");
-            assert!(buf.set_len(f.len()));
-            buf.data_mut().copy_from_slice(f);
-            tx.push(buf);
-        }
+        let mut tx = batch_of(&mut queue, &frames);
         assert_eq!(queue.tx_burst(&mut tx), 32);
         assert!(tx.is_empty());
         let mut rx = Batch::new();
@@ -122,16 +128,9 @@ fn worker_forwards_between_two_ring_ports() {
         // A frame put on the outside ring arrives at the worker, which sends
         // it out of the inside ring; that ring loops it back to the inside RX
         // in the same poll, where it is not for us (it is for the peer).
-        let f = {
-            let mut f = frame(1, 200);
-            f[0..6].copy_from_slice(&outside.mac().0);
-            f
-        };
-        let mut tx = Batch::new();
-        let mut buf = worker.ports[0].alloc().unwrap();
-        assert!(buf.set_len(f.len()));
-        buf.data_mut().copy_from_slice(&f);
-        tx.push(buf);
+        let mut f = frame(1, 200);
+        f[0..6].copy_from_slice(&outside.mac().0);
+        let mut tx = batch_of(&mut worker.ports[0], &[f]);
         assert_eq!(worker.ports[0].tx_burst(&mut tx), 1);
         worker.poll(1);
         let c = &worker.forwarder.counters;

@@ -8,10 +8,10 @@
 use crate::topology;
 use sekisho_dataplane::craft::{read_seq, write_udp_frame, Flow};
 use sekisho_dataplane::neighbour::NeighbourTable;
-use sekisho_dataplane::pipeline::{Action, Forwarder, Interface};
+use sekisho_dataplane::pipeline::{is_neighbour_frame, Action, Forwarder, Interface};
 use sekisho_dataplane::port::dpdk::{DpdkQueue, Mbuf};
 use sekisho_dataplane::port::{Batch, PacketBuf, Port};
-use sekisho_dataplane::wire::{ethernet, icmpv6, ipv6, MacAddr};
+use sekisho_dataplane::wire::MacAddr;
 use sekisho_dataplane::Side;
 use serde::Serialize;
 use std::net::IpAddr;
@@ -55,6 +55,13 @@ pub struct VerifyReport {
     pub control_frames: u64,
 }
 
+impl VerifyReport {
+    /// Data frames that came back, good or bad.
+    pub fn received(&self) -> u64 {
+        self.received_intact + self.corrupted + self.duplicates + self.misrouted
+    }
+}
+
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct RateReport {
     pub frame_len: usize,
@@ -72,20 +79,6 @@ pub struct Generator<'a> {
     gateway_mac: [MacAddr; 2],
     clock: Instant,
     pub control_frames: u64,
-}
-
-fn is_control(frame: &[u8]) -> bool {
-    match frame.get(12..14) {
-        Some([0x08, 0x06]) => true,
-        Some([0x86, 0xdd]) => {
-            frame.get(ethernet::HEADER_LEN + 6) == Some(&ipv6::NEXT_HEADER_ICMPV6)
-                && matches!(
-                    frame.get(ethernet::HEADER_LEN + ipv6::HEADER_LEN),
-                    Some(&icmpv6::TYPE_NEIGHBOR_SOLICITATION | &icmpv6::TYPE_NEIGHBOR_ADVERTISEMENT)
-                )
-        }
-        _ => false,
-    }
 }
 
 impl<'a> Generator<'a> {
@@ -111,9 +104,10 @@ impl<'a> Generator<'a> {
         macs
     }
 
-    /// Answers ARP/ND in a received frame; true if it was one.
+    /// Answers or learns from an ARP/ND frame and returns None; hands any
+    /// other frame back.
     fn control(&mut self, side: Side, mut buf: Mbuf) -> Option<Mbuf> {
-        if !is_control(buf.data()) {
+        if !is_neighbour_frame(buf.data()) {
             return Some(buf);
         }
         self.control_frames += 1;
@@ -195,8 +189,7 @@ impl<'a> Generator<'a> {
         // Packets given up for lost, so that a loss cannot shrink the window for good.
         let mut presumed_lost = 0u64;
         loop {
-            let received = report.received_intact + report.corrupted + report.duplicates + report.misrouted;
-            let mut in_flight = report.sent - (received + presumed_lost).min(report.sent);
+            let mut in_flight = report.sent - (report.received() + presumed_lost).min(report.sent);
             if in_flight > 0 && last_change.elapsed() > Duration::from_millis(500) {
                 presumed_lost += in_flight;
                 in_flight = 0;
@@ -231,7 +224,7 @@ impl<'a> Generator<'a> {
                     self.check(side, buf.data(), &mut seen, &mut expected, &mut report);
                 }
             }
-            let done = report.received_intact + report.corrupted + report.duplicates + report.misrouted >= packets;
+            let done = report.received() >= packets;
             let all_sent = next_seq >= packets && pending.iter().all(|b| b.is_empty());
             if done || (all_sent && last_change.elapsed() > Duration::from_millis(400)) {
                 break;

@@ -17,6 +17,20 @@ pub(super) fn is_neighbour_discovery(icmp: &[u8]) -> bool {
     matches!(icmp.first(), Some(&icmpv6::TYPE_NEIGHBOR_SOLICITATION | &icmpv6::TYPE_NEIGHBOR_ADVERTISEMENT))
 }
 
+/// True if `frame` looks like ARP or neighbour discovery (by its EtherType,
+/// next header and ICMPv6 type, unvalidated): what a host hands to
+/// [`Forwarder::process`] rather than treating as data.
+pub fn is_neighbour_frame(frame: &[u8]) -> bool {
+    match frame.get(12..14) {
+        Some([0x08, 0x06]) => true,
+        Some([0x86, 0xdd]) => {
+            frame.get(ethernet::HEADER_LEN + 6) == Some(&ipv6::NEXT_HEADER_ICMPV6)
+                && frame.get(ethernet::HEADER_LEN + ipv6::HEADER_LEN..).is_some_and(is_neighbour_discovery)
+        }
+        _ => false,
+    }
+}
+
 impl Forwarder {
     pub(super) fn arp<B: PacketBuf>(&mut self, side: Side, buf: &mut B) -> Action {
         let frame = buf.data_mut();

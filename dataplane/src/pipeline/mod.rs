@@ -15,6 +15,7 @@ use crate::port::PacketBuf;
 use crate::wire::{ethernet, ipv4, ipv6, MacAddr, WireError};
 use crate::Side;
 use arrayvec::ArrayVec;
+pub use arp_nd::is_neighbour_frame;
 pub use counters::{Counter, CounterBlock, DropReason};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;

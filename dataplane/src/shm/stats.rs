@@ -156,6 +156,13 @@ impl StatsSnapshot {
         }
         total
     }
+
+    /// The snapshot as one JSON object: totals, then each worker's counters.
+    pub fn to_json(&self) -> serde_json::Value {
+        let workers: Vec<_> = self.workers.iter().map(|(lcore, c)| serde_json::json!({"lcore": lcore, "counters": c.to_json()})).collect();
+        serde_json::json!({"pid": self.pid, "running": self.running, "mempool_in_use": self.mempool_in_use,
+            "mempool_size": self.mempool_size, "counters": self.total().to_json(), "workers": workers})
+    }
 }
 
 /// Error reading a stats file that is missing, foreign or inconsistent.
