@@ -11,7 +11,7 @@ use std::process::Command;
 
 const MIN_VERSION: (u32, u32) = (22, 11);
 const INSTALL_HINT: &str =
-    "install the Debian packages: apt-get install -y libdpdk-dev pkg-config clang libclang-dev";
+    "install the Debian packages: apt-get install -y libdpdk-dev libipsec-mb-dev pkg-config clang libclang-dev";
 
 fn pkg_config(args: &[&str]) -> String {
     let output = match Command::new("pkg-config").args(args).arg("libdpdk").output() {
@@ -44,6 +44,8 @@ fn main() {
     println!("cargo:rerun-if-changed=wrapper.h");
     println!("cargo:rerun-if-changed=shim.h");
     println!("cargo:rerun-if-changed=shim.c");
+    println!("cargo:rerun-if-changed=ipsecmb_shim.h");
+    println!("cargo:rerun-if-changed=ipsecmb_shim.c");
     println!("cargo:rerun-if-env-changed=PKG_CONFIG_PATH");
 
     check_version(&pkg_config(&["--modversion"]));
@@ -58,6 +60,19 @@ fn main() {
         shim.flag(flag);
     }
     shim.compile("sekisho_dpdk_shim");
+
+    // AES-GCM from Intel IPsec-MB, the library under DPDK's crypto_aesni_gcm.
+    if !std::path::Path::new("/usr/include/intel-ipsec-mb.h").exists() {
+        panic!("\n\ndpdk-sys: intel-ipsec-mb.h not found; {INSTALL_HINT}\n\n");
+    }
+    cc::Build::new()
+        .file("ipsecmb_shim.c")
+        .include(&manifest_dir)
+        .define("LINUX", None)
+        .opt_level(3)
+        .warnings(true)
+        .compile("sekisho_ipsecmb_shim");
+    println!("cargo:rustc-link-lib=dylib=IPSec_MB");
 
     for token in pkg_config(&["--libs"]).split_whitespace() {
         if let Some(dir) = token.strip_prefix("-L") {
@@ -90,7 +105,7 @@ fn main() {
     for family in families {
         builder = builder.allowlist_function(family).allowlist_type(family).allowlist_var(family);
     }
-    builder = builder.allowlist_var("RTE_.*");
+    builder = builder.allowlist_var("RTE_.*").allowlist_var("SHIM_.*");
     let bindings = builder.generate().unwrap_or_else(|err| {
         panic!("\n\ndpdk-sys: bindgen failed on the DPDK headers ({err}); {INSTALL_HINT}\n\n")
     });

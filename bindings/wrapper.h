@@ -1,4 +1,5 @@
-/* The DPDK headers Sekisho binds: EAL, lcores, ethdev, mbuf, mempool, ring, flow. */
+/* The DPDK headers Sekisho binds: EAL, lcores, ethdev, mbuf, mempool, ring, flow;
+ * and the IPsec-MB shim (AES-GCM). */
 #include <rte_eal.h>
 #include <rte_errno.h>
 #include <rte_lcore.h>
@@ -10,3 +11,4 @@
 #include <rte_ring.h>
 #include <rte_flow.h>
 #include "shim.h"
+#include "ipsecmb_shim.h"

@@ -4,7 +4,10 @@
 //! is the dataplane's `port::dpdk` module; nothing else in Sekisho calls DPDK.
 //! Functions named `shim_*` come from `shim.c` and forward to DPDK's
 //! `static inline` fast-path functions (burst I/O, mbuf alloc/free, lcore id).
+//! [`ipsec_mb`] is the one safe wrapper here: AES-GCM from Intel IPsec-MB.
 #![allow(non_upper_case_globals, non_camel_case_types, non_snake_case, dead_code)]
 #![allow(clippy::all, unsafe_code, unsafe_op_in_unsafe_fn)]
 
 include!(concat!(env!("OUT_DIR"), "/bindings.rs"));
+
+pub mod ipsec_mb;

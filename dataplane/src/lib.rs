@@ -8,9 +8,11 @@
 pub mod addr;
 pub mod config;
 pub mod craft;
+pub mod esp;
 pub mod neighbour;
 pub mod pipeline;
 pub mod port;
+pub mod sad;
 pub mod shm;
 pub mod wire;
 pub mod worker;

@@ -2,5 +2,6 @@
 //! virtio links; `sekisho-bench-forward` compares its forwarding rate with a
 //! plain DPDK forwarder (testpmd) on the same links in the same run.
 
+pub mod bench;
 pub mod gen;
 pub mod topology;

@@ -35,6 +35,11 @@ pub(crate) fn read_u16(buf: &[u8], at: usize) -> u16 {
 }
 
 #[inline]
+pub(crate) fn read_u32(buf: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes([buf[at], buf[at + 1], buf[at + 2], buf[at + 3]])
+}
+
+#[inline]
 pub(crate) fn write_u16(buf: &mut [u8], at: usize, value: u16) {
     buf[at..at + 2].copy_from_slice(&value.to_be_bytes());
 }

@@ -1,0 +1,106 @@
+//! AES-GCM from Intel's IPsec-MB library (Debian `libipsec-mb-dev`), the
+//! engine behind DPDK's `crypto_aesni_gcm` driver, called synchronously on the
+//! worker's own core. A safe wrapper: keys are expanded once, and every call
+//! checks its lengths before it reaches C.
+
+use std::ffi::CStr;
+
+/// One expanded AES-GCM key (round keys and GHASH powers), aligned as the
+/// library's `struct gcm_key_data` requires.
+#[repr(C, align(64))]
+pub struct GcmKey {
+    data: [u8; crate::SHIM_IMB_GCM_KEY_BYTES as usize],
+    key_len: u32,
+}
+
+/// Why IPsec-MB could not be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Error {
+    /// The library could not set itself up for this CPU.
+    Unavailable,
+    /// The key is neither 16 nor 32 bytes.
+    KeyLength,
+}
+
+/// Sets the library up for this CPU (once per process; later calls are cheap).
+pub fn init() -> Result<(), Error> {
+    // SAFETY: shim_imb_init is idempotent and thread-safe (pthread_once).
+    if unsafe { crate::shim_imb_init() } == 0 {
+        Ok(())
+    } else {
+        Err(Error::Unavailable)
+    }
+}
+
+/// The instruction set the library chose for this CPU ("avx512", "avx2", ...).
+pub fn arch() -> &'static str {
+    // SAFETY: returns a pointer to a static NUL-terminated string.
+    unsafe { CStr::from_ptr(crate::shim_imb_arch()) }.to_str().unwrap_or("other")
+}
+
+impl GcmKey {
+    /// Expands an AES-128 or AES-256 key.
+    pub fn new(key: &[u8]) -> Result<Box<GcmKey>, Error> {
+        init()?;
+        if key.len() != 16 && key.len() != 32 {
+            return Err(Error::KeyLength);
+        }
+        let mut expanded =
+            Box::new(GcmKey { data: [0; crate::SHIM_IMB_GCM_KEY_BYTES as usize], key_len: key.len() as u32 });
+        // SAFETY: the manager is initialised (init above); key holds key_len
+        // bytes; data has SHIM_IMB_GCM_KEY_BYTES bytes, 64-byte aligned, which
+        // the C side asserts is enough for struct gcm_key_data.
+        let rc = unsafe {
+            crate::shim_imb_gcm_precompute(expanded.key_len, key.as_ptr(), expanded.data.as_mut_ptr().cast())
+        };
+        if rc == 0 {
+            Ok(expanded)
+        } else {
+            Err(Error::Unavailable)
+        }
+    }
+
+    /// Encrypts `data` in place and returns the 16-byte tag.
+    #[inline]
+    pub fn seal(&self, iv: &[u8; 12], aad: &[u8], data: &mut [u8]) -> [u8; 16] {
+        let mut tag = [0u8; 16];
+        // SAFETY: a GcmKey exists only after a successful precompute, so the
+        // manager is set; every pointer comes with its exact length, and the
+        // library encrypts in place (dst == src is supported).
+        unsafe {
+            crate::shim_imb_gcm_seal(
+                self.key_len,
+                self.data.as_ptr().cast(),
+                iv.as_ptr(),
+                aad.as_ptr(),
+                aad.len() as u64,
+                data.as_mut_ptr(),
+                data.len() as u64,
+                tag.as_mut_ptr(),
+            )
+        };
+        tag
+    }
+
+    /// Decrypts `data` in place and returns the tag it computed; the caller
+    /// compares it with the received one in constant time (and must discard
+    /// `data` if they differ).
+    #[inline]
+    pub fn open(&self, iv: &[u8; 12], aad: &[u8], data: &mut [u8]) -> [u8; 16] {
+        let mut tag = [0u8; 16];
+        // SAFETY: as in `seal`.
+        unsafe {
+            crate::shim_imb_gcm_open(
+                self.key_len,
+                self.data.as_ptr().cast(),
+                iv.as_ptr(),
+                aad.as_ptr(),
+                aad.len() as u64,
+                data.as_mut_ptr(),
+                data.len() as u64,
+                tag.as_mut_ptr(),
+            )
+        };
+        tag
+    }
+}
