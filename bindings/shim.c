@@ -61,3 +61,13 @@ void shim_pause(void)
 
 uint64_t shim_rss_hf_ip_tcp_udp(void)
 { return RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP | RTE_ETH_RSS_UDP; }
+
+int shim_pktmbuf_prepend(struct rte_mbuf *m, uint16_t len)
+{
+	return rte_pktmbuf_prepend(m, len) == NULL ? -1 : 0;
+}
+
+int shim_pktmbuf_adj(struct rte_mbuf *m, uint16_t len)
+{
+	return rte_pktmbuf_adj(m, len) == NULL ? -1 : 0;
+}

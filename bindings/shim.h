@@ -18,6 +18,10 @@ uint16_t shim_pktmbuf_nb_segs(const struct rte_mbuf *m);
 uint16_t shim_pktmbuf_tailroom(const struct rte_mbuf *m);
 /* Sets a single-segment mbuf's length; returns -1 if it does not fit. */
 int shim_pktmbuf_set_len(struct rte_mbuf *m, uint16_t len);
+/* Grows the packet at the front into the headroom; -1 if there is too little. */
+int shim_pktmbuf_prepend(struct rte_mbuf *m, uint16_t len);
+/* Removes len bytes from the front; -1 if the first segment is shorter. */
+int shim_pktmbuf_adj(struct rte_mbuf *m, uint16_t len);
 uint32_t shim_pktmbuf_rss_hash(const struct rte_mbuf *m);
 unsigned shim_lcore_id(void);
 int shim_errno(void);

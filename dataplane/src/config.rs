@@ -4,7 +4,8 @@
 //! checks that span fields name the field (`ports.inside.gateway_ipv4`).
 
 use crate::addr::{Ipv4Cidr, Ipv6Cidr};
-use crate::pipeline::Interface;
+use crate::pipeline::{Interface, TunnelSettings};
+use crate::tunnels::{self, Tables, TunnelConfig};
 use crate::wire::MacAddr;
 use crate::Side;
 use serde::Deserialize;
@@ -16,6 +17,54 @@ use std::path::{Path, PathBuf};
 pub struct Config {
     pub dataplane: DataplaneConfig,
     pub ports: Ports,
+    #[serde(default)]
+    pub esp: EspConfig,
+    /// Static tunnels (without IKE), as `[[tunnels]]` tables.
+    #[serde(default)]
+    pub tunnels: Vec<TunnelConfig>,
+}
+
+/// How the gateway sends into tunnels.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EspConfig {
+    /// MTU of the outside link; outer packets never exceed it.
+    #[serde(default = "default_mtu")]
+    pub outer_mtu: u16,
+    /// TTL / hop limit of outer headers.
+    #[serde(default = "default_ttl")]
+    pub outer_ttl: u8,
+    /// Largest TCP MSS on SYNs through tunnels: a number, 0 for no
+    /// clamping, or absent to derive it from `outer_mtu`.
+    pub tcp_mss_clamp: Option<u16>,
+    /// Forward packets outside any tunnel between the ports (for
+    /// benchmarks of plain forwarding; never in production).
+    #[serde(default)]
+    pub bypass: bool,
+}
+
+impl Default for EspConfig {
+    fn default() -> Self {
+        EspConfig { outer_mtu: default_mtu(), outer_ttl: default_ttl(), tcp_mss_clamp: None, bypass: false }
+    }
+}
+
+fn default_mtu() -> u16 {
+    1500
+}
+fn default_ttl() -> u8 {
+    64
+}
+
+impl EspConfig {
+    pub fn settings(&self) -> TunnelSettings {
+        let mss_clamp = match self.tcp_mss_clamp {
+            Some(0) => None,
+            Some(mss) => Some(mss),
+            None => Some(TunnelSettings::auto_mss(self.outer_mtu)),
+        };
+        TunnelSettings { outer_mtu: self.outer_mtu, outer_ttl: self.outer_ttl, mss_clamp, bypass: self.bypass }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -155,6 +204,17 @@ impl Config {
         }
     }
 
+    /// Our outside addresses, which tunnels use as their local end.
+    pub fn outside_addrs(&self) -> Vec<IpAddr> {
+        let p = &self.ports.outside;
+        p.ipv4.iter().map(|c| IpAddr::V4(c.addr)).chain(p.ipv6.iter().map(|c| IpAddr::V6(c.addr))).collect()
+    }
+
+    /// The tunnels as per-worker SA tables and shared routes (keys expanded here).
+    pub fn tables(&self) -> Result<Tables, (String, String)> {
+        tunnels::build(&self.tunnels, self.dataplane.workers.len(), &self.outside_addrs())
+    }
+
     /// Mbufs the rings can hold at once: descriptors of every queue, plus
     /// each lcore's cache and a burst in flight per worker and port.
     pub fn mbufs_needed(&self) -> u32 {
@@ -190,6 +250,13 @@ impl Config {
                 format!("{} mbufs is too few: the queues and caches can hold {}", d.mempool_size, self.mbufs_needed()),
             );
         }
+        if self.esp.outer_mtu < 576 {
+            return fail("esp.outer_mtu", format!("{} is below the IPv4 minimum of 576", self.esp.outer_mtu));
+        }
+        if self.dataplane.workers.len() > crate::sad::MAX_CORES {
+            return fail("dataplane.workers", format!("at most {} workers", crate::sad::MAX_CORES));
+        }
+        self.tables()?;
         if self.ports.outside.device_name() == self.ports.inside.device_name() {
             return fail("ports.inside.device", "is the same device as ports.outside.device".into());
         }

@@ -14,6 +14,7 @@ pub mod pipeline;
 pub mod port;
 pub mod sad;
 pub mod shm;
+pub mod tunnels;
 pub mod wire;
 pub mod worker;
 

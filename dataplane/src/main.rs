@@ -163,15 +163,26 @@ fn run(config: &Config) -> Result<()> {
     let in_use_before = pool.in_use();
     tracing::info!(workers = ?d.workers, stats = %stats_path.display(), mbufs_in_use = in_use_before, "forwarding");
 
+    let tables = config.tables().map_err(|(field, message)| anyhow::anyhow!("{field}: {message}"))?;
+    let routes = Arc::new(tables.routes);
+    let settings = config.esp.settings();
+    for (name, spis) in &tables.inbound_spis {
+        let spis: Vec<String> = spis.iter().map(|s| format!("{s:#010x}")).collect();
+        tracing::info!(tunnel = %name, inbound_spis = ?spis, "static tunnel");
+    }
+    let mut sa_tables = tables.cores.into_iter();
+
     let clock = Instant::now();
     let now_ms = move || clock.elapsed().as_millis() as u64;
     eal.scope(|scope| -> Result<()> {
         for (index, &lcore) in d.workers.iter().enumerate() {
+            let (sad, routes) = (sa_tables.next().expect("one SA table per worker"), routes.clone());
             let (ports, pool, stats, stop, neighbours) = (&ports, &pool, &stats, &stop, neighbours.clone());
             let interfaces = [config.ports.outside.interface(), config.ports.inside.interface()];
             scope.launch(lcore, move || {
                 let queue = index as u16;
-                let forwarder = Forwarder::new(interfaces, [ports[0].mac(), ports[1].mac()], neighbours);
+                let forwarder =
+                    Forwarder::new(interfaces, [ports[0].mac(), ports[1].mac()], neighbours).with_tunnels(sad, routes, settings);
                 let mut worker = Worker::new(ports[0].queue(queue, pool), ports[1].queue(queue, pool), forwarder);
                 let mut polls = 0u64;
                 while !stop.load(Ordering::Relaxed) {

@@ -123,7 +123,7 @@ fn worker_forwards_between_two_ring_ports() {
             Interface { ipv4: vec!["10.0.0.1/24".parse().unwrap()], ..Default::default() },
         ];
         let table = Arc::new(NeighbourTable::new([(Side::Inside, "10.0.0.9".parse().unwrap(), peer)]));
-        let forwarder = Forwarder::new(interfaces, [outside.mac(), inside.mac()], table);
+        let forwarder = Forwarder::new(interfaces, [outside.mac(), inside.mac()], table).with_bypass();
         let mut worker = Worker::new(outside.queue(0, &d.pool), inside.queue(0, &d.pool), forwarder);
         // A frame put on the outside ring arrives at the worker, which sends
         // it out of the inside ring; that ring loops it back to the inside RX

@@ -54,7 +54,8 @@ pub fn dataplane_config(outside_sock: &Path, inside_sock: &Path, run_dir: &Path,
     };
     format!(
         "[dataplane]\nmain_lcore = {main_lcore}\nworkers = [{worker_lcore}]\nmempool_size = 8191\nrun_dir = \"{}\"\n\
-         eal_args = [\"--file-prefix={file_prefix}\", \"--single-file-segments\", \"-m\", \"256\"]\n\n{}{}",
+         eal_args = [\"--file-prefix={file_prefix}\", \"--single-file-segments\", \"-m\", \"256\"]\n\n\
+         # Plain forwarding between the ports (the generator sends no ESP yet).\n[esp]\nbypass = true\n\n{}{}",
         run_dir.display(),
         side(0, "outside", "virtio_user0", outside_sock),
         side(1, "inside", "virtio_user1", inside_sock),

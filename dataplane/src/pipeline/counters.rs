@@ -36,6 +36,13 @@ declare! {
         NeighbourSolicitationsSent => "neighbour_solicitations_sent", "ARP requests and neighbour solicitations sent to resolve a next hop";
         NeighbourRepliesReceived => "neighbour_replies_received", "ARP replies and neighbour advertisements taken in";
         NeighbourUpdates => "neighbour_updates", "neighbour addresses learned or refreshed from ARP and ND";
+        EspDecrypted => "esp_decrypted", "ESP packets authenticated, decrypted and sent to the inside";
+        EspEncrypted => "esp_encrypted", "inner packets encrypted into a tunnel and sent to the outside";
+        Bypassed => "bypassed", "unprotected packets forwarded because the config allows bypass";
+        NatTPeerMoved => "nat_t_peer_moved", "tunnels whose peer address or port changed (learned from authenticated ESP in UDP)";
+        SaSoftExpired => "sa_soft_expired", "SAs that reached a soft lifetime (rekey due)";
+        SaHardExpired => "sa_hard_expired", "SAs that reached a hard lifetime (traffic stops)";
+        MssClamped => "mss_clamped", "TCP SYNs whose MSS option was lowered to fit the tunnel";
     }
 }
 
@@ -58,6 +65,25 @@ declare! {
         NeighbourUnresolved => "neighbour_unresolved", "next hop's MAC not yet known; a solicitation was sent";
         NoBuffer => "no_buffer", "no mbuf free for a packet the gateway originates";
         TxFull => "tx_full", "TX queue full";
+        Unprotected => "unprotected", "packet between the ports outside any tunnel (no bypass configured)";
+        NoTunnel => "no_tunnel", "packet from the inside whose destination no tunnel's selectors cover";
+        UnknownSpi => "unknown_spi", "ESP with an SPI that names no SA";
+        StaleSpi => "stale_spi", "ESP with the SPI of a deleted SA whose slot was reused (old generation)";
+        OtherCore => "other_core", "ESP or inner packet for an SA owned by another worker";
+        EspTruncated => "esp_truncated", "ESP shorter than header, IV, trailer and ICV";
+        Replayed => "replayed", "ESP sequence number already received (RFC 4303 §3.4.3)";
+        ReplayTooOld => "replay_too_old", "ESP sequence number left of the anti-replay window";
+        BadIcv => "bad_icv", "ESP integrity check failed";
+        BadPadding => "bad_padding", "ESP padding or pad length invalid (RFC 4303 §2.4)";
+        BadNextHeader => "bad_next_header", "ESP next header neither IPv4 nor IPv6";
+        Dummy => "dummy", "ESP dummy packet (next header 59), dropped silently";
+        InnerInvalid => "inner_invalid", "decrypted inner packet with a bad IP header";
+        SelectorMismatch => "selector_mismatch", "inner source outside the SA's traffic selectors (RFC 4301 §5.2)";
+        SaExpired => "sa_expired", "SA past its hard lifetime";
+        SequenceExhausted => "sequence_exhausted", "outbound SA's sequence counter would wrap; rekey needed";
+        NatKeepalive => "nat_keepalive", "NAT-T keepalive (RFC 3948 §2.3), swallowed";
+        IkeToControl => "ike_to_control", "IKE packet for the control process (not linked yet: dropped)";
+        TooBigForTunnel => "too_big_for_tunnel", "inner packet too large for the outer MTU after ESP overhead";
     }
 }
 

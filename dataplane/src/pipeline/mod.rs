@@ -8,15 +8,19 @@
 
 mod arp_nd;
 pub mod counters;
+mod esp;
+mod mss;
 
 use crate::addr::{Ipv4Cidr, Ipv6Cidr};
 use crate::neighbour::{NeighbourTable, Observation, SolicitLimiter, Snapshot, REFRESH_AFTER_MS};
 use crate::port::PacketBuf;
+use crate::sad::{OutboundRoutes, SaTable};
 use crate::wire::{ethernet, ipv4, ipv6, MacAddr, WireError};
 use crate::Side;
 use arrayvec::ArrayVec;
 pub use arp_nd::is_neighbour_frame;
 pub use counters::{Counter, CounterBlock, DropReason};
+pub use esp::TunnelSettings;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
@@ -104,6 +108,12 @@ pub struct Forwarder {
     limiter: SolicitLimiter,
     pending: ArrayVec<(Side, IpAddr), MAX_PENDING_SOLICITATIONS>,
     now_ms: u64,
+    /// This core's SAs and tunnels.
+    sad: SaTable,
+    /// Which SA carries which inner destination (shared, read-only).
+    routes: Arc<OutboundRoutes>,
+    settings: TunnelSettings,
+    ipv4_ident: u16,
     pub counters: CounterBlock,
 }
 
@@ -119,8 +129,31 @@ impl Forwarder {
             limiter: SolicitLimiter::default(),
             pending: ArrayVec::new(),
             now_ms: 0,
+            sad: SaTable::new(0),
+            routes: Arc::new(OutboundRoutes::default()),
+            settings: TunnelSettings::default(),
+            ipv4_ident: 0,
             counters: CounterBlock::default(),
         }
+    }
+
+    /// Gives the worker its tunnels: its own SA table, the shared routes, and how to send.
+    pub fn with_tunnels(mut self, sad: SaTable, routes: Arc<OutboundRoutes>, settings: TunnelSettings) -> Self {
+        self.sad = sad;
+        self.routes = routes;
+        self.settings = settings;
+        self
+    }
+
+    /// Forwards packets outside any tunnel (plain-forwarding tests and benchmarks).
+    pub fn with_bypass(mut self) -> Self {
+        self.settings.bypass = true;
+        self
+    }
+
+    /// This worker's SA table (for stats and tests).
+    pub fn sad(&self) -> &SaTable {
+        &self.sad
     }
 
     /// Call once per burst: sets the clock and picks up a newer neighbour table.
@@ -147,19 +180,24 @@ impl Forwarder {
         match frame.ethertype() {
             ethernet::ETHERTYPE_ARP => self.arp(side, buf),
             ethernet::ETHERTYPE_IPV4 if group => Action::Drop(DropReason::NotForUs),
-            ethernet::ETHERTYPE_IPV4 => self.ipv4(side, buf.data_mut()),
+            ethernet::ETHERTYPE_IPV4 => self.ipv4(side, buf),
             ethernet::ETHERTYPE_IPV6 => self.ipv6(side, buf, group),
             _ => Action::Drop(DropReason::UnknownEthertype),
         }
     }
 
-    fn ipv4(&mut self, side: Side, frame: &mut [u8]) -> Action {
-        let ip = match ipv4::Packet::new_checked(&frame[ethernet::HEADER_LEN..]) {
+    fn ipv4<B: PacketBuf>(&mut self, side: Side, buf: &mut B) -> Action {
+        let ip = match ipv4::Packet::new_checked(&buf.data()[ethernet::HEADER_LEN..]) {
             Ok(ip) => ip,
             Err(WireError::Truncated) => return Action::Drop(DropReason::Truncated),
             Err(_) => return Action::Drop(DropReason::Ipv4Invalid),
         };
         let (src, dst) = (ip.src(), ip.dst());
+        let (l4, l4_end, protocol, total_len) =
+            (ethernet::HEADER_LEN + ip.header_len(), ethernet::HEADER_LEN + ip.total_len(), ip.protocol(), ip.total_len());
+        if side == Side::Outside && self.interfaces[side as usize].owns_ipv4(dst) {
+            return self.to_gateway(buf, l4, l4_end, protocol, IpAddr::V4(src));
+        }
         if self.interfaces.iter().any(|i| i.owns_ipv4(dst)) {
             return Action::Drop(DropReason::ToGateway);
         }
@@ -167,6 +205,10 @@ impl Forwarder {
         if dst.is_multicast() || dst.is_broadcast() || src.is_multicast() || self.interfaces[egress as usize].is_subnet_broadcast(dst) {
             return Action::Drop(DropReason::NotForwardable);
         }
+        if let Some(action) = self.policy(side, buf, IpAddr::V4(dst), total_len) {
+            return action;
+        }
+        let frame = buf.data_mut();
         let Some(next_hop) = self.interfaces[egress as usize].next_hop_ipv4(dst) else {
             return Action::Drop(DropReason::NoRoute);
         };
@@ -186,6 +228,15 @@ impl Forwarder {
             return Action::Drop(DropReason::NotForUs);
         }
         let (src, dst) = (ip.src(), ip.dst());
+        let (l4, l4_end, protocol, total_len) = (
+            ethernet::HEADER_LEN + ipv6::HEADER_LEN,
+            ethernet::HEADER_LEN + ipv6::HEADER_LEN + ip.payload_len(),
+            ip.next_header(),
+            ipv6::HEADER_LEN + ip.payload_len(),
+        );
+        if side == Side::Outside && self.interfaces[side as usize].owns_ipv6(dst) {
+            return self.to_gateway(buf, l4, l4_end, protocol, IpAddr::V6(src));
+        }
         if self.interfaces.iter().any(|i| i.owns_ipv6(dst)) {
             return Action::Drop(DropReason::ToGateway);
         }
@@ -193,11 +244,27 @@ impl Forwarder {
         if dst.is_multicast() || is_link_local(src) || is_link_local(dst) || src.is_multicast() {
             return Action::Drop(DropReason::NotForwardable);
         }
+        if let Some(action) = self.policy(side, buf, IpAddr::V6(dst), total_len) {
+            return action;
+        }
         let egress = side.other();
         let Some(next_hop) = self.interfaces[egress as usize].next_hop_ipv6(dst) else {
             return Action::Drop(DropReason::NoRoute);
         };
         self.forward(egress, IpAddr::V6(next_hop), buf.data_mut())
+    }
+
+    /// What IPsec policy says of a transit packet: from the inside into a
+    /// tunnel, or (under bypass only) forwarded as it is. None: forward plainly.
+    fn policy<B: PacketBuf>(&mut self, side: Side, buf: &mut B, dst: IpAddr, total_len: usize) -> Option<Action> {
+        if side == Side::Inside && self.routes.lookup(dst).is_some() {
+            return Some(self.to_clinic(buf, dst, total_len));
+        }
+        if self.settings.bypass {
+            self.counters.add(Counter::Bypassed, 1);
+            return None;
+        }
+        Some(Action::Drop(if side == Side::Inside { DropReason::NoTunnel } else { DropReason::Unprotected }))
     }
 
     /// Rewrites the Ethernet header for the next hop on `egress`.

@@ -32,7 +32,7 @@ fn interfaces() -> [Interface; 2] {
 
 fn worker(statics: Vec<(Side, IpAddr, MacAddr)>) -> (Worker<MemoryPort>, Arc<NeighbourTable>) {
     let table = Arc::new(NeighbourTable::new(statics));
-    let forwarder = Forwarder::new(interfaces(), [OUT_MAC, IN_MAC], table.clone());
+    let forwarder = Forwarder::new(interfaces(), [OUT_MAC, IN_MAC], table.clone()).with_bypass();
     (Worker::new(MemoryPort::new(OUT_MAC), MemoryPort::new(IN_MAC), forwarder), table)
 }
 

@@ -280,6 +280,17 @@ impl PacketBuf for Mbuf {
         // (initialised), which the caller overwrites.
         unsafe { sys::shim_pktmbuf_set_len(self.0.as_ptr(), len) == 0 }
     }
+    fn prepend(&mut self, len: usize) -> bool {
+        let Ok(len) = u16::try_from(len) else { return false };
+        // SAFETY: m is a live mbuf we own; DPDK checks the headroom. The new
+        // bytes are stale buffer memory (initialised), which the caller overwrites.
+        unsafe { sys::shim_pktmbuf_prepend(self.0.as_ptr(), len) == 0 }
+    }
+    fn trim_front(&mut self, len: usize) -> bool {
+        let Ok(len) = u16::try_from(len) else { return false };
+        // SAFETY: m is a live mbuf we own; DPDK checks the data length.
+        unsafe { sys::shim_pktmbuf_adj(self.0.as_ptr(), len) == 0 }
+    }
     fn is_segmented(&self) -> bool {
         // SAFETY: m is a live mbuf we own.
         unsafe { sys::shim_pktmbuf_nb_segs(self.0.as_ptr()) != 1 }

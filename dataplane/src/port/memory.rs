@@ -7,23 +7,64 @@ use std::collections::VecDeque;
 
 /// Room of one buffer, as a default DPDK mbuf's data room.
 pub const BUF_ROOM: usize = 2048;
+/// Room in front of a received frame, as DPDK's RTE_PKTMBUF_HEADROOM.
+pub const HEADROOM: usize = 128;
 
-/// A frame on the heap, at most [`BUF_ROOM`] bytes.
+/// A frame on the heap with headroom in front, as an mbuf has.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HeapBuf(pub Vec<u8>);
+pub struct HeapBuf {
+    room: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl HeapBuf {
+    /// A buffer holding `frame` after [`HEADROOM`] bytes (longer frames are cut at the room).
+    pub fn from_frame(frame: &[u8]) -> HeapBuf {
+        let mut buf = HeapBuf { room: vec![0; HEADROOM + BUF_ROOM], start: HEADROOM, len: 0 };
+        buf.len = frame.len().min(BUF_ROOM);
+        buf.room[HEADROOM..HEADROOM + buf.len].copy_from_slice(&frame[..buf.len]);
+        buf
+    }
+    /// Refills the buffer with `frame`, as a received mbuf is reused (no allocation).
+    pub fn refill(&mut self, frame: &[u8]) {
+        self.start = HEADROOM;
+        self.len = frame.len().min(BUF_ROOM);
+        self.room[HEADROOM..HEADROOM + self.len].copy_from_slice(&frame[..self.len]);
+    }
+    pub fn into_frame(self) -> Vec<u8> {
+        self.room[self.start..self.start + self.len].to_vec()
+    }
+}
 
 impl PacketBuf for HeapBuf {
     fn data(&self) -> &[u8] {
-        &self.0
+        &self.room[self.start..self.start + self.len]
     }
     fn data_mut(&mut self) -> &mut [u8] {
-        &mut self.0
+        &mut self.room[self.start..self.start + self.len]
     }
     fn set_len(&mut self, len: usize) -> bool {
-        if len > BUF_ROOM {
+        if self.start + len > self.room.len() {
             return false;
         }
-        self.0.resize(len, 0);
+        self.len = len;
+        true
+    }
+    fn prepend(&mut self, len: usize) -> bool {
+        if len > self.start {
+            return false;
+        }
+        self.start -= len;
+        self.len += len;
+        true
+    }
+    fn trim_front(&mut self, len: usize) -> bool {
+        if len > self.len {
+            return false;
+        }
+        self.start += len;
+        self.len -= len;
         true
     }
 }
@@ -49,13 +90,13 @@ impl Port for MemoryPort {
 
     fn rx_burst(&mut self, batch: &mut Batch<HeapBuf>) -> usize {
         let n = batch.remaining_capacity().min(self.rx.len());
-        batch.extend(self.rx.drain(..n).map(HeapBuf));
+        batch.extend(self.rx.drain(..n).map(|frame| HeapBuf::from_frame(&frame)));
         n
     }
 
     fn tx_burst(&mut self, batch: &mut Batch<HeapBuf>) -> usize {
         let n = self.tx_room.map_or(batch.len(), |room| room.min(batch.len()));
-        self.tx.extend(batch.drain(..n).map(|buf| buf.0));
+        self.tx.extend(batch.drain(..n).map(HeapBuf::into_frame));
         if let Some(room) = &mut self.tx_room {
             *room -= n;
         }
@@ -63,7 +104,7 @@ impl Port for MemoryPort {
     }
 
     fn alloc(&mut self) -> Option<HeapBuf> {
-        Some(HeapBuf(Vec::with_capacity(BUF_ROOM)))
+        Some(HeapBuf::from_frame(&[]))
     }
 
     fn mac(&self) -> MacAddr {
@@ -85,7 +126,7 @@ mod tests {
         port.tx_room = Some(10);
         assert_eq!(port.tx_burst(&mut batch), 10);
         assert_eq!(batch.len(), 22);
-        assert_eq!(batch[0].0[0], 10, "unsent packets stay in order");
+        assert_eq!(batch[0].data()[0], 10, "unsent packets stay in order");
         assert_eq!(port.tx.len(), 10);
     }
 }

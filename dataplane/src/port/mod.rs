@@ -24,6 +24,11 @@ pub trait PacketBuf: Send {
     fn data_mut(&mut self) -> &mut [u8];
     /// Sets the frame length; false if the buffer has no room for it.
     fn set_len(&mut self, len: usize) -> bool;
+    /// Grows the frame by `len` bytes at the front (into the headroom, for
+    /// outer headers); false if there is too little headroom.
+    fn prepend(&mut self, len: usize) -> bool;
+    /// Removes `len` bytes from the front (outer headers); false if shorter.
+    fn trim_front(&mut self, len: usize) -> bool;
     /// True if the frame is spread over several buffers (the pipeline only
     /// processes contiguous frames).
     fn is_segmented(&self) -> bool {

@@ -1,0 +1,295 @@
+//! The ESP stages of the pipeline: from a clinic (outer headers off,
+//! decrypt, inbound policy) and to a clinic (pick the SA, encrypt, outer
+//! headers on). The ESP arithmetic itself is in [`crate::esp`].
+
+use super::{mss, Action, Forwarder};
+use crate::esp::decrypt::{self, InboundError};
+use crate::esp::encrypt::{self, OutboundError};
+use crate::esp::sa::{Expiry, ExpiryEvent};
+use crate::esp::{IP_PROTOCOL_ESP, NAT_T_PORT, NEXT_HEADER_IPV4, NEXT_HEADER_IPV6};
+use crate::pipeline::{Counter, DropReason};
+use crate::port::PacketBuf;
+use crate::sad::Miss;
+use crate::wire::{checksum, ethernet, ipv4, ipv6, read_u16, read_u32, write_u16, WireError};
+use crate::Side;
+use std::net::IpAddr;
+
+const IP_PROTOCOL_UDP: u8 = 17;
+const IKE_PORT: u16 = 500;
+const UDP_HEADER_LEN: usize = 8;
+/// Offset of the inner packet from the ESP header: SPI, sequence, IV.
+const ESP_PREFIX: usize = crate::esp::HEADER_LEN + crate::esp::IV_LEN;
+
+/// How the gateway sends into tunnels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TunnelSettings {
+    /// MTU of the outside link: outer packets never exceed it.
+    pub outer_mtu: u16,
+    /// TTL / hop limit of outer headers.
+    pub outer_ttl: u8,
+    /// Largest TCP MSS let through on SYNs in either direction (None: no clamping).
+    pub mss_clamp: Option<u16>,
+    /// Forward unprotected packets between the ports (an SPD BYPASS for
+    /// everything, RFC 4301 §4.4.1); off in production.
+    pub bypass: bool,
+}
+
+impl Default for TunnelSettings {
+    fn default() -> Self {
+        TunnelSettings { outer_mtu: 1500, outer_ttl: 64, mss_clamp: None, bypass: false }
+    }
+}
+
+impl TunnelSettings {
+    /// The MSS that keeps a TCP segment with a 40-byte IPv6 inner header and
+    /// the worst-case tunnel overhead (IPv6 outer, UDP, ESP) within the MTU.
+    pub fn auto_mss(outer_mtu: u16) -> u16 {
+        let worst = ipv6::HEADER_LEN + UDP_HEADER_LEN + encrypt::overhead(0) + 3;
+        outer_mtu.saturating_sub((worst + ipv6::HEADER_LEN + 20) as u16)
+    }
+}
+
+/// Where a received ESP packet's bytes lie in the frame.
+struct EspAt {
+    start: usize,
+    end: usize,
+    /// The peer's outer address and, for ESP in UDP, its port.
+    peer: IpAddr,
+    peer_port: Option<u16>,
+}
+
+impl Forwarder {
+    /// A packet from the outside addressed to one of our outside addresses:
+    /// ESP (on IP or in UDP 4500), IKE, a NAT-T keepalive, or something else.
+    pub(super) fn to_gateway<B: PacketBuf>(&mut self, buf: &mut B, l4: usize, l4_end: usize, protocol: u8, peer: IpAddr) -> Action {
+        let frame = buf.data();
+        let at = match protocol {
+            IP_PROTOCOL_ESP => EspAt { start: l4, end: l4_end, peer, peer_port: None },
+            IP_PROTOCOL_UDP => {
+                if l4_end - l4 < UDP_HEADER_LEN || usize::from(read_u16(frame, l4 + 4)) != l4_end - l4 {
+                    return Action::Drop(DropReason::Truncated);
+                }
+                let (src_port, dst_port) = (read_u16(frame, l4), read_u16(frame, l4 + 2));
+                let payload = &frame[l4 + UDP_HEADER_LEN..l4_end];
+                match dst_port {
+                    IKE_PORT => return Action::Drop(DropReason::IkeToControl),
+                    // RFC 3948 §2.3: a single 0xFF byte keeps the NAT binding open.
+                    NAT_T_PORT if payload == [0xff] => return Action::Drop(DropReason::NatKeepalive),
+                    // RFC 3948 §2.2: four zero bytes (the non-ESP marker) precede IKE.
+                    NAT_T_PORT if payload.len() >= 4 && payload[..4] == [0, 0, 0, 0] => {
+                        return Action::Drop(DropReason::IkeToControl)
+                    }
+                    NAT_T_PORT => EspAt { start: l4 + UDP_HEADER_LEN, end: l4_end, peer, peer_port: Some(src_port) },
+                    _ => return Action::Drop(DropReason::ToGateway),
+                }
+            }
+            _ => return Action::Drop(DropReason::ToGateway),
+        };
+        self.from_clinic(buf, at)
+    }
+
+    fn from_clinic<B: PacketBuf>(&mut self, buf: &mut B, at: EspAt) -> Action {
+        if at.end - at.start < 4 {
+            return Action::Drop(DropReason::EspTruncated);
+        }
+        let spi = read_u32(buf.data(), at.start);
+        let sa = match self.sad.inbound(spi) {
+            Ok(sa) => sa,
+            Err(Miss::Unknown) => return Action::Drop(DropReason::UnknownSpi),
+            Err(Miss::StaleGeneration) => return Action::Drop(DropReason::StaleSpi),
+            Err(Miss::OtherCore(_)) => return Action::Drop(DropReason::OtherCore),
+        };
+        let esp = &mut buf.data_mut()[at.start..at.end];
+        let opened = match decrypt::open(sa, esp) {
+            Ok(opened) => opened,
+            Err(e) => {
+                let d = &mut sa.counters.drops;
+                let reason = match e {
+                    InboundError::Truncated => DropReason::EspTruncated,
+                    InboundError::Replayed => bump(&mut d.replayed, DropReason::Replayed),
+                    InboundError::TooOld => bump(&mut d.too_old, DropReason::ReplayTooOld),
+                    InboundError::BadIcv => bump(&mut d.bad_icv, DropReason::BadIcv),
+                    InboundError::BadPadding => bump(&mut d.bad_padding, DropReason::BadPadding),
+                    InboundError::BadNextHeader => bump(&mut d.bad_next_header, DropReason::BadNextHeader),
+                    InboundError::Dummy => bump(&mut d.dummy, DropReason::Dummy),
+                    InboundError::Expired => bump(&mut d.expired, DropReason::SaExpired),
+                };
+                return Action::Drop(reason);
+            }
+        };
+        let inner_start = at.start + opened.offset;
+        let inner = &esp[opened.offset..opened.offset + opened.len];
+        // The inner header gives the packet's length (TFC padding may follow it).
+        let parsed = match opened.next_header {
+            NEXT_HEADER_IPV4 => ipv4::Packet::new_checked(inner).map(|p| (IpAddr::V4(p.src()), IpAddr::V4(p.dst()), p.total_len())),
+            _ => ipv6::Packet::new_checked(inner)
+                .map(|p| (IpAddr::V6(p.src()), IpAddr::V6(p.dst()), ipv6::HEADER_LEN + p.payload_len())),
+        };
+        let (src, dst, inner_len) = match parsed {
+            Ok(fields) => fields,
+            Err(WireError::Truncated | WireError::Malformed | WireError::Checksum) => return Action::Drop(DropReason::InnerInvalid),
+        };
+        if !sa.selectors.contains(src) {
+            sa.counters.drops.selector_mismatch += 1;
+            return Action::Drop(DropReason::SelectorMismatch);
+        }
+        let event = sa.count(inner_len);
+        let tunnel_index = sa.tunnel;
+        self.expiry_event(event);
+        // NAT-T: follow the peer to its current address and port, learned
+        // only from packets that just authenticated (RFC 3948 §5, RFC 7296 §2.23).
+        if let (Some(port), Some(tunnel)) = (at.peer_port, self.sad.tunnel_mut(tunnel_index)) {
+            if let Some(udp) = &mut tunnel.udp {
+                if tunnel.remote != at.peer || udp.remote_port != port {
+                    tunnel.remote = at.peer;
+                    udp.remote_port = port;
+                    self.counters.add(Counter::NatTPeerMoved, 1);
+                }
+            }
+        }
+        if let Some(clamp) = self.settings.mss_clamp {
+            if mss::clamp(&mut buf.data_mut()[inner_start..inner_start + inner_len], clamp) {
+                self.counters.add(Counter::MssClamped, 1);
+            }
+        }
+        // Outer headers off: the new Ethernet header goes right before the inner packet.
+        let eth_start = inner_start - ethernet::HEADER_LEN;
+        if !buf.trim_front(eth_start) || !buf.set_len(ethernet::HEADER_LEN + inner_len) {
+            return Action::Drop(DropReason::Truncated);
+        }
+        let ethertype = if opened.next_header == NEXT_HEADER_IPV4 { ethernet::ETHERTYPE_IPV4 } else { ethernet::ETHERTYPE_IPV6 };
+        let next_hop = match dst {
+            IpAddr::V4(ip) => self.interfaces[Side::Inside as usize].next_hop_ipv4(ip).map(IpAddr::V4),
+            IpAddr::V6(ip) => self.interfaces[Side::Inside as usize].next_hop_ipv6(ip).map(IpAddr::V6),
+        };
+        let Some(next_hop) = next_hop else {
+            return Action::Drop(DropReason::NoRoute);
+        };
+        ethernet::Frame::new_checked(buf.data_mut()).expect("header room").set_ethertype(ethertype);
+        let action = self.forward(Side::Inside, next_hop, buf.data_mut());
+        if action == Action::Forward {
+            self.counters.add(Counter::EspDecrypted, 1);
+        }
+        action
+    }
+
+    /// A packet from the inside to a clinic: into the tunnel whose selectors
+    /// cover its destination.
+    pub(super) fn to_clinic<B: PacketBuf>(&mut self, buf: &mut B, dst: IpAddr, inner_len: usize) -> Action {
+        let Some(route) = self.routes.lookup(dst) else {
+            return Action::Drop(DropReason::NoTunnel);
+        };
+        if route.core != self.sad.core() {
+            return Action::Drop(DropReason::OtherCore);
+        }
+        let Some((_, tunnel)) = self.sad.outbound(route.sa) else {
+            return Action::Drop(DropReason::NoTunnel);
+        };
+        let tunnel = *tunnel;
+        let outer_ip_len = if tunnel.remote.is_ipv4() { ipv4::MIN_HEADER_LEN } else { ipv6::HEADER_LEN };
+        let udp_len = if tunnel.udp.is_some() { UDP_HEADER_LEN } else { 0 };
+        let esp_len = inner_len + encrypt::overhead(inner_len);
+        let outer_len = outer_ip_len + udp_len + esp_len;
+        if outer_len > usize::from(self.settings.outer_mtu) {
+            return Action::Drop(DropReason::TooBigForTunnel);
+        }
+        let inner_start = ethernet::HEADER_LEN;
+        let (next_header, dscp) = {
+            let inner = &buf.data()[inner_start..];
+            if inner[0] >> 4 == 4 {
+                (NEXT_HEADER_IPV4, inner[1] >> 2)
+            } else {
+                (NEXT_HEADER_IPV6, ((read_u16(inner, 0) >> 4) as u8) >> 2)
+            }
+        };
+        if let Some(clamp) = self.settings.mss_clamp {
+            if mss::clamp(&mut buf.data_mut()[inner_start..inner_start + inner_len], clamp) {
+                self.counters.add(Counter::MssClamped, 1);
+            }
+        }
+        let prefix = outer_ip_len + udp_len + ESP_PREFIX;
+        if !buf.prepend(prefix) || !buf.set_len(ethernet::HEADER_LEN + outer_len) {
+            return Action::Drop(DropReason::NoBuffer);
+        }
+        let (sa, _) = self.sad.outbound(route.sa).expect("looked up above");
+        let esp_start = ethernet::HEADER_LEN + outer_ip_len + udp_len;
+        match encrypt::seal(sa, &mut buf.data_mut()[esp_start..], inner_len, next_header) {
+            Ok(n) => debug_assert_eq!(n, esp_len),
+            Err(OutboundError::SequenceExhausted) => return Action::Drop(DropReason::SequenceExhausted),
+            Err(OutboundError::Expired) => return Action::Drop(DropReason::SaExpired),
+            Err(OutboundError::NoRoom) => return Action::Drop(DropReason::NoBuffer),
+        }
+        let event = sa.count(inner_len);
+        self.expiry_event(event);
+        let dscp = if tunnel.copy_dscp { dscp } else { 0 };
+        let frame = buf.data_mut();
+        let ip = ethernet::HEADER_LEN;
+        let l4_protocol = if tunnel.udp.is_some() { IP_PROTOCOL_UDP } else { IP_PROTOCOL_ESP };
+        match (tunnel.local, tunnel.remote) {
+            (IpAddr::V4(src), IpAddr::V4(dst)) => {
+                self.ipv4_ident = self.ipv4_ident.wrapping_add(1);
+                ipv4::write_header(&mut frame[ip..], outer_len as u16, l4_protocol, self.settings.outer_ttl, self.ipv4_ident, src, dst);
+                if dscp != 0 {
+                    frame[ip + 1] = dscp << 2;
+                    write_u16(frame, ip + 10, 0);
+                    let sum = checksum::checksum(&frame[ip..ip + ipv4::MIN_HEADER_LEN]);
+                    write_u16(frame, ip + 10, sum);
+                }
+            }
+            (IpAddr::V6(src), IpAddr::V6(dst)) => {
+                ipv6::write_header(&mut frame[ip..], (outer_len - outer_ip_len) as u16, l4_protocol, self.settings.outer_ttl, &src, &dst);
+                frame[ip] = 0x60 | dscp >> 2;
+                frame[ip + 1] = (dscp & 0x3) << 6;
+            }
+            _ => return Action::Drop(DropReason::NoTunnel),
+        }
+        if let Some(udp) = tunnel.udp {
+            let u = ip + outer_ip_len;
+            write_u16(frame, u, udp.local_port);
+            write_u16(frame, u + 2, udp.remote_port);
+            write_u16(frame, u + 4, (udp_len + esp_len) as u16);
+            write_u16(frame, u + 6, 0);
+            // IPv4 may leave the UDP checksum zero (RFC 3948 §2.1); IPv6 may not (RFC 8200 §8.1).
+            if let (IpAddr::V6(src), IpAddr::V6(dst)) = (tunnel.local, tunnel.remote) {
+                let len = (udp_len + esp_len) as u32;
+                let acc = checksum::ipv6_pseudo_header(&src, &dst, IP_PROTOCOL_UDP, len);
+                let sum = match checksum::finish(checksum::sum(acc, &frame[u..u + udp_len + esp_len])) {
+                    0 => 0xffff,
+                    s => s,
+                };
+                write_u16(frame, u + 6, sum);
+            }
+        }
+        ethernet::Frame::new_checked(&mut frame[..]).expect("header room").set_ethertype(if tunnel.remote.is_ipv4() {
+            ethernet::ETHERTYPE_IPV4
+        } else {
+            ethernet::ETHERTYPE_IPV6
+        });
+        let next_hop = match tunnel.remote {
+            IpAddr::V4(ip) => self.interfaces[Side::Outside as usize].next_hop_ipv4(ip).map(IpAddr::V4),
+            IpAddr::V6(ip) => self.interfaces[Side::Outside as usize].next_hop_ipv6(ip).map(IpAddr::V6),
+        };
+        let Some(next_hop) = next_hop else {
+            return Action::Drop(DropReason::NoRoute);
+        };
+        let action = self.forward(Side::Outside, next_hop, buf.data_mut());
+        if action == Action::Forward {
+            self.counters.add(Counter::EspEncrypted, 1);
+        }
+        action
+    }
+
+    fn expiry_event(&mut self, event: ExpiryEvent) {
+        match event {
+            Some(Expiry::Soft) => self.counters.add(Counter::SaSoftExpired, 1),
+            Some(Expiry::Hard) => self.counters.add(Counter::SaHardExpired, 1),
+            _ => {}
+        }
+    }
+}
+
+#[inline]
+fn bump(count: &mut u64, reason: DropReason) -> DropReason {
+    *count += 1;
+    reason
+}

@@ -1,0 +1,230 @@
+//! Static tunnels from the config file (as ipsec-secgw's `sa` lines): known
+//! SPIs and keys, so the dataplane runs without IKE and tests can check its
+//! packets with other implementations. The control process installs the
+//! same structures over the shared-memory link.
+
+use crate::addr::{Ipv4Cidr, Ipv6Cidr};
+use crate::esp::aead::GcmKey;
+use crate::esp::replay::{ReplayWindow, DEFAULT_WINDOW, MAX_WINDOW};
+use crate::esp::sa::{Expiry, InboundSa, Lifetime, OutboundSa, SaCounters, Selectors, Tunnel, UdpEncap};
+use crate::esp::NAT_T_PORT;
+use crate::sad::{OutboundRoute, OutboundRoutes, SaTable, SpiParts, MAX_CORES};
+use serde::Deserialize;
+use std::net::IpAddr;
+
+/// One tunnel to a clinic: its outer endpoints, subnets and SAs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TunnelConfig {
+    pub name: String,
+    /// The peer's outer address (IPv6 over the carrier VPN, or IPv4).
+    pub remote: IpAddr,
+    /// Our outside address toward it; default: the outside port's first address of that family.
+    pub local: Option<IpAddr>,
+    /// UDP encapsulation on port 4500 (RFC 3948).
+    #[serde(default)]
+    pub udp_encap: bool,
+    /// The peer's UDP port (with `udp_encap`); NAT-T learns changes.
+    #[serde(default = "default_nat_t_port")]
+    pub remote_port: u16,
+    /// The clinic's subnets: allowed inner sources inbound, destinations outbound.
+    #[serde(default)]
+    pub ipv4: Vec<Ipv4Cidr>,
+    #[serde(default)]
+    pub ipv6: Vec<Ipv6Cidr>,
+    /// Worker (index into `dataplane.workers`) that owns the tunnel; default from
+    /// the inbound SPI, else the tunnel's position modulo the worker count.
+    pub worker: Option<u8>,
+    #[serde(default)]
+    pub tenant: u32,
+    /// Copy the inner DSCP into the outer header.
+    #[serde(default)]
+    pub copy_dscp: bool,
+    #[serde(default)]
+    pub lifetime: LifetimeConfig,
+    /// One inbound SA, or two while a rekey overlaps.
+    pub inbound: Vec<SaConfig>,
+    pub outbound: SaConfig,
+}
+
+fn default_nat_t_port() -> u16 {
+    NAT_T_PORT
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LifetimeConfig {
+    #[serde(default)]
+    pub soft_bytes: u64,
+    #[serde(default)]
+    pub hard_bytes: u64,
+    #[serde(default)]
+    pub soft_packets: u64,
+    #[serde(default)]
+    pub hard_packets: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SaConfig {
+    /// Outbound: the peer's SPI. Inbound: ours, which must encode the owner
+    /// worker, a generation and a slot (see `sad`); allocated when absent.
+    pub spi: Option<u32>,
+    /// AES-GCM key and 4-byte salt, in hex: 40 digits (AES-128) or 72 (AES-256).
+    pub key: String,
+    #[serde(default)]
+    pub esn: bool,
+    /// Anti-replay window in packets (inbound only): a multiple of 64 up to 65,536.
+    pub replay_window: Option<u32>,
+}
+
+/// What the workers need from the tunnels: each core's table, and the shared routes.
+pub struct Tables {
+    pub cores: Vec<SaTable>,
+    pub routes: OutboundRoutes,
+    /// Each tunnel's inbound SPIs, by tunnel, for `check` to print.
+    pub inbound_spis: Vec<(String, Vec<u32>)>,
+}
+
+fn parse_key(hex: &str) -> Result<GcmKey, String> {
+    let hex = hex.trim();
+    if hex.len() % 2 != 0 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err("is not an even number of hex digits".into());
+    }
+    let bytes: Vec<u8> = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex")).collect();
+    GcmKey::new(&bytes).map_err(|e| e.to_string())
+}
+
+/// Builds the tables; an error names the field (`tunnels[1].inbound[0].spi`) and the fault.
+pub fn build(tunnels: &[TunnelConfig], workers: usize, outside_addrs: &[IpAddr]) -> Result<Tables, (String, String)> {
+    assert!(workers > 0 && workers <= MAX_CORES);
+    let mut cores: Vec<SaTable> = (0..workers).map(|c| SaTable::new(c as u8)).collect();
+    let mut routes = OutboundRoutes::default();
+    let mut next_slot = vec![0u32; workers];
+    let mut next_index = vec![0u32; workers];
+    let mut used_spis: Vec<u32> = Vec::new();
+    let mut inbound_spis = Vec::new();
+    for (t, tc) in tunnels.iter().enumerate() {
+        let field = |name: &str| format!("tunnels[{t}].{name}");
+        let fail = |name: &str, message: String| Err((field(name), message));
+        if tc.inbound.is_empty() || tc.inbound.len() > 2 {
+            return fail("inbound", "a tunnel has one inbound SA, or two during a rekey".into());
+        }
+        if tc.ipv4.is_empty() && tc.ipv6.is_empty() {
+            return fail("ipv4", "a tunnel needs at least one clinic subnet (ipv4 or ipv6)".into());
+        }
+        let local = match tc.local {
+            Some(ip) if outside_addrs.contains(&ip) => ip,
+            Some(ip) => return fail("local", format!("{ip} is not an address of the outside port")),
+            None => match outside_addrs.iter().find(|a| a.is_ipv4() == tc.remote.is_ipv4()) {
+                Some(ip) => *ip,
+                None => return fail("remote", format!("the outside port has no address of {}'s family", tc.remote)),
+            },
+        };
+        if local.is_ipv4() != tc.remote.is_ipv4() {
+            return fail("local", "local and remote must be of one address family".into());
+        }
+        let explicit_core = tc.inbound.iter().find_map(|s| s.spi).map(|spi| SpiParts::decode(spi).core);
+        let core = match (tc.worker, explicit_core) {
+            (Some(w), _) if usize::from(w) >= workers => return fail("worker", format!("{w} is not below the worker count {workers}")),
+            (Some(w), Some(c)) if w != c => return fail("worker", format!("{w} differs from the owner core {c} that the inbound SPI encodes")),
+            (Some(w), _) => w,
+            (None, Some(c)) => c,
+            (None, None) => (t % workers) as u8,
+        };
+        if usize::from(core) >= workers {
+            return fail("inbound[0].spi", format!("encodes worker {core}, but there are {workers} workers"));
+        }
+        let lifetime = Lifetime {
+            soft_bytes: tc.lifetime.soft_bytes,
+            hard_bytes: tc.lifetime.hard_bytes,
+            soft_packets: tc.lifetime.soft_packets,
+            hard_packets: tc.lifetime.hard_packets,
+        };
+        let selectors = Selectors { ipv4: tc.ipv4.clone(), ipv6: tc.ipv6.clone() };
+        let table = &mut cores[usize::from(core)];
+        let tunnel_index = next_index[usize::from(core)];
+        next_index[usize::from(core)] += 1;
+        let udp = tc.udp_encap.then_some(UdpEncap { local_port: NAT_T_PORT, remote_port: tc.remote_port });
+        table.install_tunnel(tunnel_index, Tunnel { local, remote: tc.remote, udp, copy_dscp: tc.copy_dscp, tenant: tc.tenant });
+
+        let mut spis = Vec::new();
+        for (i, sa) in tc.inbound.iter().enumerate() {
+            let name = format!("inbound[{i}]");
+            let spi = match sa.spi {
+                Some(spi) => {
+                    let parts = SpiParts::decode(spi);
+                    if !parts.is_valid() || parts.core != core {
+                        return fail(&format!("{name}.spi"), format!("{spi:#010x} does not name worker {core} with a non-zero generation (SPI bits: worker 31..26, generation 25..20, slot 19..0)"));
+                    }
+                    next_slot[usize::from(core)] = next_slot[usize::from(core)].max(parts.slot + 1);
+                    spi
+                }
+                None => {
+                    let slot = next_slot[usize::from(core)];
+                    next_slot[usize::from(core)] += 1;
+                    SpiParts { core, generation: 1, slot }.encode()
+                }
+            };
+            if used_spis.contains(&spi) {
+                return fail(&format!("{name}.spi"), format!("{spi:#010x} is used by another inbound SA"));
+            }
+            used_spis.push(spi);
+            let key = parse_key(&sa.key).map_err(|m| (field(&format!("{name}.key")), m))?;
+            let window = sa.replay_window.unwrap_or(DEFAULT_WINDOW);
+            if window < 64 || window > MAX_WINDOW || window % 64 != 0 {
+                return fail(&format!("{name}.replay_window"), format!("{window} is not a multiple of 64 between 64 and {MAX_WINDOW}"));
+            }
+            table.install_inbound(InboundSa {
+                spi,
+                key,
+                esn: sa.esn,
+                replay: ReplayWindow::new(window, sa.esn),
+                selectors: selectors.clone(),
+                tunnel: tunnel_index,
+                lifetime,
+                expiry: Expiry::Live,
+                counters: SaCounters::default(),
+            });
+            spis.push(spi);
+        }
+        inbound_spis.push((tc.name.clone(), spis));
+
+        let out = &tc.outbound;
+        let Some(out_spi) = out.spi.filter(|&s| s > 255) else {
+            return fail("outbound.spi", "the peer's SPI is required, and values 0 to 255 are reserved (RFC 4303 §2.1)".into());
+        };
+        if out.replay_window.is_some() {
+            return fail("outbound.replay_window", "only inbound SAs have a replay window".into());
+        }
+        let key = parse_key(&out.key).map_err(|m| (field("outbound.key"), m))?;
+        table.install_outbound(
+            tunnel_index,
+            OutboundSa {
+                spi: out_spi,
+                key,
+                esn: out.esn,
+                seq: 0,
+                selectors: selectors.clone(),
+                tunnel: tunnel_index,
+                lifetime,
+                expiry: Expiry::Live,
+                counters: SaCounters::default(),
+            },
+        );
+        let route = OutboundRoute { core, sa: tunnel_index };
+        // Without NAT (issue 4) the tenant of a packet from the inside is
+        // known only from its destination, so clinic subnets must not overlap.
+        for prefix in &tc.ipv4 {
+            if routes.insert_ipv4(*prefix, route).is_some() {
+                return fail("ipv4", format!("{prefix} is already the subnet of another tunnel"));
+            }
+        }
+        for prefix in &tc.ipv6 {
+            if routes.insert_ipv6(*prefix, route).is_some() {
+                return fail("ipv6", format!("{prefix} is already the subnet of another tunnel"));
+            }
+        }
+    }
+    Ok(Tables { cores, routes, inbound_spis })
+}
