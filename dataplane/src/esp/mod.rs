@@ -9,6 +9,7 @@ pub mod decrypt;
 pub mod encrypt;
 pub mod replay;
 pub mod sa;
+pub mod tunnel;
 
 /// SPI and sequence number.
 pub const HEADER_LEN: usize = 8;

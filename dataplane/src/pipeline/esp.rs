@@ -5,20 +5,18 @@
 use super::{mss, Action, Forwarder};
 use crate::esp::decrypt::{self, InboundError};
 use crate::esp::encrypt::{self, OutboundError};
+use crate::esp::tunnel::{self, OuterFields, UDP_HEADER_LEN};
 use crate::esp::sa::{Expiry, ExpiryEvent};
-use crate::esp::{IP_PROTOCOL_ESP, NAT_T_PORT, NEXT_HEADER_IPV4, NEXT_HEADER_IPV6};
+use crate::esp::tunnel::IP_PROTOCOL_UDP;
+use crate::esp::{IP_PROTOCOL_ESP, NAT_T_PORT, NEXT_HEADER_IPV4};
 use crate::pipeline::{Counter, DropReason};
 use crate::port::PacketBuf;
 use crate::sad::Miss;
-use crate::wire::{checksum, ethernet, ipv4, ipv6, read_u16, read_u32, write_u16, WireError};
+use crate::wire::{ethernet, ipv4, ipv6, read_u16, read_u32, WireError};
 use crate::Side;
 use std::net::IpAddr;
 
-const IP_PROTOCOL_UDP: u8 = 17;
 const IKE_PORT: u16 = 500;
-const UDP_HEADER_LEN: usize = 8;
-/// Offset of the inner packet from the ESP header: SPI, sequence, IV.
-const ESP_PREFIX: usize = crate::esp::HEADER_LEN + crate::esp::IV_LEN;
 
 /// How the gateway sends into tunnels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,85 +184,30 @@ impl Forwarder {
             return Action::Drop(DropReason::NoTunnel);
         };
         let tunnel = *tunnel;
-        let outer_ip_len = if tunnel.remote.is_ipv4() { ipv4::MIN_HEADER_LEN } else { ipv6::HEADER_LEN };
-        let udp_len = if tunnel.udp.is_some() { UDP_HEADER_LEN } else { 0 };
-        let esp_len = inner_len + encrypt::overhead(inner_len);
-        let outer_len = outer_ip_len + udp_len + esp_len;
+        let outer_len = tunnel::outer_len(&tunnel, inner_len);
         if outer_len > usize::from(self.settings.outer_mtu) {
             return Action::Drop(DropReason::TooBigForTunnel);
         }
-        let inner_start = ethernet::HEADER_LEN;
-        let (next_header, dscp) = {
-            let inner = &buf.data()[inner_start..];
-            if inner[0] >> 4 == 4 {
-                (NEXT_HEADER_IPV4, inner[1] >> 2)
-            } else {
-                (NEXT_HEADER_IPV6, ((read_u16(inner, 0) >> 4) as u8) >> 2)
-            }
-        };
         if let Some(clamp) = self.settings.mss_clamp {
-            if mss::clamp(&mut buf.data_mut()[inner_start..inner_start + inner_len], clamp) {
+            if mss::clamp(&mut buf.data_mut()[ethernet::HEADER_LEN..ethernet::HEADER_LEN + inner_len], clamp) {
                 self.counters.add(Counter::MssClamped, 1);
             }
         }
-        let prefix = outer_ip_len + udp_len + ESP_PREFIX;
-        if !buf.prepend(prefix) || !buf.set_len(ethernet::HEADER_LEN + outer_len) {
+        if !buf.prepend(tunnel::prefix_len(&tunnel)) || !buf.set_len(ethernet::HEADER_LEN + outer_len) {
             return Action::Drop(DropReason::NoBuffer);
         }
         let (sa, _) = self.sad.outbound(route.sa).expect("looked up above");
-        let esp_start = ethernet::HEADER_LEN + outer_ip_len + udp_len;
-        match encrypt::seal(sa, &mut buf.data_mut()[esp_start..], inner_len, next_header) {
-            Ok(n) => debug_assert_eq!(n, esp_len),
+        self.ipv4_ident = self.ipv4_ident.wrapping_add(1);
+        let fields = OuterFields { ttl: self.settings.outer_ttl, ident: self.ipv4_ident };
+        match tunnel::encapsulate(&mut buf.data_mut()[ethernet::HEADER_LEN..], &tunnel, sa, inner_len, fields) {
+            Ok(_) => {}
             Err(OutboundError::SequenceExhausted) => return Action::Drop(DropReason::SequenceExhausted),
             Err(OutboundError::Expired) => return Action::Drop(DropReason::SaExpired),
             Err(OutboundError::NoRoom) => return Action::Drop(DropReason::NoBuffer),
         }
         let event = sa.count(inner_len);
         self.expiry_event(event);
-        let dscp = if tunnel.copy_dscp { dscp } else { 0 };
-        let frame = buf.data_mut();
-        let ip = ethernet::HEADER_LEN;
-        let l4_protocol = if tunnel.udp.is_some() { IP_PROTOCOL_UDP } else { IP_PROTOCOL_ESP };
-        match (tunnel.local, tunnel.remote) {
-            (IpAddr::V4(src), IpAddr::V4(dst)) => {
-                self.ipv4_ident = self.ipv4_ident.wrapping_add(1);
-                ipv4::write_header(&mut frame[ip..], outer_len as u16, l4_protocol, self.settings.outer_ttl, self.ipv4_ident, src, dst);
-                if dscp != 0 {
-                    frame[ip + 1] = dscp << 2;
-                    write_u16(frame, ip + 10, 0);
-                    let sum = checksum::checksum(&frame[ip..ip + ipv4::MIN_HEADER_LEN]);
-                    write_u16(frame, ip + 10, sum);
-                }
-            }
-            (IpAddr::V6(src), IpAddr::V6(dst)) => {
-                ipv6::write_header(&mut frame[ip..], (outer_len - outer_ip_len) as u16, l4_protocol, self.settings.outer_ttl, &src, &dst);
-                frame[ip] = 0x60 | dscp >> 2;
-                frame[ip + 1] = (dscp & 0x3) << 6;
-            }
-            _ => return Action::Drop(DropReason::NoTunnel),
-        }
-        if let Some(udp) = tunnel.udp {
-            let u = ip + outer_ip_len;
-            write_u16(frame, u, udp.local_port);
-            write_u16(frame, u + 2, udp.remote_port);
-            write_u16(frame, u + 4, (udp_len + esp_len) as u16);
-            write_u16(frame, u + 6, 0);
-            // IPv4 may leave the UDP checksum zero (RFC 3948 §2.1); IPv6 may not (RFC 8200 §8.1).
-            if let (IpAddr::V6(src), IpAddr::V6(dst)) = (tunnel.local, tunnel.remote) {
-                let len = (udp_len + esp_len) as u32;
-                let acc = checksum::ipv6_pseudo_header(&src, &dst, IP_PROTOCOL_UDP, len);
-                let sum = match checksum::finish(checksum::sum(acc, &frame[u..u + udp_len + esp_len])) {
-                    0 => 0xffff,
-                    s => s,
-                };
-                write_u16(frame, u + 6, sum);
-            }
-        }
-        ethernet::Frame::new_checked(&mut frame[..]).expect("header room").set_ethertype(if tunnel.remote.is_ipv4() {
-            ethernet::ETHERTYPE_IPV4
-        } else {
-            ethernet::ETHERTYPE_IPV6
-        });
+        ethernet::Frame::new_checked(buf.data_mut()).expect("header room").set_ethertype(tunnel::outer_ethertype(&tunnel));
         let next_hop = match tunnel.remote {
             IpAddr::V4(ip) => self.interfaces[Side::Outside as usize].next_hop_ipv4(ip).map(IpAddr::V4),
             IpAddr::V6(ip) => self.interfaces[Side::Outside as usize].next_hop_ipv6(ip).map(IpAddr::V6),

@@ -295,3 +295,5 @@ fn random_frames_never_panic_and_are_all_accounted_for() {
     assert_eq!(c.get(Counter::RxPackets), rounds);
     assert_eq!(c.get(Counter::Forwarded) + replies + c.total_dropped() + consumed, rounds, "every frame has one fate");
 }
+
+mod esp;

@@ -1,0 +1,367 @@
+//! The ESP stages over in-memory ports: a clinic (played here with the same
+//! ESP code, keys mirrored) talks to a server on the inside through the
+//! gateway. Independent checks of the bytes are in tests/scapy_interop.
+
+use super::*;
+use crate::esp::decrypt;
+use crate::esp::replay::ReplayWindow;
+use crate::esp::sa::{Expiry, InboundSa, Lifetime, OutboundSa, SaCounters, Selectors, Tunnel, UdpEncap};
+use crate::esp::tunnel::{self, OuterFields};
+use crate::esp::aead::GcmKey;
+use crate::sad::SpiParts;
+use crate::tunnels::{self, TunnelConfig};
+
+const KEY_IN: &str = "0102030405060708090a0b0c0d0e0f10a1a2a3a4";
+const KEY_OUT: &str = "1112131415161718191a1b1c1d1e1f20b1b2b3b4";
+const PEER_SPI: u32 = 0xc0ffee01;
+const SERVER: &str = "10.0.0.7";
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+}
+
+/// A tunnel's config: the clinic at `remote` with subnet 203.0.113.0/24.
+fn tunnel_config(remote: &str, udp_encap: bool, esn: bool, extra: &str) -> TunnelConfig {
+    toml::from_str(&format!(
+        r#"name = "clinic"
+remote = "{remote}"
+udp_encap = {udp_encap}
+ipv4 = ["203.0.113.0/24"]
+{extra}
+[[inbound]]
+key = "{KEY_IN}"
+esn = {esn}
+replay_window = 128
+[outbound]
+spi = {PEER_SPI}
+key = "{KEY_OUT}"
+esn = {esn}
+"#
+    ))
+    .unwrap()
+}
+
+/// The clinic's side of the tunnel: its SAs are the gateway's, mirrored.
+struct Clinic {
+    tunnel: Tunnel,
+    out: OutboundSa,
+    inb: InboundSa,
+}
+
+impl Clinic {
+    fn new(addr: &str, gateway: &str, gateway_spi: u32, udp: bool, esn: bool) -> Clinic {
+        let tunnel = Tunnel {
+            local: addr.parse().unwrap(),
+            remote: gateway.parse().unwrap(),
+            udp: udp.then_some(UdpEncap { local_port: 4500, remote_port: 4500 }),
+            copy_dscp: false,
+            tenant: 0,
+        };
+        let out = OutboundSa {
+            spi: gateway_spi,
+            key: GcmKey::new(&hex(KEY_IN)).unwrap(),
+            esn,
+            seq: 0,
+            selectors: Selectors::default(),
+            tunnel: 0,
+            lifetime: Lifetime::default(),
+            expiry: Expiry::Live,
+            counters: SaCounters::default(),
+        };
+        let inb = InboundSa {
+            spi: PEER_SPI,
+            key: GcmKey::new(&hex(KEY_OUT)).unwrap(),
+            esn,
+            replay: ReplayWindow::new(64, esn),
+            selectors: Selectors::default(),
+            tunnel: 0,
+            lifetime: Lifetime::default(),
+            expiry: Expiry::Live,
+            counters: SaCounters::default(),
+        };
+        Clinic { tunnel, out, inb }
+    }
+
+    /// An ESP frame to the gateway carrying `inner` (an IP packet).
+    fn send(&mut self, inner: &[u8]) -> Vec<u8> {
+        let prefix = tunnel::prefix_len(&self.tunnel);
+        let total = tunnel::outer_len(&self.tunnel, inner.len());
+        let mut frame = vec![0u8; 14 + total];
+        frame[14 + prefix..14 + prefix + inner.len()].copy_from_slice(inner);
+        tunnel::encapsulate(&mut frame[14..], &self.tunnel, &mut self.out, inner.len(), OuterFields { ttl: 64, ident: 1 }).unwrap();
+        ethernet::write_header(&mut frame, OUT_MAC, PEER_OUT, tunnel::outer_ethertype(&self.tunnel));
+        frame
+    }
+
+    /// The inner packet of an ESP frame from the gateway, checking the outer headers.
+    fn receive(&mut self, frame: &[u8]) -> Vec<u8> {
+        let eth = ethernet::Frame::new_checked(frame).unwrap();
+        assert_eq!((eth.dst(), eth.src()), (PEER_OUT, OUT_MAC));
+        let (l4, src, dst, protocol) = match self.tunnel.remote {
+            IpAddr::V4(_) => {
+                let ip = ipv4::Packet::new_checked(eth.payload()).unwrap();
+                assert_eq!(ip.total_len(), frame.len() - 14);
+                (14 + ip.header_len(), IpAddr::V4(ip.src()), IpAddr::V4(ip.dst()), ip.protocol())
+            }
+            IpAddr::V6(_) => {
+                let ip = ipv6::Packet::new_checked(eth.payload()).unwrap();
+                assert_eq!(ip.payload_len(), frame.len() - 54);
+                (54, IpAddr::V6(ip.src()), IpAddr::V6(ip.dst()), ip.next_header())
+            }
+        };
+        assert_eq!((src, dst), (self.tunnel.remote, self.tunnel.local));
+        let esp_start = if let Some(udp) = self.tunnel.udp {
+            assert_eq!(protocol, 17);
+            assert_eq!(crate::wire::read_u16(frame, l4 + 2), udp.local_port);
+            l4 + 8
+        } else {
+            assert_eq!(protocol, 50);
+            l4
+        };
+        let mut esp = frame[esp_start..].to_vec();
+        let opened = decrypt::open(&mut self.inb, &mut esp).expect("the gateway's ESP opens");
+        esp[opened.offset..opened.offset + opened.len].to_vec()
+    }
+}
+
+/// A gateway worker with one static tunnel and the neighbours resolved.
+fn gateway(config: TunnelConfig) -> (Worker<MemoryPort>, u32) {
+    let addrs: Vec<IpAddr> = vec!["198.51.100.1".parse().unwrap(), "2001:db8:a::1".parse().unwrap()];
+    let tables = tunnels::build(&[config], 1, &addrs).unwrap();
+    let spi = tables.inbound_spis[0].1[0];
+    let statics = vec![
+        (Side::Outside, "198.51.100.254".parse().unwrap(), PEER_OUT),
+        (Side::Outside, "2001:db8:a::fe".parse().unwrap(), PEER_OUT),
+        (Side::Outside, "198.51.100.20".parse().unwrap(), PEER_OUT),
+        (Side::Outside, "2001:db8:a::20".parse().unwrap(), PEER_OUT),
+        (Side::Inside, SERVER.parse().unwrap(), PEER_IN),
+    ];
+    let table = Arc::new(NeighbourTable::new(statics));
+    let settings = TunnelSettings { mss_clamp: Some(1300), ..TunnelSettings::default() };
+    let sad = tables.cores.into_iter().next().unwrap();
+    let forwarder = Forwarder::new(interfaces(), [OUT_MAC, IN_MAC], table).with_tunnels(sad, Arc::new(tables.routes), settings);
+    (Worker::new(MemoryPort::new(OUT_MAC), MemoryPort::new(IN_MAC), forwarder), spi)
+}
+
+/// An inner IPv4/UDP packet (no Ethernet header) of `len` bytes.
+fn inner_udp(src: &str, dst: &str, len: usize, seq: u64) -> Vec<u8> {
+    let flow = Flow { src: src.parse().unwrap(), dst: dst.parse().unwrap(), src_port: 4000, dst_port: 53 };
+    let mut frame = vec![0u8; 14 + len];
+    write_udp_frame(&mut frame, MacAddr::ZERO, MacAddr::ZERO, &flow, seq);
+    frame[14..].to_vec()
+}
+
+fn round_trip(remote: &str, gateway_addr: &str, udp: bool, esn: bool) {
+    let (mut w, spi) = gateway(tunnel_config(remote, udp, esn, ""));
+    let mut clinic = Clinic::new(remote, gateway_addr, spi, udp, esn);
+    for (i, len) in [36usize, 37, 100, 1000, 1400].into_iter().enumerate() {
+        // Clinic to server: decrypted, outer headers gone, Ethernet for the server.
+        let inner = inner_udp("203.0.113.5", SERVER, len, i as u64);
+        let [out, inside] = run(&mut w, Side::Outside, clinic.send(&inner), 1);
+        assert!(out.is_empty(), "{remote} len {len}");
+        assert_eq!(inside.len(), 1, "{remote} len {len}: {:?}", w.forwarder.counters.to_json());
+        let eth = ethernet::Frame::new_checked(&inside[0][..]).unwrap();
+        assert_eq!((eth.dst(), eth.src(), eth.ethertype()), (PEER_IN, IN_MAC, ethernet::ETHERTYPE_IPV4));
+        assert_eq!(eth.payload(), &inner[..]);
+        // Server to clinic: into the tunnel.
+        let reply = inner_udp(SERVER, "203.0.113.5", len, 100 + i as u64);
+        let mut frame = vec![0u8; 14];
+        ethernet::write_header(&mut frame, IN_MAC, PEER_IN, ethernet::ETHERTYPE_IPV4);
+        frame.extend_from_slice(&reply);
+        let [out, inside] = run(&mut w, Side::Inside, frame, 2);
+        assert!(inside.is_empty());
+        assert_eq!(out.len(), 1, "{remote} len {len}: {:?}", w.forwarder.counters.to_json());
+        assert_eq!(clinic.receive(&out[0]), reply);
+    }
+    let c = &w.forwarder.counters;
+    assert_eq!((c.get(Counter::EspDecrypted), c.get(Counter::EspEncrypted), c.total_dropped()), (5, 5, 0));
+}
+
+#[test]
+fn ipv6_outer_raw_esp_both_ways() {
+    round_trip("2001:db8:a::20", "2001:db8:a::1", false, false);
+}
+
+#[test]
+fn ipv4_outer_raw_esp_both_ways_with_esn() {
+    round_trip("198.51.100.20", "198.51.100.1", false, true);
+}
+
+#[test]
+fn udp_encapsulated_both_ways_over_both_families() {
+    round_trip("198.51.100.20", "198.51.100.1", true, false);
+    round_trip("2001:db8:a::20", "2001:db8:a::1", true, true);
+}
+
+/// Rewrites the outer IPv4 source and UDP source port, as a NAT does.
+fn nat(frame: &mut [u8], src: [u8; 4], port: u16) {
+    frame[14 + 12..14 + 16].copy_from_slice(&src);
+    frame[14 + 10..14 + 12].copy_from_slice(&[0, 0]);
+    let sum = crate::wire::checksum::checksum(&frame[14..34]);
+    frame[24..26].copy_from_slice(&sum.to_be_bytes());
+    frame[34..36].copy_from_slice(&port.to_be_bytes());
+}
+
+#[test]
+fn nat_traversal_follows_the_peer_only_on_authentic_packets() {
+    let (mut w, spi) = gateway(tunnel_config("198.51.100.20", true, false, ""));
+    let mut clinic = Clinic::new("198.51.100.20", "198.51.100.1", spi, true, false);
+    // A forged packet from elsewhere: dropped, the tunnel stays.
+    let mut forged = clinic.send(&inner_udp("203.0.113.5", SERVER, 100, 1));
+    nat(&mut forged, [198, 51, 100, 66], 6000);
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    assert_eq!(run(&mut w, Side::Outside, forged, 1), NOTHING);
+    assert_eq!(w.forwarder.counters.dropped(DropReason::BadIcv), 1);
+    // The peer's NAT moves it to a new port: learned from an authentic packet.
+    let mut moved = clinic.send(&inner_udp("203.0.113.5", SERVER, 100, 2));
+    nat(&mut moved, [198, 51, 100, 20], 31000);
+    assert_eq!(run(&mut w, Side::Outside, moved, 2)[1].len(), 1);
+    assert_eq!(w.forwarder.counters.get(Counter::NatTPeerMoved), 1);
+    let mut frame = vec![0u8; 14];
+    ethernet::write_header(&mut frame, IN_MAC, PEER_IN, ethernet::ETHERTYPE_IPV4);
+    frame.extend_from_slice(&inner_udp(SERVER, "203.0.113.5", 100, 3));
+    let [out, _] = run(&mut w, Side::Inside, frame, 3);
+    assert_eq!(crate::wire::read_u16(&out[0], 36), 31000, "replies go to the learned port");
+}
+
+#[test]
+fn inbound_policy_and_every_refusal_is_counted_by_reason() {
+    let (mut w, spi) = gateway(tunnel_config("2001:db8:a::20", false, false, ""));
+    let mut clinic = Clinic::new("2001:db8:a::20", "2001:db8:a::1", spi, false, false);
+    let expect = |w: &mut Worker<MemoryPort>, frame: Vec<u8>, reason: DropReason| {
+        let before = w.forwarder.counters.dropped(reason);
+        assert_eq!(run(w, Side::Outside, frame, 1), NOTHING, "{reason:?}");
+        assert_eq!(w.forwarder.counters.dropped(reason), before + 1, "{reason:?}");
+    };
+    // A clinic may speak only from its own subnets (RFC 4301 §5.2).
+    expect(&mut w, clinic.send(&inner_udp("192.168.1.5", SERVER, 100, 1)), DropReason::SelectorMismatch);
+    // Replay of an accepted packet.
+    let good = clinic.send(&inner_udp("203.0.113.5", SERVER, 100, 2));
+    assert_eq!(run(&mut w, Side::Outside, good.clone(), 1)[1].len(), 1);
+    expect(&mut w, good.clone(), DropReason::Replayed);
+    // Too old: beyond the 128-packet window.
+    let old = clinic.send(&inner_udp("203.0.113.5", SERVER, 100, 3));
+    clinic.out.seq += 200;
+    assert_eq!(run(&mut w, Side::Outside, clinic.send(&inner_udp("203.0.113.5", SERVER, 100, 4)), 1)[1].len(), 1);
+    expect(&mut w, old, DropReason::ReplayTooOld);
+    // Tampered ICV.
+    let mut tampered = clinic.send(&inner_udp("203.0.113.5", SERVER, 100, 5));
+    let last = tampered.len() - 1;
+    tampered[last] ^= 0x40;
+    expect(&mut w, tampered, DropReason::BadIcv);
+    // Unknown SPI, stale generation, another core's SPI.
+    let parts = SpiParts::decode(spi);
+    for (spi, reason) in [
+        (SpiParts { slot: parts.slot + 1, ..parts }.encode(), DropReason::UnknownSpi),
+        (SpiParts { generation: parts.generation + 1, ..parts }.encode(), DropReason::StaleSpi),
+        (SpiParts { core: 3, ..parts }.encode(), DropReason::OtherCore),
+    ] {
+        let mut frame = clinic.send(&inner_udp("203.0.113.5", SERVER, 100, 6));
+        frame[54..58].copy_from_slice(&spi.to_be_bytes());
+        expect(&mut w, frame, reason);
+    }
+    // Truncated ESP (shorter than header, IV, trailer and ICV).
+    let mut short = clinic.send(&inner_udp("203.0.113.5", SERVER, 100, 7));
+    short.truncate(54 + 30);
+    short[18..20].copy_from_slice(&30u16.to_be_bytes());
+    expect(&mut w, short, DropReason::EspTruncated);
+    // Plain traffic from the outside never reaches the inside.
+    let plain = udp("2001:db8:a::20", "2001:db8:b::7", 100, OUT_MAC, PEER_OUT);
+    expect(&mut w, plain, DropReason::Unprotected);
+    // From the inside, to a destination no tunnel covers.
+    let mut frame = vec![0u8; 14];
+    ethernet::write_header(&mut frame, IN_MAC, PEER_IN, ethernet::ETHERTYPE_IPV4);
+    frame.extend_from_slice(&inner_udp(SERVER, "192.0.2.99", 100, 8));
+    assert_eq!(run(&mut w, Side::Inside, frame, 1), NOTHING);
+    assert_eq!(w.forwarder.counters.dropped(DropReason::NoTunnel), 1);
+    let sa = w.forwarder.sad().inbound_sas().next().unwrap();
+    assert_eq!((sa.counters.drops.replayed, sa.counters.drops.too_old, sa.counters.drops.bad_icv), (1, 1, 1));
+    assert_eq!(sa.counters.drops.selector_mismatch, 1);
+}
+
+/// A UDP frame to the gateway's outside address on `port` with `payload`.
+fn udp_to_gateway(port: u16, payload: &[u8]) -> Vec<u8> {
+    let flow = Flow { src: "198.51.100.20".parse().unwrap(), dst: "198.51.100.1".parse().unwrap(), src_port: 4500, dst_port: port };
+    let mut frame = vec![0u8; 14 + 20 + 8 + payload.len().max(8)];
+    write_udp_frame(&mut frame, OUT_MAC, PEER_OUT, &flow, 0);
+    frame.truncate(14 + 20 + 8 + payload.len());
+    frame[34 + 4..34 + 6].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    frame[16..18].copy_from_slice(&((28 + payload.len()) as u16).to_be_bytes());
+    frame[24..26].copy_from_slice(&[0, 0]);
+    let sum = crate::wire::checksum::checksum(&frame[14..34]);
+    frame[24..26].copy_from_slice(&sum.to_be_bytes());
+    frame[42..].copy_from_slice(payload);
+    frame
+}
+
+#[test]
+fn keepalives_and_ike_are_told_apart_from_esp() {
+    let (mut w, _) = gateway(tunnel_config("198.51.100.20", true, false, ""));
+    for (frame, reason) in [
+        (udp_to_gateway(4500, &[0xff]), DropReason::NatKeepalive),
+        (udp_to_gateway(4500, &[0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]), DropReason::IkeToControl),
+        (udp_to_gateway(500, &[1, 2, 3, 4, 5, 6, 7, 8]), DropReason::IkeToControl),
+        (udp_to_gateway(4500, &[1, 2]), DropReason::EspTruncated),
+        (udp_to_gateway(53, &[1, 2, 3, 4]), DropReason::ToGateway),
+    ] {
+        let before = w.forwarder.counters.dropped(reason);
+        assert_eq!(run(&mut w, Side::Outside, frame, 1), NOTHING);
+        assert_eq!(w.forwarder.counters.dropped(reason), before + 1, "{reason:?}");
+    }
+}
+
+#[test]
+fn too_big_for_the_tunnel_and_mss_clamped_on_syns() {
+    let (mut w, spi) = gateway(tunnel_config("2001:db8:a::20", false, false, ""));
+    let mut clinic = Clinic::new("2001:db8:a::20", "2001:db8:a::1", spi, false, false);
+    let mut frame = vec![0u8; 14];
+    ethernet::write_header(&mut frame, IN_MAC, PEER_IN, ethernet::ETHERTYPE_IPV4);
+    frame.extend_from_slice(&inner_udp(SERVER, "203.0.113.5", 1480, 1));
+    assert_eq!(run(&mut w, Side::Inside, frame, 1), NOTHING);
+    assert_eq!(w.forwarder.counters.dropped(DropReason::TooBigForTunnel), 1);
+    // A SYN from the clinic announcing MSS 1460 reaches the server with 1300.
+    let mut syn = inner_udp("203.0.113.5", SERVER, 48, 2);
+    syn[9] = 6;
+    syn[10..12].copy_from_slice(&[0, 0]);
+    let sum = crate::wire::checksum::checksum(&syn[..20]);
+    syn[10..12].copy_from_slice(&sum.to_be_bytes());
+    syn[20 + 12] = 7 << 4;
+    syn[20 + 13] = 0x02;
+    syn[20 + 20..20 + 28].copy_from_slice(&[1, 1, 2, 4, 0x05, 0xb4, 0, 0]);
+    let [_, inside] = run(&mut w, Side::Outside, clinic.send(&syn), 2);
+    assert_eq!(crate::wire::read_u16(&inside[0], 14 + 20 + 24), 1300);
+    assert_eq!(w.forwarder.counters.get(Counter::MssClamped), 1);
+}
+
+#[test]
+fn both_inbound_sas_of_a_rekey_are_accepted() {
+    let mut config = tunnel_config("2001:db8:a::20", false, false, "");
+    let mut second = config.inbound[0].clone();
+    second.key = "2122232425262728292a2b2c2d2e2f30c1c2c3c4".into();
+    config.inbound.push(second);
+    let addrs: Vec<IpAddr> = vec!["2001:db8:a::1".parse().unwrap()];
+    let tables = tunnels::build(&[config.clone()], 1, &addrs).unwrap();
+    let spis = tables.inbound_spis[0].1.clone();
+    assert_eq!(spis.len(), 2);
+    let (mut w, _) = gateway(config);
+    let mut old = Clinic::new("2001:db8:a::20", "2001:db8:a::1", spis[0], false, false);
+    let mut new = Clinic::new("2001:db8:a::20", "2001:db8:a::1", spis[1], false, false);
+    new.out.key = GcmKey::new(&hex("2122232425262728292a2b2c2d2e2f30c1c2c3c4")).unwrap();
+    for i in 0..4 {
+        let clinic = if i % 2 == 0 { &mut old } else { &mut new };
+        let [_, inside] = run(&mut w, Side::Outside, clinic.send(&inner_udp("203.0.113.5", SERVER, 100, i)), 1);
+        assert_eq!(inside.len(), 1, "packet {i}");
+    }
+}
+
+#[test]
+fn soft_and_hard_lifetimes_are_counted_and_hard_stops_the_sa() {
+    let config = tunnel_config("2001:db8:a::20", false, false, "[lifetime]\nsoft_packets = 2\nhard_packets = 3\n");
+    let (mut w, spi) = gateway(config);
+    let mut clinic = Clinic::new("2001:db8:a::20", "2001:db8:a::1", spi, false, false);
+    let delivered: usize = (0..5).map(|i| run(&mut w, Side::Outside, clinic.send(&inner_udp("203.0.113.5", SERVER, 100, i)), 1)[1].len()).sum();
+    assert_eq!(delivered, 3);
+    let c = &w.forwarder.counters;
+    assert_eq!((c.get(Counter::SaSoftExpired), c.get(Counter::SaHardExpired), c.dropped(DropReason::SaExpired)), (1, 1, 2));
+}
