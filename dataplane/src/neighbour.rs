@@ -11,7 +11,7 @@ use crate::wire::MacAddr;
 use crate::Side;
 use arc_swap::ArcSwap;
 use crossbeam_queue::ArrayQueue;
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 

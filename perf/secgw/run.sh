@@ -28,8 +28,10 @@ while [ $# -gt 0 ]; do
         *) die "unknown argument '$1' (try --help)" ;;
     esac
 done
-[[ $lcores =~ ^[0-9]+,[0-9]+$ ]] || die "--lcores takes MAIN,WORKER (one worker), got '$lcores'"
-worker=${lcores#*,}
+# MAIN,WORKER: secgw's main lcore gets no queue (it busy-waits for the worker);
+# a single lcore N makes the main lcore the worker and leaves the other core idle.
+[[ $lcores =~ ^[0-9]+(,[0-9]+)?$ ]] || die "--lcores takes MAIN,WORKER or one lcore, got '$lcores'"
+worker=${lcores##*,}
 spi_dec=$((spi))   # secgw's config parser wants the SPI in decimal
 [ "$(id -u)" = 0 ] || die "needs root (hugepages, /var/run/dpdk)"
 
@@ -43,7 +45,7 @@ if [ ! -x "$bin" ]; then
         echo "secgw/run.sh: installing dpdk-doc (ships the example sources)" >&2
         DEBIAN_FRONTEND=noninteractive apt-get install -y dpdk-doc >&2 || die "apt-get install dpdk-doc failed"
     fi
-    examples=$(dirname "$(dpkg -L dpdk-doc | grep -m1 '/examples/ipsec-secgw$')")
+    examples=$(dirname "$(dpkg -L dpdk-doc | grep '/examples/ipsec-secgw$' || true)")
     [ -d "$examples/ipsec-secgw" ] && [ -d "$examples/common" ] || die "no ipsec-secgw/common examples in dpdk-doc"
     rm -rf "$SCRATCH/ipsec-secgw" "$SCRATCH/common"
     cp -r "$examples/ipsec-secgw" "$examples/common" "$SCRATCH/"
@@ -77,25 +79,28 @@ cleanup() {
         for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         kill -KILL "$pid" 2>/dev/null || true
     fi
-    rm -f /dev/hugepages/"$prefix"map_* 2>/dev/null || true   # --huge-unlink should leave none
+    rm -f /dev/hugepages/"$prefix"map_*   # DPDK leaves its hugepage files behind
     rm -rf "/var/run/dpdk/$prefix" "$run"
 }
 trap cleanup EXIT
 
-if [ $mode = esp ]; then policy="esp protect $spi_dec"; else policy=bypass; fi
+if [ $mode = esp ]; then policy="protect $spi_dec"; else policy=bypass; fi
 cat >"$run/secgw.cfg" <<EOF
-sp ipv4 in $policy pri 1 src 203.0.113.0/24 dst 10.0.0.0/24 sport 0:65535 dport 0:65535
+sp ipv4 in esp $policy pri 1 src 203.0.113.0/24 dst 10.0.0.0/24 sport 0:65535 dport 0:65535
 sa in $spi_dec aead_algo aes-128-gcm aead_key 01:02:03:04:05:06:07:08:09:0a:0b:0c:0d:0e:0f:10:a1:a2:a3:a4 mode ipv6-tunnel src 2001:db8:a::20 dst 2001:db8:a::1
 rt ipv4 dst 10.0.0.0/24 port 1
 neigh port 1 02:00:00:00:00:b1
 EOF
 
-if [ $huge = 1 ]; then mem=(-m 256 --single-file-segments --huge-unlink); else mem=(--no-huge -m 512); fi
 # The pool must hold the whole pcap (net_pcap's infinite_rx keeps every frame in an
-# mbuf) plus the working set; secgw's default is 8192 mbufs.
-cmd=("$bin" -l "$lcores" --file-prefix "$prefix" "${mem[@]}" --log-level=*:notice
-     --vdev crypto_aesni_gcm0 --vdev "net_pcap0,rx_pcap=$pcap,infinite_rx=1" --vdev net_null0,no-rx=1
-     -- -p 0x3 -u 0x1 -P --config "(0,0,$worker)" -s $((packets + 16384)) -f "$run/secgw.cfg")
+# mbuf) plus the working set; secgw's default is 8192 mbufs. ~2.4 KB per mbuf, plus
+# ~160 MB for the rest; at least 256 MB, and no more unless the pcap needs it
+# (the hugepages are shared with other developers).
+nb_mbufs=$((packets + 16384)); mem_mb=$((160 + nb_mbufs * 3 / 1024)); [ $mem_mb -ge 256 ] || mem_mb=256
+if [ $huge = 1 ]; then mem=(-m $mem_mb --single-file-segments); else mem=(--no-huge -m $mem_mb); fi
+cmd=("$bin" -l "$lcores" --file-prefix "$prefix" --no-pci "${mem[@]}"
+     --vdev crypto_aesni_gcm0 --vdev "net_pcap0,rx_pcap=$pcap,infinite_rx=1,tx_pcap=/dev/null,tx_pcap=/dev/null" --vdev net_null0,no-rx=1
+     -- -p 0x3 -u 0x1 -P --config "(0,0,$worker)" -s $nb_mbufs -f "$run/secgw.cfg")
 echo "secgw/run.sh: ${cmd[*]}" >&2
 "${cmd[@]}" >"$run/secgw.log" 2>&1 &
 pid=$!
@@ -103,7 +108,7 @@ pid=$!
 sock=/var/run/dpdk/$prefix/dpdk_telemetry.v2
 for _ in $(seq 300); do   # up to 30 s: mempool and pcap loading take a while
     grep -q "entering main loop on lcore $worker" "$run/secgw.log" && [ -S "$sock" ] && break
-    kill -0 $pid 2>/dev/null || { cat "$run/secgw.log" >&2; die "ipsec-secgw exited during start-up (log above)"; }
+    kill -0 $pid 2>/dev/null || { tail -30 "$run/secgw.log" >&2; die "ipsec-secgw exited during start-up (log above)"; }
     sleep 0.1
 done
 grep -q "entering main loop on lcore $worker" "$run/secgw.log" || { tail -20 "$run/secgw.log" >&2; die "ipsec-secgw did not start in 30 s"; }
@@ -115,5 +120,5 @@ import json, sys
 r = json.loads(sys.argv[1])
 print(json.dumps({"bench": "secgw_inbound", "frame_len": int(sys.argv[2]), "outer_len": int(sys.argv[3]),
                   "packets_in_pcap": int(sys.argv[4]), "window_s": r["window_s"], "rx_pps": r["rx_pps"],
-                  "tx_pps": r["tx_pps"], "mode": sys.argv[5], "dropped": r["dropped"]}))
+                  "tx_pps": r["tx_pps"], "mode": sys.argv[5]}))
 PY

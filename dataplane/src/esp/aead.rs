@@ -1,10 +1,12 @@
 //! AES-GCM for ESP (RFC 4106): one expanded key per SA, chosen and built
 //! when the SA is installed, never per packet.
 //!
-//! Two engines, picked by measurement (`sekisho-bench-aead`): RustCrypto's
-//! `aes-gcm` (built for the host CPU) is fastest on short packets, Intel
-//! IPsec-MB on long ones. Each SA holds both expansions and picks per packet
-//! by length: a compare, no dispatch through a vtable.
+//! Two engines, picked by measurement (`sekisho-bench-aead`, numbers in
+//! DESIGN.md): Intel IPsec-MB opens fastest at every size and seals fastest
+//! from about 80 bytes; RustCrypto's `aes-gcm` (built for the host CPU)
+//! seals the shortest packets a little faster. Each key holds both
+//! expansions and picks per packet by direction and length: a compare, no
+//! dispatch through a vtable.
 
 use aes_gcm::aead::AeadInPlace;
 use aes_gcm::{Aes128Gcm, Aes256Gcm, KeyInit, Nonce, Tag};
@@ -16,10 +18,9 @@ pub const ICV_LEN: usize = 16;
 /// Length of the salt appended to the key material (RFC 4106 §8.1).
 pub const SALT_LEN: usize = 4;
 
-/// Payloads at least this long go to IPsec-MB; shorter ones to `aes-gcm`.
-/// Set from `sekisho-bench-aead` on Zen-class cores: the crossing lies
-/// between 128 and 256 bytes.
-pub const LONG_PAYLOAD: usize = 192;
+/// Payloads shorter than this are sealed by `aes-gcm`, longer ones by
+/// IPsec-MB (the crossing measured on Zen-class cores lies near 80 bytes).
+pub const SHORT_SEAL: usize = 80;
 
 /// Why a key cannot be used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -80,27 +81,34 @@ impl GcmKey {
         nonce
     }
 
-    /// The engine for a payload of `len` bytes.
+    /// The engine that seals a payload of `len` bytes.
     #[inline]
-    pub fn engine_for(len: usize) -> Engine {
-        if len >= LONG_PAYLOAD {
-            Engine::IpsecMb
-        } else {
+    pub fn seal_engine(len: usize) -> Engine {
+        if len < SHORT_SEAL {
             Engine::RustCrypto
+        } else {
+            Engine::IpsecMb
         }
+    }
+
+    /// The engine that opens a payload: IPsec-MB at every size (`aes-gcm`
+    /// hashes and decrypts in two passes, and is slower even at 32 bytes).
+    #[inline]
+    pub fn open_engine(_len: usize) -> Engine {
+        Engine::IpsecMb
     }
 
     /// Encrypts `data` in place and returns the ICV.
     #[inline]
     pub fn seal(&self, iv: &[u8; 8], aad: &[u8], data: &mut [u8]) -> [u8; ICV_LEN] {
-        self.seal_with(Self::engine_for(data.len()), iv, aad, data)
+        self.seal_with(Self::seal_engine(data.len()), iv, aad, data)
     }
 
     /// Verifies the ICV and decrypts `data` in place. On [`BadIcv`] the
     /// contents of `data` are garbage and must be dropped.
     #[inline]
     pub fn open(&self, iv: &[u8; 8], aad: &[u8], data: &mut [u8], icv: &[u8; ICV_LEN]) -> Result<(), BadIcv> {
-        self.open_with(Self::engine_for(data.len()), iv, aad, data, icv)
+        self.open_with(Self::open_engine(data.len()), iv, aad, data, icv)
     }
 
     /// [`GcmKey::seal`] with a given engine (tests and raw baselines use both).

@@ -11,7 +11,7 @@ use crate::esp::tunnel::IP_PROTOCOL_UDP;
 use crate::esp::{IP_PROTOCOL_ESP, NAT_T_PORT, NEXT_HEADER_IPV4};
 use crate::pipeline::{Counter, DropReason};
 use crate::port::PacketBuf;
-use crate::sad::Miss;
+use crate::sad::{Miss, OutboundRoute};
 use crate::wire::{ethernet, ipv4, ipv6, read_u16, read_u32, WireError};
 use crate::Side;
 use std::net::IpAddr;
@@ -171,12 +171,9 @@ impl Forwarder {
         action
     }
 
-    /// A packet from the inside to a clinic: into the tunnel whose selectors
-    /// cover its destination.
-    pub(super) fn to_clinic<B: PacketBuf>(&mut self, buf: &mut B, dst: IpAddr, inner_len: usize) -> Action {
-        let Some(route) = self.routes.lookup(dst) else {
-            return Action::Drop(DropReason::NoTunnel);
-        };
+    /// A packet from the inside into the tunnel whose selectors cover its
+    /// destination (`route`, from [`OutboundRoutes`](crate::sad::OutboundRoutes)).
+    pub(super) fn to_clinic<B: PacketBuf>(&mut self, buf: &mut B, route: OutboundRoute, inner_len: usize) -> Action {
         if route.core != self.sad.core() {
             return Action::Drop(DropReason::OtherCore);
         }

@@ -257,8 +257,10 @@ impl Forwarder {
     /// What IPsec policy says of a transit packet: from the inside into a
     /// tunnel, or (under bypass only) forwarded as it is. None: forward plainly.
     fn policy<B: PacketBuf>(&mut self, side: Side, buf: &mut B, dst: IpAddr, total_len: usize) -> Option<Action> {
-        if side == Side::Inside && self.routes.lookup(dst).is_some() {
-            return Some(self.to_clinic(buf, dst, total_len));
+        if side == Side::Inside {
+            if let Some(route) = self.routes.lookup(dst) {
+                return Some(self.to_clinic(buf, route, total_len));
+            }
         }
         if self.settings.bypass {
             self.counters.add(Counter::Bypassed, 1);
