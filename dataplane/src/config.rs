@@ -215,13 +215,15 @@ impl Config {
         tunnels::build(&self.tunnels, self.dataplane.workers.len(), &self.outside_addrs())
     }
 
-    /// Mbufs the rings can hold at once: descriptors of every queue, plus
-    /// each lcore's cache and a burst in flight per worker and port.
+    /// Mbufs the rings can hold at once: descriptors of every queue, the
+    /// handoff rings between workers, each lcore's cache and a burst in
+    /// flight per worker and port.
     pub fn mbufs_needed(&self) -> u32 {
         let d = &self.dataplane;
         let queues = d.workers.len() as u32;
         let rings = 2 * queues * (u32::from(d.rx_descriptors) + u32::from(d.tx_descriptors));
-        rings + (queues + 1) * d.mempool_cache + 2 * queues * crate::port::BURST as u32 * 2
+        let handoff = queues * queues.saturating_sub(1) * crate::worker::HANDOFF_RING as u32;
+        rings + handoff + (queues + 1) * d.mempool_cache + 2 * queues * crate::port::BURST as u32 * 2
     }
 
     fn check(&self) -> Result<(), (String, String)> {

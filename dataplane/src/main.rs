@@ -7,9 +7,9 @@ use clap::{Parser, Subcommand};
 use sekisho_dataplane::config::Config;
 use sekisho_dataplane::neighbour::NeighbourTable;
 use sekisho_dataplane::pipeline::{CounterBlock, Forwarder};
-use sekisho_dataplane::port::dpdk::{Eal, EthPort, Mempool};
+use sekisho_dataplane::port::dpdk::{Eal, EthPort, Mbuf, Mempool};
 use sekisho_dataplane::shm::stats::{self, StatsArea, STATE_STOPPED};
-use sekisho_dataplane::worker::Worker;
+use sekisho_dataplane::worker::{Handoff, Worker, HANDOFF_RING};
 use sekisho_dataplane::Side;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -171,19 +171,22 @@ fn run(config: &Config) -> Result<()> {
         tracing::info!(tunnel = %name, inbound_spis = ?spis, "static tunnel");
     }
     let mut sa_tables = tables.cores.into_iter();
+    // Packets for an SA owned by another worker travel to it through a ring.
+    let handoff = Arc::new(Handoff::<Mbuf>::new(d.workers.len(), HANDOFF_RING));
 
     let clock = Instant::now();
     let now_ms = move || clock.elapsed().as_millis() as u64;
     eal.scope(|scope| -> Result<()> {
         for (index, &lcore) in d.workers.iter().enumerate() {
-            let (sad, routes) = (sa_tables.next().expect("one SA table per worker"), routes.clone());
+            let (sad, routes, handoff) = (sa_tables.next().expect("one SA table per worker"), routes.clone(), handoff.clone());
             let (ports, pool, stats, stop, neighbours) = (&ports, &pool, &stats, &stop, neighbours.clone());
             let interfaces = [config.ports.outside.interface(), config.ports.inside.interface()];
             scope.launch(lcore, move || {
                 let queue = index as u16;
                 let forwarder =
                     Forwarder::new(interfaces, [ports[0].mac(), ports[1].mac()], neighbours).with_tunnels(sad, routes, settings);
-                let mut worker = Worker::new(ports[0].queue(queue, pool), ports[1].queue(queue, pool), forwarder);
+                let mut worker =
+                    Worker::new(ports[0].queue(queue, pool), ports[1].queue(queue, pool), forwarder).with_handoff(index, handoff);
                 let mut polls = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     worker.poll(now_ms());
@@ -208,6 +211,7 @@ fn run(config: &Config) -> Result<()> {
 
     // Drivers keep sent mbufs in their TX rings until reused: reclaim them so
     // that any difference from the count before traffic is a real leak.
+    handoff.drain();
     let reclaimed: Vec<Option<u32>> = ports.iter().map(|p| p.tx_done_cleanup()).collect();
     let in_use_after = pool.in_use();
     let port_stats: Vec<_> = ports.iter().map(|p| p.stats()).collect();

@@ -74,7 +74,9 @@ pub struct SaConfig {
     pub key: String,
     #[serde(default)]
     pub esn: bool,
-    /// Anti-replay window in packets (inbound only): a multiple of 64 up to 65,536.
+    /// Anti-replay window in packets (inbound only): a multiple of 64 up to
+    /// 65,536; default 4096. 0 turns anti-replay off, for benchmarks that
+    /// replay one capture over and over (as ipsec-secgw runs by default).
     pub replay_window: Option<u32>,
 }
 
@@ -172,8 +174,11 @@ pub fn build(tunnels: &[TunnelConfig], workers: usize, outside_addrs: &[IpAddr])
             used_spis.push(spi);
             let key = parse_key(&sa.key).map_err(|m| (field(&format!("{name}.key")), m))?;
             let window = sa.replay_window.unwrap_or(DEFAULT_WINDOW);
-            if window < 64 || window > MAX_WINDOW || window % 64 != 0 {
-                return fail(&format!("{name}.replay_window"), format!("{window} is not a multiple of 64 between 64 and {MAX_WINDOW}"));
+            if window != 0 && (window < 64 || window > MAX_WINDOW || window % 64 != 0) {
+                return fail(&format!("{name}.replay_window"), format!("{window} is not a multiple of 64 between 64 and {MAX_WINDOW} (or 0 for none)"));
+            }
+            if window == 0 && sa.esn {
+                return fail(&format!("{name}.replay_window"), "ESN needs a replay window (it infers the high half from it)".into());
             }
             table.install_inbound(InboundSa {
                 spi,

@@ -1,25 +1,60 @@
 //! A worker: one poll-mode loop over its own queue on each port.
 
 use crate::pipeline::{Action, Counter, DropReason, Forwarder};
-use crate::port::{Batch, PacketBuf, Port};
+use crate::port::{Batch, PacketBuf, Port, BURST};
 use crate::Side;
+use crossbeam_queue::ArrayQueue;
+use std::sync::Arc;
+
+/// Packets in flight from one worker to another (per ordered pair).
+pub const HANDOFF_RING: usize = 1024;
+
+/// Rings between workers, one per ordered pair, for packets whose SA another
+/// core owns (ARCHITECTURE.md: one owner per piece of mutable state). Each
+/// ring has one producer and one consumer; handoffs and full rings are counted.
+pub struct Handoff<B> {
+    workers: usize,
+    rings: Vec<ArrayQueue<(Side, B)>>,
+}
+
+impl<B> Handoff<B> {
+    pub fn new(workers: usize, capacity: usize) -> Handoff<B> {
+        Handoff { workers, rings: (0..workers * workers).map(|_| ArrayQueue::new(capacity.max(1))).collect() }
+    }
+    fn ring(&self, from: usize, to: usize) -> &ArrayQueue<(Side, B)> {
+        &self.rings[from * self.workers + to]
+    }
+    /// Empties every ring (at shutdown, so buffers go back before their pool does).
+    pub fn drain(&self) -> usize {
+        self.rings.iter().map(|r| std::iter::from_fn(|| r.pop()).count()).sum()
+    }
+}
 
 /// A worker's ports (indexed by [`Side`]) and its pipeline state.
 pub struct Worker<P: Port> {
     pub ports: [P; 2],
     pub forwarder: Forwarder,
+    core: usize,
+    handoff: Option<Arc<Handoff<P::Buf>>>,
 }
 
 impl<P: Port> Worker<P> {
     pub fn new(outside: P, inside: P, forwarder: Forwarder) -> Self {
-        Worker { ports: [outside, inside], forwarder }
+        Worker { ports: [outside, inside], forwarder, core: 0, handoff: None }
     }
 
-    /// One poll of both ports: a receive burst from each, processed and sent.
-    /// Returns the number of frames received.
+    /// Joins the worker to the others as `core`, handing packets to their owners.
+    pub fn with_handoff(mut self, core: usize, handoff: Arc<Handoff<P::Buf>>) -> Self {
+        self.core = core;
+        self.handoff = Some(handoff);
+        self
+    }
+
+    /// One poll: packets handed over by other workers, then a receive burst
+    /// from each port, processed and sent. Returns the number of frames taken in.
     pub fn poll(&mut self, now_ms: u64) -> usize {
         self.forwarder.begin_batch(now_ms);
-        let mut received = 0;
+        let mut received = self.poll_handoff();
         for side in [Side::Outside, Side::Inside] {
             let mut rx: Batch<P::Buf> = Batch::new();
             let n = self.ports[side as usize].rx_burst(&mut rx);
@@ -30,22 +65,55 @@ impl<P: Port> Worker<P> {
             let counters = &mut self.forwarder.counters;
             counters.add(Counter::RxPackets, n as u64);
             counters.add(Counter::RxBytes, rx.iter().map(|b| b.data().len() as u64).sum());
-            // Each received frame goes to at most one of these, so neither overflows.
-            let mut out: [Batch<P::Buf>; 2] = [Batch::new(), Batch::new()];
-            for mut buf in rx.drain(..) {
-                match self.forwarder.process(side, &mut buf) {
-                    Action::Forward => out[side.other() as usize].push(buf),
-                    Action::Reply => out[side as usize].push(buf),
-                    Action::Consumed => self.forwarder.counters.add(Counter::NeighbourRepliesReceived, 1),
-                    Action::Drop(reason) => self.forwarder.counters.drop(reason, 1),
-                }
-            }
-            for (port, batch) in self.ports.iter_mut().zip(out.iter_mut()) {
-                send(port, batch, &mut self.forwarder);
-            }
+            self.process_burst(rx.drain(..).map(|buf| (side, buf)));
         }
         self.send_solicitations();
         received
+    }
+
+    fn poll_handoff(&mut self) -> usize {
+        let Some(handoff) = self.handoff.clone() else { return 0 };
+        let (mut taken, me) = (0, self.core);
+        for from in (0..handoff.workers).filter(|&c| c != me) {
+            let ring = handoff.ring(from, me);
+            let n = ring.len().min(BURST);
+            if n > 0 {
+                taken += n;
+                self.forwarder.counters.add(Counter::HandoffsReceived, n as u64);
+                self.process_burst((0..n).filter_map(|_| ring.pop()));
+            }
+        }
+        taken
+    }
+
+    fn process_burst(&mut self, packets: impl Iterator<Item = (Side, P::Buf)>) {
+        // Each frame goes to at most one of these, and a burst holds at most BURST.
+        let mut out: [Batch<P::Buf>; 2] = [Batch::new(), Batch::new()];
+        for (side, mut buf) in packets {
+            match self.forwarder.process(side, &mut buf) {
+                Action::Forward => out[side.other() as usize].push(buf),
+                Action::Reply => out[side as usize].push(buf),
+                Action::Consumed => self.forwarder.counters.add(Counter::NeighbourRepliesReceived, 1),
+                Action::Drop(reason) => self.forwarder.counters.drop(reason, 1),
+                Action::Handoff(core) => self.hand_off(core, side, buf),
+            }
+        }
+        for (port, batch) in self.ports.iter_mut().zip(out.iter_mut()) {
+            send(port, batch, &mut self.forwarder);
+        }
+    }
+
+    fn hand_off(&mut self, core: u8, side: Side, buf: P::Buf) {
+        let core = usize::from(core);
+        let counters = &mut self.forwarder.counters;
+        match &self.handoff {
+            Some(h) if core < h.workers && core != self.core => match h.ring(self.core, core).push((side, buf)) {
+                Ok(()) => counters.add(Counter::HandoffsSent, 1),
+                Err(_) => counters.drop(DropReason::HandoffFull, 1),
+            },
+            // An SPI naming a core that does not exist is one we never gave out.
+            _ => counters.drop(DropReason::UnknownSpi, 1),
+        }
     }
 
     fn send_solicitations(&mut self) {

@@ -34,8 +34,14 @@ pub struct ReplayWindow {
 
 impl ReplayWindow {
     /// A window of `size` packets (a multiple of 64 between 64 and
-    /// [`MAX_WINDOW`]; the caller validates), with or without ESN.
+    /// [`MAX_WINDOW`]; the caller validates), with or without ESN. Size 0
+    /// turns anti-replay off (RFC 4303 §3.4.3 lets a receiver do so; only
+    /// benchmarks that replay a capture should); it needs ESN off.
     pub fn new(size: u32, esn: bool) -> ReplayWindow {
+        if size == 0 {
+            assert!(!esn, "ESN needs a replay window to infer the high half");
+            return ReplayWindow { top: 0, size, esn, blocks: Box::new([0]) };
+        }
         assert!(size >= 64 && size <= MAX_WINDOW && size % 64 == 0, "window size {size}");
         // One spare block, so the block being cleared never holds live bits.
         let blocks = (size as usize / 64 + 1).next_power_of_two();
@@ -88,7 +94,7 @@ impl ReplayWindow {
         if seq == 0 {
             return Err(Refused::TooOld);
         }
-        if seq > self.top {
+        if seq > self.top || self.size == 0 {
             return Ok(());
         }
         if self.top - seq >= u64::from(self.size) {
@@ -107,6 +113,9 @@ impl ReplayWindow {
     #[inline]
     pub fn accept(&mut self, seq: u64) -> Result<(), Refused> {
         self.check(seq)?;
+        if self.size == 0 {
+            return Ok(());
+        }
         if seq > self.top {
             let ring = self.blocks.len() as u64;
             let old_block = self.top / 64;
@@ -241,6 +250,15 @@ mod tests {
         assert_eq!(w.check(late), Ok(()));
         let replay = w.full_sequence(u32::MAX).unwrap();
         assert_eq!(w.check(replay), Err(Refused::Replayed));
+    }
+
+    #[test]
+    fn a_disabled_window_accepts_repeats() {
+        let mut w = ReplayWindow::new(0, false);
+        for seq in [5, 5, 1, 1_000_000, 3] {
+            assert_eq!(w.accept(seq), Ok(()));
+        }
+        assert_eq!(w.check(0), Err(Refused::TooOld));
     }
 
     #[test]

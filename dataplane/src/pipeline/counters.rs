@@ -43,6 +43,8 @@ declare! {
         SaSoftExpired => "sa_soft_expired", "SAs that reached a soft lifetime (rekey due)";
         SaHardExpired => "sa_hard_expired", "SAs that reached a hard lifetime (traffic stops)";
         MssClamped => "mss_clamped", "TCP SYNs whose MSS option was lowered to fit the tunnel";
+        HandoffsSent => "handoffs_sent", "packets handed to the worker that owns their SA";
+        HandoffsReceived => "handoffs_received", "packets taken over from other workers for SAs owned here";
     }
 }
 
@@ -69,7 +71,7 @@ declare! {
         NoTunnel => "no_tunnel", "packet from the inside whose destination no tunnel's selectors cover";
         UnknownSpi => "unknown_spi", "ESP with an SPI that names no SA";
         StaleSpi => "stale_spi", "ESP with the SPI of a deleted SA whose slot was reused (old generation)";
-        OtherCore => "other_core", "ESP or inner packet for an SA owned by another worker";
+        HandoffFull => "handoff_full", "packet for another worker's SA dropped: the ring to that worker was full";
         EspTruncated => "esp_truncated", "ESP shorter than header, IV, trailer and ICV";
         Replayed => "replayed", "ESP sequence number already received (RFC 4303 §3.4.3)";
         ReplayTooOld => "replay_too_old", "ESP sequence number left of the anti-replay window";

@@ -95,7 +95,7 @@ impl Forwarder {
             Ok(sa) => sa,
             Err(Miss::Unknown) => return Action::Drop(DropReason::UnknownSpi),
             Err(Miss::StaleGeneration) => return Action::Drop(DropReason::StaleSpi),
-            Err(Miss::OtherCore(_)) => return Action::Drop(DropReason::OtherCore),
+            Err(Miss::OtherCore(core)) => return Action::Handoff(core),
         };
         let esp = &mut buf.data_mut()[at.start..at.end];
         let opened = match decrypt::open(sa, esp) {
@@ -175,7 +175,7 @@ impl Forwarder {
     /// destination (`route`, from [`OutboundRoutes`](crate::sad::OutboundRoutes)).
     pub(super) fn to_clinic<B: PacketBuf>(&mut self, buf: &mut B, route: OutboundRoute, inner_len: usize) -> Action {
         if route.core != self.sad.core() {
-            return Action::Drop(DropReason::OtherCore);
+            return Action::Handoff(route.core);
         }
         let Some((_, tunnel)) = self.sad.outbound(route.sa) else {
             return Action::Drop(DropReason::NoTunnel);

@@ -35,6 +35,8 @@ pub enum Action {
     Consumed,
     /// Drop, for this reason.
     Drop(DropReason),
+    /// Hand to the worker that owns the packet's SA (by its core index).
+    Handoff(u8),
 }
 
 /// One port's addresses and routes, as the pipeline needs them.

@@ -255,7 +255,8 @@ fn inbound_policy_and_every_refusal_is_counted_by_reason() {
     for (spi, reason) in [
         (SpiParts { slot: parts.slot + 1, ..parts }.encode(), DropReason::UnknownSpi),
         (SpiParts { generation: parts.generation + 1, ..parts }.encode(), DropReason::StaleSpi),
-        (SpiParts { core: 3, ..parts }.encode(), DropReason::OtherCore),
+        // A single worker has no one to hand to: a core that does not exist is no SPI of ours.
+        (SpiParts { core: 3, ..parts }.encode(), DropReason::UnknownSpi),
     ] {
         let mut frame = clinic.send(&inner_udp("203.0.113.5", SERVER, 100, 6));
         frame[54..58].copy_from_slice(&spi.to_be_bytes());
@@ -364,4 +365,60 @@ fn soft_and_hard_lifetimes_are_counted_and_hard_stops_the_sa() {
     assert_eq!(delivered, 3);
     let c = &w.forwarder.counters;
     assert_eq!((c.get(Counter::SaSoftExpired), c.get(Counter::SaHardExpired), c.dropped(DropReason::SaExpired)), (1, 1, 2));
+}
+
+#[test]
+fn packets_for_another_cores_sa_are_handed_to_it_both_ways() {
+    use crate::worker::Handoff;
+    let config = tunnel_config("2001:db8:a::20", false, false, "worker = 1\n");
+    let addrs: Vec<IpAddr> = vec!["2001:db8:a::1".parse().unwrap()];
+    let tables = tunnels::build(&[config], 2, &addrs).unwrap();
+    let spi = tables.inbound_spis[0].1[0];
+    assert_eq!(SpiParts::decode(spi).core, 1);
+    let routes = Arc::new(tables.routes);
+    let handoff = Arc::new(Handoff::new(2, 64));
+    let statics = vec![
+        (Side::Outside, "2001:db8:a::20".parse().unwrap(), PEER_OUT),
+        (Side::Inside, SERVER.parse().unwrap(), PEER_IN),
+    ];
+    let table = Arc::new(NeighbourTable::new(statics));
+    let mut workers: Vec<Worker<MemoryPort>> = tables
+        .cores
+        .into_iter()
+        .enumerate()
+        .map(|(core, sad)| {
+            let f = Forwarder::new(interfaces(), [OUT_MAC, IN_MAC], table.clone()).with_tunnels(sad, routes.clone(), TunnelSettings::default());
+            Worker::new(MemoryPort::new(OUT_MAC), MemoryPort::new(IN_MAC), f).with_handoff(core, handoff.clone())
+        })
+        .collect();
+    let mut clinic = Clinic::new("2001:db8:a::20", "2001:db8:a::1", spi, false, false);
+    // Core 0 receives the clinic's packet (the NIC could not hash on the SPI).
+    let inner = inner_udp("203.0.113.5", SERVER, 100, 1);
+    workers[0].ports[0].rx.push_back(clinic.send(&inner));
+    workers[0].poll(1);
+    assert!(workers[0].ports[1].tx.is_empty());
+    assert_eq!(workers[0].forwarder.counters.get(Counter::HandoffsSent), 1);
+    workers[1].poll(1);
+    assert_eq!(workers[1].forwarder.counters.get(Counter::HandoffsReceived), 1);
+    assert_eq!(&workers[1].ports[1].tx[0][14..], &inner[..], "the owner decrypts and forwards");
+    // The server's answer reaches core 0 too: handed over, encrypted by the owner.
+    let reply = inner_udp(SERVER, "203.0.113.5", 100, 2);
+    let mut frame = vec![0u8; 14];
+    ethernet::write_header(&mut frame, IN_MAC, PEER_IN, ethernet::ETHERTYPE_IPV4);
+    frame.extend_from_slice(&reply);
+    workers[0].ports[1].rx.push_back(frame);
+    workers[0].poll(2);
+    workers[1].poll(2);
+    assert_eq!(clinic.receive(&workers[1].ports[0].tx[0]), reply);
+    // A full ring drops and counts.
+    let tiny = Arc::new(Handoff::new(2, 1));
+    let mut w0 = std::mem::replace(&mut workers[0], Worker::new(MemoryPort::new(OUT_MAC), MemoryPort::new(IN_MAC), Forwarder::new(interfaces(), [OUT_MAC, IN_MAC], table.clone())));
+    w0 = w0.with_handoff(0, tiny.clone());
+    for i in 0..3 {
+        w0.ports[0].rx.push_back(clinic.send(&inner_udp("203.0.113.5", SERVER, 100, 10 + i)));
+    }
+    w0.poll(3);
+    // (Two handoffs earlier, one now; the other two find the ring full.)
+    assert_eq!((w0.forwarder.counters.get(Counter::HandoffsSent), w0.forwarder.counters.dropped(DropReason::HandoffFull)), (3, 2));
+    assert_eq!(tiny.drain(), 1);
 }
