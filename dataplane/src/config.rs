@@ -41,12 +41,21 @@ pub struct EspConfig {
     /// benchmarks of plain forwarding; never in production).
     #[serde(default)]
     pub bypass: bool,
+    /// Split IPv4 packets without DF that are too big for a tunnel before
+    /// encrypting them; when false they get ICMP fragmentation-needed, as
+    /// packets with DF (and IPv6) always do.
+    #[serde(default = "default_true")]
+    pub fragment_inner: bool,
 }
 
 impl Default for EspConfig {
     fn default() -> Self {
-        EspConfig { outer_mtu: default_mtu(), outer_ttl: default_ttl(), tcp_mss_clamp: None, bypass: false }
+        EspConfig { outer_mtu: default_mtu(), outer_ttl: default_ttl(), tcp_mss_clamp: None, bypass: false, fragment_inner: true }
     }
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_mtu() -> u16 {
@@ -63,7 +72,7 @@ impl EspConfig {
             Some(mss) => Some(mss),
             None => Some(TunnelSettings::auto_mss(self.outer_mtu)),
         };
-        TunnelSettings { outer_mtu: self.outer_mtu, outer_ttl: self.outer_ttl, mss_clamp, bypass: self.bypass }
+        TunnelSettings { outer_mtu: self.outer_mtu, outer_ttl: self.outer_ttl, mss_clamp, bypass: self.bypass, fragment_inner: self.fragment_inner }
     }
 }
 

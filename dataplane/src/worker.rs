@@ -87,20 +87,40 @@ impl<P: Port> Worker<P> {
     }
 
     fn process_burst(&mut self, packets: impl Iterator<Item = (Side, P::Buf)>) {
-        // Each frame goes to at most one of these, and a burst holds at most BURST.
         let mut out: [Batch<P::Buf>; 2] = [Batch::new(), Batch::new()];
         for (side, mut buf) in packets {
-            match self.forwarder.process(side, &mut buf) {
-                Action::Forward => out[side.other() as usize].push(buf),
-                Action::Reply => out[side as usize].push(buf),
-                Action::Consumed => self.forwarder.counters.add(Counter::NeighbourRepliesReceived, 1),
-                Action::Drop(reason) => self.forwarder.counters.drop(reason, 1),
-                Action::Handoff(core) => self.hand_off(core, side, buf),
+            let action = self.forwarder.process(side, &mut buf);
+            self.dispatch(side, buf, action, &mut out);
+            // An inner packet split to fit its tunnel: its rest, in a fresh buffer, goes round again.
+            while self.forwarder.has_fragment() {
+                let Some(mut rest) = self.ports[Side::Inside as usize].alloc() else {
+                    self.forwarder.counters.drop(DropReason::NoBuffer, 1);
+                    break;
+                };
+                if self.forwarder.take_fragment(&mut rest) {
+                    let action = self.forwarder.process(Side::Inside, &mut rest);
+                    self.dispatch(Side::Inside, rest, action, &mut out);
+                }
             }
         }
         for (port, batch) in self.ports.iter_mut().zip(out.iter_mut()) {
             send(port, batch, &mut self.forwarder);
         }
+    }
+
+    fn dispatch(&mut self, side: Side, buf: P::Buf, action: Action, out: &mut [Batch<P::Buf>; 2]) {
+        let to = match action {
+            Action::Forward => side.other(),
+            Action::Reply => side,
+            Action::Consumed => return self.forwarder.counters.add(Counter::NeighbourRepliesReceived, 1),
+            Action::Drop(reason) => return self.forwarder.counters.drop(reason, 1),
+            Action::Handoff(core) => return self.hand_off(core, side, buf),
+        };
+        // Fragments can make a burst produce more than it received: send when full.
+        if out[to as usize].is_full() {
+            send(&mut self.ports[to as usize], &mut out[to as usize], &mut self.forwarder);
+        }
+        out[to as usize].push(buf);
     }
 
     fn hand_off(&mut self, core: u8, side: Side, buf: P::Buf) {

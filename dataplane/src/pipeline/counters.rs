@@ -43,6 +43,8 @@ declare! {
         SaSoftExpired => "sa_soft_expired", "SAs that reached a soft lifetime (rekey due)";
         SaHardExpired => "sa_hard_expired", "SAs that reached a hard lifetime (traffic stops)";
         MssClamped => "mss_clamped", "TCP SYNs whose MSS option was lowered to fit the tunnel";
+        InnerFragmented => "inner_fragmented", "IPv4 packets without DF split before encryption to fit the tunnel";
+        IcmpTooBigSent => "icmp_too_big_sent", "ICMP fragmentation-needed / packet-too-big errors sent for packets too big for a tunnel";
         HandoffsSent => "handoffs_sent", "packets handed to the worker that owns their SA";
         HandoffsReceived => "handoffs_received", "packets taken over from other workers for SAs owned here";
     }
@@ -85,7 +87,7 @@ declare! {
         SequenceExhausted => "sequence_exhausted", "outbound SA's sequence counter would wrap; rekey needed";
         NatKeepalive => "nat_keepalive", "NAT-T keepalive (RFC 3948 §2.3), swallowed";
         IkeToControl => "ike_to_control", "IKE packet for the control process (not linked yet: dropped)";
-        TooBigForTunnel => "too_big_for_tunnel", "inner packet too large for the outer MTU after ESP overhead";
+        TooBigForTunnel => "too_big_for_tunnel", "inner packet too large for the tunnel, and no ICMP error sent for it (rate limit, no address)";
     }
 }
 

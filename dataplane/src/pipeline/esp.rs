@@ -2,7 +2,7 @@
 //! decrypt, inbound policy) and to a clinic (pick the SA, encrypt, outer
 //! headers on). The ESP arithmetic itself is in [`crate::esp`].
 
-use super::{mss, Action, Forwarder};
+use super::{mss, too_big, Action, Forwarder};
 use crate::esp::decrypt::{self, InboundError};
 use crate::esp::encrypt::{self, OutboundError};
 use crate::esp::tunnel::{self, OuterFields, UDP_HEADER_LEN};
@@ -30,11 +30,14 @@ pub struct TunnelSettings {
     /// Forward unprotected packets between the ports (an SPD BYPASS for
     /// everything, RFC 4301 §4.4.1); off in production.
     pub bypass: bool,
+    /// Split IPv4 packets without DF that do not fit a tunnel (else they get
+    /// ICMP fragmentation-needed, as packets with DF always do).
+    pub fragment_inner: bool,
 }
 
 impl Default for TunnelSettings {
     fn default() -> Self {
-        TunnelSettings { outer_mtu: 1500, outer_ttl: 64, mss_clamp: None, bypass: false }
+        TunnelSettings { outer_mtu: 1500, outer_ttl: 64, mss_clamp: None, bypass: false, fragment_inner: true }
     }
 }
 
@@ -173,7 +176,7 @@ impl Forwarder {
 
     /// A packet from the inside into the tunnel whose selectors cover its
     /// destination (`route`, from [`OutboundRoutes`](crate::sad::OutboundRoutes)).
-    pub(super) fn to_clinic<B: PacketBuf>(&mut self, buf: &mut B, route: OutboundRoute, inner_len: usize) -> Action {
+    pub(super) fn to_clinic<B: PacketBuf>(&mut self, buf: &mut B, route: OutboundRoute, mut inner_len: usize) -> Action {
         if route.core != self.sad.core() {
             return Action::Handoff(route.core);
         }
@@ -181,10 +184,22 @@ impl Forwarder {
             return Action::Drop(DropReason::NoTunnel);
         };
         let tunnel = *tunnel;
-        let outer_len = tunnel::outer_len(&tunnel, inner_len);
-        if outer_len > usize::from(self.settings.outer_mtu) {
-            return Action::Drop(DropReason::TooBigForTunnel);
+        if tunnel::outer_len(&tunnel, inner_len) > usize::from(self.settings.outer_mtu) {
+            let max = too_big::max_inner(&tunnel, self.settings.outer_mtu);
+            let inner = &buf.data()[ethernet::HEADER_LEN..ethernet::HEADER_LEN + inner_len];
+            if !(self.settings.fragment_inner && too_big::may_fragment(inner)) || self.fragment_pending {
+                return self.icmp_too_big(buf, max);
+            }
+            match too_big::split_ipv4(buf.data_mut(), max, &mut self.fragment_rest) {
+                Some(first) => {
+                    inner_len = first;
+                    self.fragment_pending = true;
+                    self.counters.add(Counter::InnerFragmented, 1);
+                }
+                None => return self.icmp_too_big(buf, max),
+            }
         }
+        let outer_len = tunnel::outer_len(&tunnel, inner_len);
         if let Some(clamp) = self.settings.mss_clamp {
             if mss::clamp(&mut buf.data_mut()[ethernet::HEADER_LEN..ethernet::HEADER_LEN + inner_len], clamp) {
                 self.counters.add(Counter::MssClamped, 1);

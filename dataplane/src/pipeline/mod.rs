@@ -10,6 +10,7 @@ mod arp_nd;
 pub mod counters;
 mod esp;
 mod mss;
+mod too_big;
 
 use crate::addr::{Ipv4Cidr, Ipv6Cidr};
 use crate::neighbour::{NeighbourTable, Observation, SolicitLimiter, Snapshot, REFRESH_AFTER_MS};
@@ -116,6 +117,11 @@ pub struct Forwarder {
     routes: Arc<OutboundRoutes>,
     settings: TunnelSettings,
     ipv4_ident: u16,
+    icmp_limiter: too_big::IcmpLimiter,
+    /// The rest of an inner packet split to fit a tunnel, waiting for a
+    /// buffer from the worker ([`Forwarder::take_fragment`]).
+    fragment_rest: Vec<u8>,
+    fragment_pending: bool,
     pub counters: CounterBlock,
 }
 
@@ -135,6 +141,9 @@ impl Forwarder {
             routes: Arc::new(OutboundRoutes::default()),
             settings: TunnelSettings::default(),
             ipv4_ident: 0,
+            icmp_limiter: too_big::IcmpLimiter::default(),
+            fragment_rest: Vec::with_capacity(crate::port::memory::BUF_ROOM),
+            fragment_pending: false,
             counters: CounterBlock::default(),
         }
     }
@@ -316,6 +325,28 @@ impl Forwarder {
         if self.neighbours.observe(Observation { side, ip, mac, at_ms: self.now_ms }) {
             self.counters.add(Counter::NeighbourUpdates, 1);
         }
+    }
+
+    /// Writes the second part of a split inner packet (see `too_big`) into
+    /// a fresh buffer, as a frame from the inside to be processed again.
+    /// False if there is none waiting (or it does not fit the buffer).
+    pub fn take_fragment<B: PacketBuf>(&mut self, buf: &mut B) -> bool {
+        if !std::mem::take(&mut self.fragment_pending) {
+            return false;
+        }
+        let len = ethernet::HEADER_LEN + self.fragment_rest.len();
+        if !buf.set_len(len) {
+            return false;
+        }
+        let frame = buf.data_mut();
+        ethernet::write_header(frame, self.macs[Side::Inside as usize], MacAddr::ZERO, ethernet::ETHERTYPE_IPV4);
+        frame[ethernet::HEADER_LEN..].copy_from_slice(&self.fragment_rest);
+        true
+    }
+
+    /// True if a split inner packet waits for [`Forwarder::take_fragment`].
+    pub fn has_fragment(&self) -> bool {
+        self.fragment_pending
     }
 
     /// A solicitation the last batch asked for, to be written into a fresh

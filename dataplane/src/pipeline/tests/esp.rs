@@ -312,15 +312,62 @@ fn keepalives_and_ike_are_told_apart_from_esp() {
     }
 }
 
-#[test]
-fn too_big_for_the_tunnel_and_mss_clamped_on_syns() {
-    let (mut w, spi) = gateway(tunnel_config("2001:db8:a::20", false, false, ""));
-    let mut clinic = Clinic::new("2001:db8:a::20", "2001:db8:a::1", spi, false, false);
+/// A frame from the server (behind the inside port) carrying `inner`.
+fn from_server(inner: &[u8]) -> Vec<u8> {
     let mut frame = vec![0u8; 14];
     ethernet::write_header(&mut frame, IN_MAC, PEER_IN, ethernet::ETHERTYPE_IPV4);
-    frame.extend_from_slice(&inner_udp(SERVER, "203.0.113.5", 1480, 1));
-    assert_eq!(run(&mut w, Side::Inside, frame, 1), NOTHING);
-    assert_eq!(w.forwarder.counters.dropped(DropReason::TooBigForTunnel), 1);
+    frame.extend_from_slice(inner);
+    frame
+}
+
+#[test]
+fn too_big_with_df_gets_icmp_and_without_df_is_fragmented() {
+    let (mut w, spi) = gateway(tunnel_config("2001:db8:a::20", false, false, ""));
+    let mut clinic = Clinic::new("2001:db8:a::20", "2001:db8:a::1", spi, false, false);
+    // IPv6 outer, raw ESP: 40 + 8 + 8 + 16 + trailer; 1500 leaves 1426 for the inner packet.
+    let fits = inner_udp(SERVER, "203.0.113.5", 1426, 1);
+    let [out, _] = run(&mut w, Side::Inside, from_server(&fits), 1);
+    assert_eq!(out[0].len(), 14 + 1500);
+    // One byte more, with DF: ICMP "fragmentation needed" back to the server, quoting the packet.
+    let big = inner_udp(SERVER, "203.0.113.5", 1427, 2);
+    let [out, inside] = run(&mut w, Side::Inside, from_server(&big), 2);
+    assert!(out.is_empty());
+    let eth = ethernet::Frame::new_checked(&inside[0][..]).unwrap();
+    assert_eq!((eth.dst(), eth.src()), (PEER_IN, IN_MAC));
+    let ip = ipv4::Packet::new_checked(eth.payload()).unwrap();
+    assert_eq!((ip.src(), ip.dst(), ip.protocol()), ("10.0.0.1".parse().unwrap(), SERVER.parse().unwrap(), 1));
+    assert_eq!(ip.total_len(), 576);
+    let icmp = ip.payload();
+    assert_eq!((icmp[0], icmp[1], crate::wire::read_u16(icmp, 6)), (3, 4, 1426));
+    assert_eq!(crate::wire::checksum::checksum(icmp), 0);
+    assert_eq!(&icmp[8..8 + 28], &big[..28], "quotes the original header and more");
+    assert_eq!(w.forwarder.counters.get(Counter::IcmpTooBigSent), 1);
+    // Without DF: split before encryption, both fragments through the tunnel.
+    let mut no_df = inner_udp(SERVER, "203.0.113.5", 2000, 3);
+    no_df[6] = 0;
+    no_df[10..12].copy_from_slice(&[0, 0]);
+    let sum = crate::wire::checksum::checksum(&no_df[..20]);
+    no_df[10..12].copy_from_slice(&sum.to_be_bytes());
+    let [out, _] = run(&mut w, Side::Inside, from_server(&no_df), 3);
+    assert_eq!(out.len(), 2, "2000 bytes take two fragments of at most 1426");
+    let fragments: Vec<Vec<u8>> = out.iter().map(|f| clinic.receive(f)).collect();
+    let mut payload = Vec::new();
+    for (i, f) in fragments.iter().enumerate() {
+        let ip = ipv4::Packet::new_checked(&f[..]).unwrap();
+        assert!(ip.total_len() <= 1426);
+        let flags = crate::wire::read_u16(f, 6);
+        assert_eq!(usize::from(flags & 0x1fff) * 8, payload.len(), "fragment {i} offset");
+        assert_eq!(flags & 0x2000 != 0, i == 0, "more-fragments on all but the last");
+        payload.extend_from_slice(ip.payload());
+    }
+    assert_eq!(&payload[..], &no_df[20..], "the fragments reassemble to the original");
+    assert_eq!(w.forwarder.counters.get(Counter::InnerFragmented), 1);
+}
+
+#[test]
+fn mss_clamped_on_syns_through_the_tunnel() {
+    let (mut w, spi) = gateway(tunnel_config("2001:db8:a::20", false, false, ""));
+    let mut clinic = Clinic::new("2001:db8:a::20", "2001:db8:a::1", spi, false, false);
     // A SYN from the clinic announcing MSS 1460 reaches the server with 1300.
     let mut syn = inner_udp("203.0.113.5", SERVER, 48, 2);
     syn[9] = 6;
@@ -421,4 +468,24 @@ fn packets_for_another_cores_sa_are_handed_to_it_both_ways() {
     // (Two handoffs earlier, one now; the other two find the ring full.)
     assert_eq!((w0.forwarder.counters.get(Counter::HandoffsSent), w0.forwarder.counters.dropped(DropReason::HandoffFull)), (3, 2));
     assert_eq!(tiny.drain(), 1);
+}
+
+#[test]
+fn too_big_ipv6_inner_gets_packet_too_big() {
+    let (mut w, _) = gateway(tunnel_config("2001:db8:a::20", false, false, "ipv6 = [\"2001:db8:c::/48\"]\n"));
+    let big = inner_udp("2001:db8:b::7", "2001:db8:c::5", 1427, 1);
+    let mut frame = vec![0u8; 14];
+    ethernet::write_header(&mut frame, IN_MAC, PEER_IN, ethernet::ETHERTYPE_IPV6);
+    frame.extend_from_slice(&big);
+    let [out, inside] = run(&mut w, Side::Inside, frame, 1);
+    assert!(out.is_empty());
+    let eth = ethernet::Frame::new_checked(&inside[0][..]).unwrap();
+    let ip = ipv6::Packet::new_checked(eth.payload()).unwrap();
+    assert_eq!((ip.src(), ip.dst()), ("2001:db8:b::1".parse().unwrap(), "2001:db8:b::7".parse().unwrap()));
+    assert_eq!(ip.payload_len(), 1280 - 40, "quotes up to the minimum MTU");
+    let icmp = ip.payload();
+    assert_eq!((icmp[0], icmp[1]), (2, 0));
+    assert_eq!(u32::from_be_bytes(icmp[4..8].try_into().unwrap()), 1426);
+    let acc = crate::wire::checksum::ipv6_pseudo_header(&ip.src(), &ip.dst(), 58, icmp.len() as u32);
+    assert_eq!(crate::wire::checksum::finish(crate::wire::checksum::sum(acc, icmp)), 0, "valid ICMPv6 checksum");
 }
