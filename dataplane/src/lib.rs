@@ -9,6 +9,7 @@ pub mod addr;
 pub mod config;
 pub mod craft;
 pub mod esp;
+pub mod fuzzing;
 pub mod neighbour;
 pub mod pipeline;
 pub mod port;

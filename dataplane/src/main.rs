@@ -10,6 +10,13 @@ use sekisho_dataplane::pipeline::{CounterBlock, Forwarder};
 use sekisho_dataplane::port::dpdk::{Eal, EthPort, Mbuf, Mempool};
 use sekisho_dataplane::shm::stats::{self, StatsArea, STATE_STOPPED};
 use sekisho_dataplane::worker::{Handoff, Worker, HANDOFF_RING};
+use sekisho_dataplane::esp::sa::SaEvent;
+use sekisho_dataplane::sad::SaTable;
+use crossbeam_queue::ArrayQueue;
+use std::sync::Mutex;
+
+/// SA lifetime events waiting for the manager thread.
+const SA_EVENT_QUEUE: usize = 4096;
 use sekisho_dataplane::Side;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -173,12 +180,16 @@ fn run(config: &Config) -> Result<()> {
     let mut sa_tables = tables.cores.into_iter();
     // Packets for an SA owned by another worker travel to it through a ring.
     let handoff = Arc::new(Handoff::<Mbuf>::new(d.workers.len(), HANDOFF_RING));
+    let events = Arc::new(ArrayQueue::<SaEvent>::new(SA_EVENT_QUEUE));
+    // Each worker's per-SA counters, handed over as it stops.
+    let sa_report = Arc::new(Mutex::new(Vec::new()));
 
     let clock = Instant::now();
     let now_ms = move || clock.elapsed().as_millis() as u64;
     eal.scope(|scope| -> Result<()> {
         for (index, &lcore) in d.workers.iter().enumerate() {
             let (sad, routes, handoff) = (sa_tables.next().expect("one SA table per worker"), routes.clone(), handoff.clone());
+            let (events, sa_report) = (events.clone(), sa_report.clone());
             let (ports, pool, stats, stop, neighbours) = (&ports, &pool, &stats, &stop, neighbours.clone());
             let interfaces = [config.ports.outside.interface(), config.ports.inside.interface()];
             scope.launch(lcore, move || {
@@ -186,7 +197,9 @@ fn run(config: &Config) -> Result<()> {
                 let forwarder =
                     Forwarder::new(interfaces, [ports[0].mac(), ports[1].mac()], neighbours).with_tunnels(sad, routes, settings);
                 let mut worker =
-                    Worker::new(ports[0].queue(queue, pool), ports[1].queue(queue, pool), forwarder).with_handoff(index, handoff);
+                    Worker::new(ports[0].queue(queue, pool), ports[1].queue(queue, pool), forwarder)
+                        .with_handoff(index, handoff)
+                        .with_events(events);
                 let mut polls = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     worker.poll(now_ms());
@@ -197,6 +210,7 @@ fn run(config: &Config) -> Result<()> {
                     }
                 }
                 stats.publish(index, &worker.forwarder.counters);
+                sa_report.lock().expect("no worker panics (panic = abort)").extend(sa_counters(worker.forwarder.sad()));
                 0
             })?;
         }
@@ -204,6 +218,10 @@ fn run(config: &Config) -> Result<()> {
         while !stop.load(Ordering::Relaxed) {
             neighbours.maintain(now_ms());
             stats.set_mempool_in_use(pool.in_use());
+            // Until the control link exists (issue 5), lifetime events are logged for the operator.
+            while let Some(e) = events.pop() {
+                tracing::warn!(spi = %format!("{:#010x}", e.spi), direction = ?e.direction, stage = ?e.expiry, packets = e.packets, bytes = e.bytes, "SA lifetime reached");
+            }
             std::thread::sleep(Duration::from_millis(5));
         }
         Ok(())
@@ -227,6 +245,7 @@ fn run(config: &Config) -> Result<()> {
     let mut summary = final_stats.to_json();
     summary["event"] = "stopped".into();
     summary["ports"] = serde_json::json!({ "outside": port_stats[0], "inside": port_stats[1] });
+    summary["sas"] = serde_json::Value::Array(std::mem::take(&mut *sa_report.lock().expect("workers joined")));
     summary["mempool"] = serde_json::json!({ "size": d.mempool_size, "in_use_before_traffic": in_use_before,
         "in_use_after_traffic": in_use_after, "in_use_after_close": in_use_closed, "tx_reclaimed": reclaimed });
     println!("{summary}");
@@ -234,6 +253,19 @@ fn run(config: &Config) -> Result<()> {
     drop(pool);
     drop(eal);
     Ok(())
+}
+
+/// Each SA's counters, for the final summary.
+fn sa_counters(sad: &SaTable) -> Vec<serde_json::Value> {
+    let inbound = sad.inbound_sas().map(|sa| {
+        serde_json::json!({ "spi": format!("{:#010x}", sa.spi), "direction": "inbound", "expiry": sa.expiry,
+            "replay_top": sa.replay.top(), "counters": sa.counters })
+    });
+    let outbound = sad.outbound_sas().map(|sa| {
+        serde_json::json!({ "spi": format!("{:#010x}", sa.spi), "direction": "outbound", "expiry": sa.expiry,
+            "sequence": sa.seq, "counters": sa.counters })
+    });
+    inbound.chain(outbound).collect()
 }
 
 fn print_table(snapshot: &stats::StatsSnapshot) {

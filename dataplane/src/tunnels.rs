@@ -5,8 +5,8 @@
 
 use crate::addr::{Ipv4Cidr, Ipv6Cidr};
 use crate::esp::aead::GcmKey;
-use crate::esp::replay::{ReplayWindow, DEFAULT_WINDOW, MAX_WINDOW};
-use crate::esp::sa::{Expiry, InboundSa, Lifetime, OutboundSa, SaCounters, Selectors, Tunnel, UdpEncap};
+use crate::esp::replay::{DEFAULT_WINDOW, MAX_WINDOW};
+use crate::esp::sa::{InboundSa, Lifetime, OutboundSa, Selectors, Tunnel, UdpEncap};
 use crate::esp::NAT_T_PORT;
 use crate::sad::{OutboundRoute, OutboundRoutes, SaTable, SpiParts, MAX_CORES};
 use serde::Deserialize;
@@ -180,17 +180,7 @@ pub fn build(tunnels: &[TunnelConfig], workers: usize, outside_addrs: &[IpAddr])
             if window == 0 && sa.esn {
                 return fail(&format!("{name}.replay_window"), "ESN needs a replay window (it infers the high half from it)".into());
             }
-            table.install_inbound(InboundSa {
-                spi,
-                key,
-                esn: sa.esn,
-                replay: ReplayWindow::new(window, sa.esn),
-                selectors: selectors.clone(),
-                tunnel: tunnel_index,
-                lifetime,
-                expiry: Expiry::Live,
-                counters: SaCounters::default(),
-            });
+            table.install_inbound(InboundSa::new(spi, key, sa.esn, window, selectors.clone(), tunnel_index, lifetime));
             spis.push(spi);
         }
         inbound_spis.push((tc.name.clone(), spis));
@@ -205,17 +195,7 @@ pub fn build(tunnels: &[TunnelConfig], workers: usize, outside_addrs: &[IpAddr])
         let key = parse_key(&out.key).map_err(|m| (field("outbound.key"), m))?;
         table.install_outbound(
             tunnel_index,
-            OutboundSa {
-                spi: out_spi,
-                key,
-                esn: out.esn,
-                seq: 0,
-                selectors: selectors.clone(),
-                tunnel: tunnel_index,
-                lifetime,
-                expiry: Expiry::Live,
-                counters: SaCounters::default(),
-            },
+            OutboundSa::new(out_spi, key, out.esn, selectors.clone(), tunnel_index, lifetime),
         );
         let route = OutboundRoute { core, sa: tunnel_index };
         // Without NAT (issue 4) the tenant of a packet from the inside is

@@ -2,6 +2,7 @@
 
 use crate::pipeline::{Action, Counter, DropReason, Forwarder};
 use crate::port::{Batch, PacketBuf, Port, BURST};
+use crate::esp::sa::SaEvent;
 use crate::Side;
 use crossbeam_queue::ArrayQueue;
 use std::sync::Arc;
@@ -36,17 +37,25 @@ pub struct Worker<P: Port> {
     pub forwarder: Forwarder,
     core: usize,
     handoff: Option<Arc<Handoff<P::Buf>>>,
+    /// Where SA lifetime events go (the manager thread, then the control process).
+    events: Option<Arc<ArrayQueue<SaEvent>>>,
 }
 
 impl<P: Port> Worker<P> {
     pub fn new(outside: P, inside: P, forwarder: Forwarder) -> Self {
-        Worker { ports: [outside, inside], forwarder, core: 0, handoff: None }
+        Worker { ports: [outside, inside], forwarder, core: 0, handoff: None, events: None }
     }
 
     /// Joins the worker to the others as `core`, handing packets to their owners.
     pub fn with_handoff(mut self, core: usize, handoff: Arc<Handoff<P::Buf>>) -> Self {
         self.core = core;
         self.handoff = Some(handoff);
+        self
+    }
+
+    /// Passes SA lifetime events to `events` (else they are only counted).
+    pub fn with_events(mut self, events: Arc<ArrayQueue<SaEvent>>) -> Self {
+        self.events = Some(events);
         self
     }
 
@@ -68,7 +77,14 @@ impl<P: Port> Worker<P> {
             self.process_burst(rx.drain(..).map(|buf| (side, buf)));
         }
         self.send_solicitations();
+        self.pass_events();
         received
+    }
+
+    fn pass_events(&mut self) {
+        let Some(queue) = &self.events else { return };
+        let lost = self.forwarder.take_events().filter(|&event| queue.push(event).is_err()).count();
+        self.forwarder.counters.drop(DropReason::SaEventLost, lost as u64);
     }
 
     fn poll_handoff(&mut self) -> usize {

@@ -18,7 +18,9 @@ from scapy.layers.ipsec import ESP, SecurityAssociation
 KEY = bytes.fromhex("0102030405060708090a0b0c0d0e0f10")
 SALT = bytes.fromhex("a1a2a3a4")
 # ipsec-secgw does no destination-MAC filtering (it classifies by EtherType, and
-# runs promiscuous with -P), so any unicast address will do here.
+# runs promiscuous with -P), so any unicast address will do for it. Sekisho drops
+# frames not addressed to its port: give --dst-mac the port's MAC (net_pcap0's
+# is 02:70:63:61:70:00) when the same pcap feeds both.
 DST_MAC, SRC_MAC = "02:00:00:00:00:a0", "02:00:00:00:00:a1"
 
 p = argparse.ArgumentParser()
@@ -27,6 +29,7 @@ p.add_argument("--packets", type=int, default=16384)
 p.add_argument("--frame-len", type=int, default=64)
 p.add_argument("--spi", type=lambda s: int(s, 0), default=0x04100000)
 p.add_argument("--bypass", action="store_true", help="plaintext IPv4, no ESP")
+p.add_argument("--dst-mac", default=DST_MAC, help="Ethernet destination of every frame")
 a = p.parse_args()
 
 payload_len = a.frame_len - 14 - 20 - 8  # Ethernet, IPv4, UDP headers
@@ -45,7 +48,7 @@ for seq in range(1, a.packets + 1):
              / Raw((seq.to_bytes(4, "big") * (payload_len // 4 + 1))[:payload_len]))
     inner = IP(bytes(inner))  # fix lengths and checksums before encryption
     l3 = inner if a.bypass else sa.encrypt(inner, seq_num=seq)
-    frame = bytes(Ether(dst=DST_MAC, src=SRC_MAC) / l3)
+    frame = bytes(Ether(dst=a.dst_mac, src=SRC_MAC) / l3)
     outer_len = len(frame)
     w.write(frame)
 w.close()

@@ -5,15 +5,19 @@
 # Prints one JSON line with the rates read from DPDK telemetry over a fixed window.
 #   perf/secgw/run.sh --frame-len 64 --packets 16384 --seconds 5 [--warmup 2]
 #                     [--bypass] [--lcores 0,1] [--spi 0x04100000] [--no-huge]
+#                     [--pcap FILE]
 # --frame-len is the decrypted (forwarded) Ethernet frame, without FCS; the ESP
 # frame fed in is longer and is reported as outer_len. --bypass feeds the same
 # inner frames in clear through a bypass policy: the harness's own cost.
+# --pcap feeds a pcap made elsewhere by make_pcap.py (with the same --frame-len,
+# --spi and --bypass) instead of generating one, so that a comparison feeds
+# exactly the same frames to each gateway.
 # Sources and binary are built at run time in $SCRATCH (cached), never committed.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 die() { echo "secgw/run.sh: $*" >&2; exit 1; }
 
-frame_len=64 packets=16384 seconds=5 warmup=2 mode=esp lcores=0,1 spi=0x04100000 huge=1
+frame_len=64 packets=16384 seconds=5 warmup=2 mode=esp lcores=0,1 spi=0x04100000 huge=1 pcap=
 while [ $# -gt 0 ]; do
     case "$1" in
         --frame-len) frame_len=$2; shift 2 ;;
@@ -24,7 +28,8 @@ while [ $# -gt 0 ]; do
         --spi) spi=$2; shift 2 ;;
         --bypass) mode=bypass; shift ;;
         --no-huge) huge=0; shift ;;
-        -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+        --pcap) pcap=$2; shift 2 ;;
+        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
         *) die "unknown argument '$1' (try --help)" ;;
     esac
 done
@@ -61,14 +66,22 @@ if [ ! -x "$bin" ]; then
     make -C "$SCRATCH/ipsec-secgw" -j1 >"$SCRATCH/build.log" 2>&1 || die "build failed, see $SCRATCH/build.log"
 fi
 
-# --- 2. input pcap (cached per parameters) ---
-pcap=$SCRATCH/in-$mode-$frame_len-$packets-$spi.pcap
-if [ ! -s "$pcap" ] || [ ! -s "$pcap.json" ]; then
-    args=(--out "$pcap" --packets "$packets" --frame-len "$frame_len" --spi "$spi")
-    [ $mode = bypass ] && args+=(--bypass)
-    /usr/bin/python3 "$here/make_pcap.py" "${args[@]}" >"$pcap.json" || die "pcap generation failed"
+# --- 2. input pcap (cached per parameters, unless --pcap gives one) ---
+if [ -n "$pcap" ]; then
+    [ -s "$pcap" ] || die "--pcap $pcap: no such file, or empty"
+    pcap=$(realpath "$pcap")
+    # outer_len: the captured length of the first record (24-byte file header, then
+    # ts_sec, ts_usec, incl_len); make_pcap.py writes frames of one size.
+    outer_len=$(/usr/bin/python3 -c 'import struct,sys; print(struct.unpack_from("<I", open(sys.argv[1],"rb").read(40), 32)[0])' "$pcap")
+else
+    pcap=$SCRATCH/in-$mode-$frame_len-$packets-$spi.pcap
+    if [ ! -s "$pcap" ] || [ ! -s "$pcap.json" ]; then
+        args=(--out "$pcap" --packets "$packets" --frame-len "$frame_len" --spi "$spi")
+        [ $mode = bypass ] && args+=(--bypass)
+        /usr/bin/python3 "$here/make_pcap.py" "${args[@]}" >"$pcap.json" || die "pcap generation failed"
+    fi
+    outer_len=$(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["outer_len"])' "$pcap.json")
 fi
-outer_len=$(/usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["outer_len"])' "$pcap.json")
 
 # --- 3. config and run ---
 prefix=secgw-bench-$$

@@ -36,7 +36,8 @@ pub struct Lifetime {
 }
 
 /// Where an SA's use stands against its [`Lifetime`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Expiry {
     Live,
     Soft,
@@ -57,7 +58,7 @@ impl Lifetime {
 }
 
 /// Traffic counters of one SA.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct SaCounters {
     pub packets: u64,
     /// Bytes of inner packets (what the lifetimes count, RFC 4301 §4.4.2.1).
@@ -67,7 +68,7 @@ pub struct SaCounters {
 }
 
 /// Per-SA drop counts, by reason.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct SaDrops {
     pub replayed: u64,
     pub too_old: u64,
@@ -81,6 +82,24 @@ pub struct SaDrops {
 
 /// The change of [`Expiry`] that one packet caused, if any, to report once.
 pub type ExpiryEvent = Option<Expiry>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Inbound,
+    Outbound,
+}
+
+/// An SA reached a soft or hard lifetime: the control process rekeys it
+/// (soft) or deletes it (hard). Raised once per stage by the owner core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SaEvent {
+    pub spi: u32,
+    pub direction: Direction,
+    pub expiry: Expiry,
+    pub packets: u64,
+    pub bytes: u64,
+}
 
 /// Counts a packet against the lifetime; returns the stage newly reached.
 fn count_use(counters: &mut SaCounters, lifetime: &Lifetime, expiry: &mut Expiry, bytes: usize) -> ExpiryEvent {
@@ -111,6 +130,21 @@ pub struct InboundSa {
 }
 
 impl InboundSa {
+    /// A fresh SA: no packets yet, the window empty.
+    pub fn new(spi: u32, key: GcmKey, esn: bool, window: u32, selectors: Selectors, tunnel: u32, lifetime: Lifetime) -> Self {
+        InboundSa {
+            spi,
+            key,
+            esn,
+            replay: ReplayWindow::new(window, esn),
+            selectors,
+            tunnel,
+            lifetime,
+            expiry: Expiry::Live,
+            counters: SaCounters::default(),
+        }
+    }
+
     /// Counts an accepted inner packet; returns a newly reached expiry stage.
     pub fn count(&mut self, inner_bytes: usize) -> ExpiryEvent {
         count_use(&mut self.counters, &self.lifetime, &mut self.expiry, inner_bytes)
@@ -133,6 +167,11 @@ pub struct OutboundSa {
 }
 
 impl OutboundSa {
+    /// A fresh SA: the first packet gets sequence number 1.
+    pub fn new(spi: u32, key: GcmKey, esn: bool, selectors: Selectors, tunnel: u32, lifetime: Lifetime) -> Self {
+        OutboundSa { spi, key, esn, seq: 0, selectors, tunnel, lifetime, expiry: Expiry::Live, counters: SaCounters::default() }
+    }
+
     /// The next sequence number, or None once the counter would wrap: an SA
     /// must then stop sending (RFC 4303 §3.3.3), since the IV would repeat.
     #[inline]

@@ -1,34 +1,13 @@
 //! SAs on known keys for the tests of the ESP path, the SA table and the pipeline.
 
 use super::aead::GcmKey;
-use super::replay::ReplayWindow;
-use super::sa::{Expiry, InboundSa, Lifetime, OutboundSa, SaCounters, Selectors};
+use super::sa::{InboundSa, Lifetime, OutboundSa, Selectors};
 
 const KEY: [u8; 20] = [0x11; 20];
 
 pub fn pair(spi: u32, esn: bool, window: u32) -> (OutboundSa, InboundSa) {
-    let out = OutboundSa {
-        spi,
-        key: GcmKey::new(&KEY).unwrap(),
-        esn,
-        seq: 0,
-        selectors: Selectors::default(),
-        tunnel: 0,
-        lifetime: Lifetime::default(),
-        expiry: Expiry::Live,
-        counters: SaCounters::default(),
-    };
-    let inb = InboundSa {
-        spi,
-        key: GcmKey::new(&KEY).unwrap(),
-        esn,
-        replay: ReplayWindow::new(window, esn),
-        selectors: Selectors::default(),
-        tunnel: 0,
-        lifetime: Lifetime::default(),
-        expiry: Expiry::Live,
-        counters: SaCounters::default(),
-    };
+    let out = OutboundSa::new(spi, GcmKey::new(&KEY).unwrap(), esn, Selectors::default(), 0, Lifetime::default());
+    let inb = InboundSa::new(spi, GcmKey::new(&KEY).unwrap(), esn, window, Selectors::default(), 0, Lifetime::default());
     (out, inb)
 }
 

@@ -73,6 +73,7 @@ declare! {
         NoTunnel => "no_tunnel", "packet from the inside whose destination no tunnel's selectors cover";
         UnknownSpi => "unknown_spi", "ESP with an SPI that names no SA";
         StaleSpi => "stale_spi", "ESP with the SPI of a deleted SA whose slot was reused (old generation)";
+        SaEventLost => "sa_event_lost", "SA lifetime event not passed on: the worker's event queue was full (the counters still show it)";
         HandoffFull => "handoff_full", "packet for another worker's SA dropped: the ring to that worker was full";
         EspTruncated => "esp_truncated", "ESP shorter than header, IV, trailer and ICV";
         Replayed => "replayed", "ESP sequence number already received (RFC 4303 §3.4.3)";

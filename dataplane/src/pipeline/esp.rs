@@ -6,7 +6,7 @@ use super::{mss, too_big, Action, Forwarder};
 use crate::esp::decrypt::{self, InboundError};
 use crate::esp::encrypt::{self, OutboundError};
 use crate::esp::tunnel::{self, OuterFields, UDP_HEADER_LEN};
-use crate::esp::sa::{Expiry, ExpiryEvent};
+use crate::esp::sa::{Direction, Expiry, SaEvent};
 use crate::esp::tunnel::IP_PROTOCOL_UDP;
 use crate::esp::{IP_PROTOCOL_ESP, NAT_T_PORT, NEXT_HEADER_IPV4};
 use crate::pipeline::{Counter, DropReason};
@@ -134,7 +134,13 @@ impl Forwarder {
             sa.counters.drops.selector_mismatch += 1;
             return Action::Drop(DropReason::SelectorMismatch);
         }
-        let event = sa.count(inner_len);
+        let event = sa.count(inner_len).map(|expiry| SaEvent {
+            spi: sa.spi,
+            direction: Direction::Inbound,
+            expiry,
+            packets: sa.counters.packets,
+            bytes: sa.counters.bytes,
+        });
         let tunnel_index = sa.tunnel;
         self.expiry_event(event);
         // NAT-T: follow the peer to its current address and port, learned
@@ -217,7 +223,13 @@ impl Forwarder {
             Err(OutboundError::Expired) => return Action::Drop(DropReason::SaExpired),
             Err(OutboundError::NoRoom) => return Action::Drop(DropReason::NoBuffer),
         }
-        let event = sa.count(inner_len);
+        let event = sa.count(inner_len).map(|expiry| SaEvent {
+            spi: sa.spi,
+            direction: Direction::Outbound,
+            expiry,
+            packets: sa.counters.packets,
+            bytes: sa.counters.bytes,
+        });
         self.expiry_event(event);
         ethernet::Frame::new_checked(buf.data_mut()).expect("header room").set_ethertype(tunnel::outer_ethertype(&tunnel));
         let next_hop = match tunnel.remote {
@@ -234,11 +246,16 @@ impl Forwarder {
         action
     }
 
-    fn expiry_event(&mut self, event: ExpiryEvent) {
-        match event {
-            Some(Expiry::Soft) => self.counters.add(Counter::SaSoftExpired, 1),
-            Some(Expiry::Hard) => self.counters.add(Counter::SaHardExpired, 1),
-            _ => {}
+    /// Counts a lifetime event and keeps it for the worker to pass on.
+    fn expiry_event(&mut self, event: Option<SaEvent>) {
+        let Some(event) = event else { return };
+        match event.expiry {
+            Expiry::Soft => self.counters.add(Counter::SaSoftExpired, 1),
+            Expiry::Hard => self.counters.add(Counter::SaHardExpired, 1),
+            Expiry::Live => return,
+        }
+        if self.events.try_push(event).is_err() {
+            self.counters.drop(DropReason::SaEventLost, 1);
         }
     }
 }

@@ -15,6 +15,7 @@ mod too_big;
 use crate::addr::{Ipv4Cidr, Ipv6Cidr};
 use crate::neighbour::{NeighbourTable, Observation, SolicitLimiter, Snapshot, REFRESH_AFTER_MS};
 use crate::port::PacketBuf;
+use crate::esp::sa::SaEvent;
 use crate::sad::{OutboundRoutes, SaTable};
 use crate::wire::{ethernet, ipv4, ipv6, MacAddr, WireError};
 use crate::Side;
@@ -122,8 +123,13 @@ pub struct Forwarder {
     /// buffer from the worker ([`Forwarder::take_fragment`]).
     fragment_rest: Vec<u8>,
     fragment_pending: bool,
+    /// SA lifetime events of this batch, for the worker to pass on.
+    events: ArrayVec<SaEvent, MAX_PENDING_EVENTS>,
     pub counters: CounterBlock,
 }
+
+/// Lifetime events one batch may raise before they are passed on.
+const MAX_PENDING_EVENTS: usize = 64;
 
 impl Forwarder {
     /// `interfaces` and `macs` are indexed by [`Side`].
@@ -144,6 +150,7 @@ impl Forwarder {
             icmp_limiter: too_big::IcmpLimiter::default(),
             fragment_rest: Vec::with_capacity(crate::port::memory::BUF_ROOM),
             fragment_pending: false,
+            events: ArrayVec::new(),
             counters: CounterBlock::default(),
         }
     }
@@ -342,6 +349,11 @@ impl Forwarder {
         ethernet::write_header(frame, self.macs[Side::Inside as usize], MacAddr::ZERO, ethernet::ETHERTYPE_IPV4);
         frame[ethernet::HEADER_LEN..].copy_from_slice(&self.fragment_rest);
         true
+    }
+
+    /// The SA lifetime events raised since the last call.
+    pub fn take_events(&mut self) -> impl Iterator<Item = SaEvent> + '_ {
+        self.events.drain(..)
     }
 
     /// True if a split inner packet waits for [`Forwarder::take_fragment`].

@@ -13,7 +13,7 @@ use sekisho_dataplane::addr::Ipv4Cidr;
 use sekisho_dataplane::craft::{write_udp_frame, Flow};
 use sekisho_dataplane::esp::aead::{GcmKey, ICV_LEN};
 use sekisho_dataplane::esp::encrypt::overhead;
-use sekisho_dataplane::esp::sa::{Expiry, Lifetime, OutboundSa, SaCounters, Selectors, Tunnel};
+use sekisho_dataplane::esp::sa::{Lifetime, OutboundSa, Selectors, Tunnel};
 use sekisho_dataplane::esp::tunnel::{self, OuterFields};
 use sekisho_dataplane::neighbour::NeighbourTable;
 use sekisho_dataplane::pipeline::{Action, Forwarder, Interface, TunnelSettings};
@@ -123,17 +123,7 @@ struct Clinics {
 
 impl Clinics {
     fn new(n: usize) -> Clinics {
-        let sa = OutboundSa {
-            spi: 0,
-            key: GcmKey::new(&unhex(KEY)).unwrap(),
-            esn: false,
-            seq: 0,
-            selectors: Selectors::default(),
-            tunnel: 0,
-            lifetime: Lifetime::default(),
-            expiry: Expiry::Live,
-            counters: SaCounters::default(),
-        };
+        let sa = OutboundSa::new(0, GcmKey::new(&unhex(KEY)).unwrap(), false, Selectors::default(), 0, Lifetime::default());
         Clinics { sa, seqs: vec![0; n], scratch: vec![0; 2048] }
     }
 

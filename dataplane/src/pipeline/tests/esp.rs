@@ -4,8 +4,7 @@
 
 use super::*;
 use crate::esp::decrypt;
-use crate::esp::replay::ReplayWindow;
-use crate::esp::sa::{Expiry, InboundSa, Lifetime, OutboundSa, SaCounters, Selectors, Tunnel, UdpEncap};
+use crate::esp::sa::{InboundSa, Lifetime, OutboundSa, Selectors, Tunnel, UdpEncap};
 use crate::esp::tunnel::{self, OuterFields};
 use crate::esp::aead::GcmKey;
 use crate::sad::SpiParts;
@@ -57,28 +56,8 @@ impl Clinic {
             copy_dscp: false,
             tenant: 0,
         };
-        let out = OutboundSa {
-            spi: gateway_spi,
-            key: GcmKey::new(&hex(KEY_IN)).unwrap(),
-            esn,
-            seq: 0,
-            selectors: Selectors::default(),
-            tunnel: 0,
-            lifetime: Lifetime::default(),
-            expiry: Expiry::Live,
-            counters: SaCounters::default(),
-        };
-        let inb = InboundSa {
-            spi: PEER_SPI,
-            key: GcmKey::new(&hex(KEY_OUT)).unwrap(),
-            esn,
-            replay: ReplayWindow::new(64, esn),
-            selectors: Selectors::default(),
-            tunnel: 0,
-            lifetime: Lifetime::default(),
-            expiry: Expiry::Live,
-            counters: SaCounters::default(),
-        };
+        let out = OutboundSa::new(gateway_spi, GcmKey::new(&hex(KEY_IN)).unwrap(), esn, Selectors::default(), 0, Lifetime::default());
+        let inb = InboundSa::new(PEER_SPI, GcmKey::new(&hex(KEY_OUT)).unwrap(), esn, 64, Selectors::default(), 0, Lifetime::default());
         Clinic { tunnel, out, inb }
     }
 

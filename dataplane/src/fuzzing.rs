@@ -1,0 +1,165 @@
+//! Entry points for the fuzz targets in `fuzz/` (and for the test that
+//! replays their corpus on every CI run, without a fuzzing engine): a
+//! gateway with one static tunnel on in-memory ports, fed arbitrary bytes.
+//! Each entry point checks that every frame is accounted for.
+
+use crate::esp::aead::GcmKey;
+use crate::esp::sa::{Lifetime, OutboundSa, Selectors, Tunnel};
+use crate::esp::aead::ICV_LEN;
+use crate::esp::{HEADER_LEN, IP_PROTOCOL_ESP, IV_LEN};
+use crate::neighbour::NeighbourTable;
+use crate::pipeline::{Counter, Forwarder, Interface, TunnelSettings};
+use crate::port::memory::MemoryPort;
+use crate::tunnels::{self, TunnelConfig};
+use crate::wire::{ethernet, ipv6, MacAddr};
+use crate::worker::Worker;
+use crate::Side;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+const GW_OUT: MacAddr = MacAddr([2, 0, 0, 0, 0, 1]);
+const GW_IN: MacAddr = MacAddr([2, 0, 0, 0, 0, 2]);
+const PEER: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xa1]);
+const KEY: [u8; 20] = [0x42; 20];
+const KEY_HEX: &str = "4242424242424242424242424242424242424242";
+
+/// A gateway and the clinic at the far end of its one tunnel.
+pub struct Harness {
+    worker: Worker<MemoryPort>,
+    clinic_sa: OutboundSa,
+    /// The clinic's view of the tunnel (its address and ours).
+    clinic: Tunnel,
+}
+
+impl Harness {
+    pub fn new() -> Harness {
+        let config: TunnelConfig = toml::from_str(&format!(
+            "name = \"fuzz\"\nremote = \"2001:db8:a::20\"\nipv4 = [\"203.0.113.0/24\"]\nipv6 = [\"2001:db8:c::/48\"]\n\
+             [[inbound]]\nspi = 0x00100001\nkey = \"{KEY_HEX}\"\nreplay_window = 64\n[outbound]\nspi = 4096\nkey = \"{KEY_HEX}\"\n"
+        ))
+        .expect("fuzz tunnel");
+        let outside: Vec<IpAddr> = vec!["2001:db8:a::1".parse().unwrap(), "198.51.100.1".parse().unwrap()];
+        let tables = tunnels::build(&[config], 1, &outside).expect("fuzz tables");
+        let interfaces = [
+            Interface {
+                ipv4: vec!["198.51.100.1/24".parse().unwrap()],
+                ipv6: vec!["2001:db8:a::1/64".parse().unwrap()],
+                gateway_ipv4: Some("198.51.100.254".parse().unwrap()),
+                gateway_ipv6: Some("2001:db8:a::fe".parse().unwrap()),
+            },
+            Interface { ipv4: vec!["10.0.0.1/24".parse().unwrap()], ipv6: vec!["2001:db8:b::1/64".parse().unwrap()], ..Default::default() },
+        ];
+        let neighbours = Arc::new(NeighbourTable::new([
+            (Side::Outside, "2001:db8:a::20".parse().unwrap(), PEER),
+            (Side::Inside, "10.0.0.7".parse().unwrap(), PEER),
+        ]));
+        let sad = tables.cores.into_iter().next().expect("one core");
+        let forwarder = Forwarder::new(interfaces, [GW_OUT, GW_IN], neighbours).with_tunnels(
+            sad,
+            Arc::new(tables.routes),
+            TunnelSettings { mss_clamp: Some(1300), ..TunnelSettings::default() },
+        );
+        let clinic_sa = OutboundSa::new(0x0010_0001, GcmKey::new(&KEY).expect("key"), false, Selectors::default(), 0, Lifetime::default());
+        let clinic = Tunnel { local: "2001:db8:a::20".parse().unwrap(), remote: "2001:db8:a::1".parse().unwrap(), udp: None, copy_dscp: false, tenant: 0 };
+        Harness { worker: Worker::new(MemoryPort::new(GW_OUT), MemoryPort::new(GW_IN), forwarder), clinic_sa, clinic }
+    }
+
+    /// Runs one frame in and checks that it was sent, answered or dropped and counted.
+    fn run(&mut self, side: Side, frame: Vec<u8>) {
+        let counters = &self.worker.forwarder.counters;
+        let before = counters.total_dropped() + counters.get(Counter::TxPackets) + counters.get(Counter::NeighbourRepliesReceived);
+        self.worker.ports[side as usize].rx.push_back(frame);
+        self.worker.poll(1);
+        let counters = &self.worker.forwarder.counters;
+        let after = counters.total_dropped() + counters.get(Counter::TxPackets) + counters.get(Counter::NeighbourRepliesReceived);
+        assert!(after > before, "a frame vanished without being sent or counted");
+        for port in &mut self.worker.ports {
+            port.tx.clear();
+        }
+    }
+
+    /// Any frame, on the port the first byte picks: the outer classifier,
+    /// ARP/ND, IKE and ESP parsing, and the path into tunnels.
+    pub fn frame(&mut self, data: &[u8]) {
+        let Some((&selector, frame)) = data.split_first() else { return };
+        let side = if selector & 1 == 0 { Side::Outside } else { Side::Inside };
+        let mut frame = frame.to_vec();
+        // Often address it to us, so the fuzzer reaches past the MAC check.
+        if selector & 2 == 0 && frame.len() >= 6 {
+            frame[..6].copy_from_slice(&if side == Side::Outside { GW_OUT } else { GW_IN }.0);
+        }
+        self.run(side, frame);
+    }
+
+    /// An authentic ESP packet whose plaintext (inner packet, padding, pad
+    /// length and next header) is `data`: everything after the ICV check.
+    pub fn esp_plaintext(&mut self, data: &[u8]) {
+        if data.len() > 1400 {
+            return;
+        }
+        let frame = self.esp_frame(data);
+        self.run(Side::Outside, frame);
+    }
+
+    /// The ESP frame from the clinic that carries `data` as its plaintext.
+    fn esp_frame(&mut self, data: &[u8]) -> Vec<u8> {
+        let (IpAddr::V6(src), IpAddr::V6(dst)) = (self.clinic.local, self.clinic.remote) else { unreachable!("IPv6 tunnel") };
+        let esp_len = HEADER_LEN + IV_LEN + data.len() + ICV_LEN;
+        let mut frame = vec![0u8; ethernet::HEADER_LEN + ipv6::HEADER_LEN + esp_len];
+        ethernet::write_header(&mut frame, GW_OUT, PEER, ethernet::ETHERTYPE_IPV6);
+        ipv6::write_header(&mut frame[ethernet::HEADER_LEN..], esp_len as u16, IP_PROTOCOL_ESP, 64, &src, &dst);
+        let seq = self.clinic_sa.next_sequence().expect("fuzz runs stay below 2^32 packets");
+        let esp = &mut frame[ethernet::HEADER_LEN + ipv6::HEADER_LEN..];
+        esp[..4].copy_from_slice(&self.clinic_sa.spi.to_be_bytes());
+        esp[4..8].copy_from_slice(&(seq as u32).to_be_bytes());
+        esp[8..16].copy_from_slice(&seq.to_be_bytes());
+        esp[16..16 + data.len()].copy_from_slice(data);
+        let aad: [u8; 8] = esp[..8].try_into().expect("8 bytes");
+        let iv: [u8; 8] = esp[8..16].try_into().expect("8 bytes");
+        let icv = self.clinic_sa.key.seal(&iv, &aad, &mut esp[16..16 + data.len()]);
+        esp[16 + data.len()..].copy_from_slice(&icv);
+        frame
+    }
+}
+
+/// Valid inputs to start the fuzzers from (the fuzzers' corpus grows from
+/// these): for `frame`, ESP from the clinic over IPv6, packets from the inside
+/// into the tunnel (IPv4 with DF, without, and IPv6), a TCP SYN, and UDP 4500
+/// and 500 to the gateway; for `esp_plaintext`, well-formed plaintexts.
+pub fn seeds() -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
+    use crate::craft::{write_udp_frame, Flow};
+    let udp = |src: &str, dst: &str, len: usize, dst_mac: MacAddr| {
+        let flow = Flow { src: src.parse().unwrap(), dst: dst.parse().unwrap(), src_port: 4500, dst_port: 4500 };
+        let mut frame = vec![0u8; len];
+        write_udp_frame(&mut frame, dst_mac, PEER, &flow, 1);
+        frame
+    };
+    let with_selector = |selector: u8, frame: Vec<u8>| [vec![selector], frame].concat();
+    let mut frames = vec![
+        with_selector(1, udp("10.0.0.7", "203.0.113.5", 100, GW_IN)),
+        with_selector(1, udp("10.0.0.7", "203.0.113.5", 1514, GW_IN)),
+        with_selector(1, udp("2001:db8:b::7", "2001:db8:c::5", 200, GW_IN)),
+        with_selector(0, udp("198.51.100.20", "198.51.100.1", 60, GW_OUT)),
+        with_selector(0, udp("2001:db8:a::20", "2001:db8:a::1", 80, GW_OUT)),
+    ];
+    let mut no_df = udp("10.0.0.7", "203.0.113.5", 1600, GW_IN);
+    no_df[14 + 6] = 0;
+    frames.push(with_selector(1, no_df));
+    // ESP from the clinic, sealed with the tunnel's key.
+    let mut harness = Harness::new();
+    let inner = &udp("203.0.113.5", "10.0.0.7", 120, GW_IN)[ethernet::HEADER_LEN..];
+    let mut plaintext = inner.to_vec();
+    plaintext.extend_from_slice(&[1, 2, 2, crate::esp::NEXT_HEADER_IPV4]);
+    let plaintexts = vec![plaintext.clone(), [inner, &[0, crate::esp::NEXT_HEADER_IPV6]].concat(), vec![0, 0, 0, 59]];
+    harness.worker.ports[0].rx.clear();
+    let esp = harness.esp_frame(&plaintext);
+    frames.push(with_selector(0, esp));
+    (frames, plaintexts)
+}
+
+impl Default for Harness {
+    fn default() -> Self {
+        Harness::new()
+    }
+}
+

@@ -1,0 +1,43 @@
+//! Replays the fuzzers' kept corpus (fuzz/corpus/) through the same entry
+//! points, so every CI run checks the inputs the fuzzers found, without a
+//! fuzzing engine or a nightly compiler.
+
+use sekisho_dataplane::fuzzing::Harness;
+use std::path::Path;
+
+fn replay(target: &str, run: impl Fn(&mut Harness, &[u8])) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus").join(target);
+    let mut harness = Harness::new();
+    let mut count = 0;
+    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.unwrap().path();
+        run(&mut harness, &std::fs::read(&path).unwrap());
+        count += 1;
+    }
+    assert!(count > 0, "the corpus of {target} is empty");
+}
+
+#[test]
+fn frame_corpus() {
+    replay("frame", Harness::frame);
+}
+
+#[test]
+fn esp_plaintext_corpus() {
+    replay("esp_plaintext", Harness::esp_plaintext);
+}
+
+/// Writes the seed inputs into the corpus folders (run by hand once:
+/// `cargo test --release -p sekisho-dataplane --test fuzz_corpus -- --ignored`).
+#[test]
+#[ignore]
+fn write_seeds() {
+    let (frames, plaintexts) = sekisho_dataplane::fuzzing::seeds();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
+    for (target, inputs) in [("frame", frames), ("esp_plaintext", plaintexts)] {
+        std::fs::create_dir_all(root.join(target)).unwrap();
+        for (i, input) in inputs.iter().enumerate() {
+            std::fs::write(root.join(target).join(format!("seed-{i}")), input).unwrap();
+        }
+    }
+}
