@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The gateway's main job on virtual devices: sekisho-dataplane between the
-# generator's two virtio links, forwarding mixed IPv4/IPv6 traffic both ways,
-# with live counters and a summary. Installs what is missing first.
+# generator's two virtio links; the clinics' traffic arrives in an ESP tunnel
+# (AES-GCM, IPv6 outer) and the servers' answers leave in it, mixed IPv4/IPv6
+# inside, every packet checked both ways, with live counters and a summary.
+# Installs what is missing first.
 #   PACKETS=20000000 bash scripts/demo.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,30 +15,12 @@ dir=$(mktemp -d /tmp/sekisho-demo.XXXXXX)
 cleanup() { kill "${gen_pid:-}" "${dp_pid:-}" 2>/dev/null || true; rm -rf "$dir"; }
 trap cleanup EXIT
 
-cat > "$dir/dataplane.toml" <<TOML
-[dataplane]
-main_lcore = 0
-workers = [$(( $(nproc) > 1 ? 1 : 0 ))]
-mempool_size = 8191
-run_dir = "$dir/run"
-eal_args = ["--file-prefix=demo-dp", "--single-file-segments", "-m", "256"]
+# The gateway between the generator's two virtio links, with a static ESP
+# tunnel to the clinics' router (keys and subnets in perf/src/topology.rs).
+$bin/sekisho-gen --outside-sock "$dir/outside.sock" --inside-sock "$dir/inside.sock" \
+    config --run-dir "$dir/run" --file-prefix demo-dp --worker-lcore $(( $(nproc) > 1 ? 1 : 0 )) > "$dir/dataplane.toml"
 
-[ports.outside]   # toward the clinics
-device = "virtio_user0,path=$dir/outside.sock"
-ipv4 = ["198.51.100.1/24"]
-ipv6 = ["2001:db8:a::1/64"]
-gateway_ipv4 = "198.51.100.2"
-gateway_ipv6 = "2001:db8:a::2"
-
-[ports.inside]    # toward the eligibility system
-device = "virtio_user1,path=$dir/inside.sock"
-ipv4 = ["10.0.0.1/24"]
-ipv6 = ["2001:db8:b::1/64"]
-gateway_ipv4 = "10.0.0.2"
-gateway_ipv6 = "2001:db8:b::2"
-TOML
-
-echo "== generator (plays the clinics' and the servers' routers) on lcore 0"
+echo "== generator (plays the clinics' router, at the far end of the tunnel, and the servers' router) on lcore 0"
 $bin/sekisho-gen --outside-sock "$dir/outside.sock" --inside-sock "$dir/inside.sock" --lcore 0 --file-prefix demo-gen \
     verify --packets "$packets" --progress --gateway-stats "$dir/run/stats" > "$dir/gen.json" 2> >(grep --line-buffered -v "^VHOST_CONFIG" >&2) &
 gen_pid=$!
@@ -54,11 +38,11 @@ import json, sys
 gen = json.load(open(sys.argv[1])); dp = json.load(open(sys.argv[2]))
 r = gen["report"]
 print("== summary")
-print(f"packets {r['packets']:,} both ways, 64-1500 bytes, IPv4+IPv6: intact {r['received_intact']:,}, "
+print(f"packets {r['packets']:,} both ways through the tunnel, 64-1440 bytes, IPv4+IPv6 inside: intact {r['received_intact']:,}, "
       f"missing {r['missing']}, corrupted {r['corrupted']}, duplicates {r['duplicates']}, misrouted {r['misrouted']}")
 print(f"{r['packets']/r['seconds']:,.0f} packets/s, {r['bytes']*8/r['seconds']/1e9:.2f} Gbit/s through the gateway "
       f"(window-limited verification, not a rate test: see perf/)")
-print(f"gateway: forwarded {dp['counters']['forwarded']:,}, dropped {dp['counters']['dropped']}, "
+print(f"gateway: decrypted {dp['counters']['esp_decrypted']:,}, encrypted {dp['counters']['esp_encrypted']:,}, dropped {dp['counters']['dropped']}, "
       f"mbufs in use after close {dp['mempool']['in_use_after_close']}")
 ok = r["received_intact"] == r["packets"] and dp["mempool"]["in_use_after_close"] == 0
 print("RESULT:", "OK" if ok else "FAILED")

@@ -80,14 +80,14 @@ pub fn write_udp_frame(frame: &mut [u8], dst_mac: MacAddr, src_mac: MacAddr, flo
     ip[l3_len + 6..l3_len + 8].copy_from_slice(&c.to_be_bytes());
 }
 
-/// The sequence number a frame written by [`write_udp_frame`] carries.
-pub fn read_seq(frame: &[u8]) -> Option<u64> {
-    let at = match u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]) {
-        ethernet::ETHERTYPE_IPV4 => IPV4_UDP_OVERHEAD,
-        ethernet::ETHERTYPE_IPV6 => IPV6_UDP_OVERHEAD,
+/// The sequence number carried by the IP packet of a frame written by [`write_udp_frame`].
+pub fn read_seq(ip: &[u8]) -> Option<u64> {
+    let at = match ip.first()? >> 4 {
+        4 => IPV4_UDP_OVERHEAD,
+        6 => IPV6_UDP_OVERHEAD,
         _ => return None,
-    };
-    Some(u64::from_be_bytes(frame.get(at..at + 8)?.try_into().ok()?))
+    } - ethernet::HEADER_LEN;
+    Some(u64::from_be_bytes(ip.get(at..at + 8)?.try_into().ok()?))
 }
 
 #[cfg(test)]
@@ -104,7 +104,7 @@ mod tests {
             for len in [flow.min_frame_len(), 100, 1500] {
                 let mut frame = vec![0u8; len];
                 write_udp_frame(&mut frame, MacAddr([2; 6]), MacAddr([4; 6]), &flow, 0x0123_4567_89ab);
-                assert_eq!(read_seq(&frame), Some(0x0123_4567_89ab));
+                assert_eq!(read_seq(&frame[ethernet::HEADER_LEN..]), Some(0x0123_4567_89ab));
                 let l3 = &frame[ethernet::HEADER_LEN..];
                 let (l4, pseudo) = match flow.src {
                     IpAddr::V4(_) => {

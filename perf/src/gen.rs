@@ -4,9 +4,18 @@
 //! pipeline code), sends UDP flows through the gateway, and checks what comes
 //! out: in `verify` every packet must arrive once, byte for byte, with only
 //! its Ethernet addresses rewritten; in `rate` it sends flat out and counts.
+//! With [`Traffic::Esp`] its outside port is the clinics' router at the far
+//! end of a static tunnel: it encrypts what it sends and decrypts what it
+//! receives there (with the dataplane's ESP code; scapy checks that code
+//! independently in tests/scapy_interop).
 
-use crate::topology;
+use crate::topology::{self, Traffic};
 use sekisho_dataplane::craft::{read_seq, write_udp_frame, Flow};
+use sekisho_dataplane::esp::aead::GcmKey;
+use sekisho_dataplane::esp::decrypt;
+use sekisho_dataplane::esp::sa::{InboundSa, Lifetime, OutboundSa, Selectors, Tunnel};
+use sekisho_dataplane::esp::tunnel::{self, OuterFields};
+use sekisho_dataplane::wire::{ethernet, ipv6};
 use sekisho_dataplane::neighbour::NeighbourTable;
 use sekisho_dataplane::pipeline::{is_neighbour_frame, Action, Forwarder, Interface};
 use sekisho_dataplane::port::dpdk::{DpdkQueue, Mbuf};
@@ -30,14 +39,75 @@ fn splitmix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
+/// Largest plain frame that fits the tunnel (IPv6 outer, 1500-byte MTU) once encrypted.
+pub const MAX_TUNNELLED_FRAME: usize = ethernet::HEADER_LEN + 1426;
+
 /// Where packet `seq` of a verify run enters, its flow and its frame length
-/// (64 to 1500 bytes; IPv6 frames start at their minimum of 70).
-pub fn plan(seq: u64) -> (Side, Flow, usize) {
+/// (64 to `max_frame` bytes; IPv6 frames start at their minimum of 70).
+pub fn plan(seq: u64, max_frame: usize) -> (Side, Flow, usize) {
     let h = splitmix(seq);
     let side = if h & 1 == 0 { Side::Outside } else { Side::Inside };
     let flow = topology::flow(side, ((h >> 1) % u64::from(FLOWS)) as u16);
-    let len = MIN_FRAME + ((h >> 16) % (MAX_FRAME - MIN_FRAME + 1) as u64) as usize;
+    let len = MIN_FRAME + ((h >> 16) % (max_frame - MIN_FRAME + 1) as u64) as usize;
     (side, flow, len.max(flow.min_frame_len()))
+}
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex key")).collect()
+}
+
+/// The clinics' end of the static tunnel (see [`topology::tunnel_config`]).
+pub struct ClinicEnd {
+    tunnel: Tunnel,
+    out: OutboundSa,
+    inb: InboundSa,
+}
+
+impl ClinicEnd {
+    pub fn new() -> ClinicEnd {
+        let tunnel = Tunnel {
+            local: IpAddr::V6(topology::ROUTER_V6[0]),
+            remote: IpAddr::V6(topology::GATEWAY_V6[0]),
+            udp: None,
+            copy_dscp: false,
+            tenant: 0,
+        };
+        let key = |k: &str| GcmKey::new(&hex(k)).expect("topology keys are valid");
+        let out = OutboundSa::new(topology::SPI_AT_GATEWAY, key(topology::KEY_TO_GATEWAY), true, Selectors::default(), 0, Lifetime::default());
+        let inb = InboundSa::new(topology::SPI_AT_CLINIC, key(topology::KEY_TO_CLINIC), true, 4096, Selectors::default(), 0, Lifetime::default());
+        ClinicEnd { tunnel, out, inb }
+    }
+
+    /// Writes `plain` (an Ethernet frame) into `buf` as the ESP frame that carries its IP packet.
+    fn seal(&mut self, plain: &[u8], buf: &mut Mbuf, dst: MacAddr, src: MacAddr) {
+        let inner = &plain[ethernet::HEADER_LEN..];
+        let prefix = tunnel::prefix_len(&self.tunnel);
+        let total = ethernet::HEADER_LEN + tunnel::outer_len(&self.tunnel, inner.len());
+        assert!(buf.set_len(total), "mbuf room");
+        let frame = buf.data_mut();
+        frame[ethernet::HEADER_LEN + prefix..ethernet::HEADER_LEN + prefix + inner.len()].copy_from_slice(inner);
+        tunnel::encapsulate(&mut frame[ethernet::HEADER_LEN..], &self.tunnel, &mut self.out, inner.len(), OuterFields { ttl: 64, ident: 0 })
+            .expect("the generator's SA lasts the run");
+        ethernet::write_header(frame, dst, src, ethernet::ETHERTYPE_IPV6);
+    }
+
+    /// Decrypts an ESP frame from the gateway in place; returns where its inner packet lies.
+    fn open(&mut self, frame: &mut [u8]) -> Option<std::ops::Range<usize>> {
+        let esp_start = ethernet::HEADER_LEN + ipv6::HEADER_LEN;
+        let ip = ipv6::Packet::new_checked(frame.get(ethernet::HEADER_LEN..)?).ok()?;
+        if ip.next_header() != sekisho_dataplane::esp::IP_PROTOCOL_ESP {
+            return None;
+        }
+        let end = esp_start + ip.payload_len();
+        let opened = decrypt::open(&mut self.inb, &mut frame[esp_start..end]).ok()?;
+        Some(esp_start + opened.offset..esp_start + opened.offset + opened.len)
+    }
+}
+
+impl Default for ClinicEnd {
+    fn default() -> Self {
+        ClinicEnd::new()
+    }
 }
 
 #[derive(Debug, Default, Clone, Serialize)]
@@ -79,10 +149,12 @@ pub struct Generator<'a> {
     gateway_mac: [MacAddr; 2],
     clock: Instant,
     pub control_frames: u64,
+    /// The tunnel's far end, when the outside link carries ESP.
+    clinic: Option<ClinicEnd>,
 }
 
 impl<'a> Generator<'a> {
-    pub fn new(outside: DpdkQueue<'a>, inside: DpdkQueue<'a>) -> Self {
+    pub fn new(outside: DpdkQueue<'a>, inside: DpdkQueue<'a>, traffic: Traffic) -> Self {
         let interface = |i: usize| Interface {
             ipv4: vec![format!("{}/{}", topology::ROUTER_V4[i], topology::PREFIX_V4[i]).parse().unwrap()],
             ipv6: vec![format!("{}/{}", topology::ROUTER_V6[i], topology::PREFIX_V6[i]).parse().unwrap()],
@@ -91,7 +163,8 @@ impl<'a> Generator<'a> {
         };
         let neighbours = Arc::new(NeighbourTable::new([]));
         let host = Forwarder::new([interface(0), interface(1)], [outside.mac(), inside.mac()], neighbours.clone());
-        Generator { ports: [outside, inside], host, neighbours, gateway_mac: [MacAddr::ZERO; 2], clock: Instant::now(), control_frames: 0 }
+        let clinic = (traffic == Traffic::Esp).then(ClinicEnd::new);
+        Generator { ports: [outside, inside], host, neighbours, gateway_mac: [MacAddr::ZERO; 2], clock: Instant::now(), control_frames: 0, clinic }
     }
 
     fn now_ms(&self) -> u64 {
@@ -182,6 +255,8 @@ impl<'a> Generator<'a> {
         let mut report = VerifyReport { packets, ..Default::default() };
         let mut pending: [Batch<Mbuf>; 2] = [Batch::new(), Batch::new()];
         let mut expected = vec![0u8; MAX_FRAME];
+        let mut plain = vec![0u8; MAX_FRAME];
+        let max_frame = if self.clinic.is_some() { MAX_TUNNELLED_FRAME } else { MAX_FRAME };
         let start = Instant::now();
         let mut last_progress = Instant::now();
         let mut last_change = Instant::now();
@@ -198,15 +273,23 @@ impl<'a> Generator<'a> {
             // Fill the send batches up to the window.
             let mut room = window.saturating_sub(in_flight + pending.iter().map(|b| b.len() as u64).sum::<u64>());
             while room > 0 && next_seq < packets {
-                let (side, flow, len) = plan(next_seq);
-                let batch = &mut pending[side as usize];
-                if batch.is_full() {
+                let (side, flow, len) = plan(next_seq, max_frame);
+                if pending[side as usize].is_full() {
                     break;
                 }
                 let Some(mut buf) = self.ports[side as usize].alloc() else { break };
-                assert!(buf.set_len(len), "mbuf room");
-                write_udp_frame(buf.data_mut(), self.gateway_mac[side as usize], self.ports[side as usize].mac(), &flow, next_seq);
-                batch.push(buf);
+                let (dst, src) = (self.gateway_mac[side as usize], self.ports[side as usize].mac());
+                match (&mut self.clinic, side) {
+                    (Some(clinic), Side::Outside) => {
+                        write_udp_frame(&mut plain[..len], dst, src, &flow, next_seq);
+                        clinic.seal(&plain[..len], &mut buf, dst, src);
+                    }
+                    _ => {
+                        assert!(buf.set_len(len), "mbuf room");
+                        write_udp_frame(buf.data_mut(), dst, src, &flow, next_seq);
+                    }
+                }
+                pending[side as usize].push(buf);
                 next_seq += 1;
                 room -= 1;
             }
@@ -220,8 +303,20 @@ impl<'a> Generator<'a> {
                     last_change = Instant::now();
                 }
                 for buf in rx.drain(..) {
-                    let Some(buf) = self.control(side, buf) else { continue };
-                    self.check(side, buf.data(), &mut seen, &mut expected, &mut report);
+                    let Some(mut buf) = self.control(side, buf) else { continue };
+                    let (eth, ip) = match (&mut self.clinic, side) {
+                        // From the tunnel: the outer headers are the gateway's, the inner packet the server's.
+                        (Some(clinic), Side::Outside) => match clinic.open(buf.data_mut()) {
+                            Some(inner) => (None, inner),
+                            None => {
+                                report.corrupted += 1;
+                                continue;
+                            }
+                        },
+                        _ => (Some(0..ethernet::HEADER_LEN), ethernet::HEADER_LEN..buf.data().len()),
+                    };
+                    let frame = buf.data();
+                    self.check(side, eth.map(|r| &frame[r]), &frame[ip], max_frame, &mut seen, &mut expected, &mut report);
                 }
             }
             let done = report.received() >= packets;
@@ -244,12 +339,24 @@ impl<'a> Generator<'a> {
         report
     }
 
-    fn check(&self, side: Side, frame: &[u8], seen: &mut [u64], expected: &mut Vec<u8>, report: &mut VerifyReport) {
-        let Some(seq) = read_seq(frame).filter(|&s| s < report.packets) else {
+    /// Checks a received packet: its Ethernet header (None: it came out of
+    /// the tunnel, whose outer headers were checked by decryption) and its IP packet.
+    #[allow(clippy::too_many_arguments)]
+    fn check(
+        &self,
+        side: Side,
+        eth: Option<&[u8]>,
+        ip: &[u8],
+        max_frame: usize,
+        seen: &mut [u64],
+        expected: &mut Vec<u8>,
+        report: &mut VerifyReport,
+    ) {
+        let Some(seq) = read_seq(ip).filter(|&s| s < report.packets) else {
             report.misrouted += 1;
             return;
         };
-        let (sent_on, flow, len) = plan(seq);
+        let (sent_on, flow, len) = plan(seq, max_frame);
         if sent_on != side.other() {
             report.misrouted += 1;
             return;
@@ -262,7 +369,7 @@ impl<'a> Generator<'a> {
         seen[word] |= bit;
         expected.resize(len, 0);
         write_udp_frame(expected, self.ports[side as usize].mac(), self.gateway_mac[side as usize], &flow, seq);
-        if frame == &expected[..] {
+        if eth.is_none_or(|e| e == &expected[..ethernet::HEADER_LEN]) && ip == &expected[ethernet::HEADER_LEN..] {
             report.received_intact += 1;
             report.bytes += len as u64;
         } else {
@@ -337,7 +444,7 @@ mod tests {
     fn plan_covers_sizes_sides_and_families() {
         let (mut min, mut max, mut sides, mut v6) = (usize::MAX, 0, [0; 2], 0);
         for seq in 0..100_000 {
-            let (side, flow, len) = plan(seq);
+            let (side, flow, len) = plan(seq, MAX_FRAME);
             min = min.min(len);
             max = max.max(len);
             sides[side as usize] += 1;

@@ -37,9 +37,46 @@ pub fn flow(side: Side, index: u16) -> Flow {
     Flow { src, dst, src_port: 10_000 + index, dst_port: 443 }
 }
 
+/// What crosses the gateway's outside link.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Traffic {
+    /// The gateway's job: the clinics' traffic in a static ESP tunnel
+    /// (IPv6 outer) between the generator's outside router and the gateway.
+    Esp,
+    /// Plain IP both ways (the gateway under `bypass`), to measure forwarding alone.
+    Plain,
+}
+
+/// The static tunnel: its SPIs and AES-128-GCM keys (key and salt) in each direction.
+pub const SPI_AT_GATEWAY: u32 = 0x0010_0001; // worker 0, generation 1, slot 1
+pub const SPI_AT_CLINIC: u32 = 0xc0ff_ee01;
+pub const KEY_TO_GATEWAY: &str = "5ec15e0c0ffee0015ec15e0c0ffee001a1b2c3d4";
+pub const KEY_TO_CLINIC: &str = "c11a1c0ffee0000c11a1c0ffee0000c1d4c3b2a1";
+/// The clinics' subnets, which the tunnel carries.
+pub const CLINICS_V4: &str = "203.0.113.0/24";
+pub const CLINICS_V6: &str = "2001:db8:c::/64";
+
+/// The gateway's side of the static tunnel, as config.
+pub fn tunnel_config() -> String {
+    format!(
+        "[[tunnels]]\nname = \"clinics\"\nremote = \"{}\"\nipv4 = [\"{CLINICS_V4}\"]\nipv6 = [\"{CLINICS_V6}\"]\n\
+         [[tunnels.inbound]]\nspi = {SPI_AT_GATEWAY:#x}\nkey = \"{KEY_TO_GATEWAY}\"\nesn = true\n\
+         [tunnels.outbound]\nspi = {SPI_AT_CLINIC:#x}\nkey = \"{KEY_TO_CLINIC}\"\nesn = true\n",
+        ROUTER_V6[0]
+    )
+}
+
 /// A dataplane config for this network, its ports being `virtio_user`
 /// clients of the generator's `net_vhost` sockets.
-pub fn dataplane_config(outside_sock: &Path, inside_sock: &Path, run_dir: &Path, file_prefix: &str, worker_lcore: u32, main_lcore: u32) -> String {
+pub fn dataplane_config(
+    outside_sock: &Path,
+    inside_sock: &Path,
+    run_dir: &Path,
+    file_prefix: &str,
+    worker_lcore: u32,
+    main_lcore: u32,
+    traffic: Traffic,
+) -> String {
     let side = |i: usize, name: &str, dev: &str, sock: &Path| {
         format!(
             "[ports.{name}]\ndevice = \"{dev},path={}\"\nipv4 = [\"{}/{}\"]\nipv6 = [\"{}/{}\"]\ngateway_ipv4 = \"{}\"\ngateway_ipv6 = \"{}\"\n\n",
@@ -55,8 +92,12 @@ pub fn dataplane_config(outside_sock: &Path, inside_sock: &Path, run_dir: &Path,
     format!(
         "[dataplane]\nmain_lcore = {main_lcore}\nworkers = [{worker_lcore}]\nmempool_size = 8191\nrun_dir = \"{}\"\n\
          eal_args = [\"--file-prefix={file_prefix}\", \"--single-file-segments\", \"-m\", \"256\"]\n\n\
-         # Plain forwarding between the ports (the generator sends no ESP yet).\n[esp]\nbypass = true\n\n{}{}",
+         {}\n{}{}",
         run_dir.display(),
+        match traffic {
+            Traffic::Esp => tunnel_config(),
+            Traffic::Plain => "# Plain forwarding between the ports, to measure it alone.\n[esp]\nbypass = true\n".to_owned(),
+        },
         side(0, "outside", "virtio_user0", outside_sock),
         side(1, "inside", "virtio_user1", inside_sock),
     )

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 
 fn config(scratch: &Scratch, tweak: impl Fn(String) -> String) -> std::path::PathBuf {
-    let text = topology::dataplane_config(Path::new("/nonexistent/o.sock"), Path::new("/nonexistent/i.sock"), &scratch.path("run"), "badcfg", 1, 0);
+    let text = topology::dataplane_config(Path::new("/nonexistent/o.sock"), Path::new("/nonexistent/i.sock"), &scratch.path("run"), "badcfg", 1, 0, topology::Traffic::Esp);
     let path = scratch.path("dataplane.toml");
     std::fs::write(&path, tweak(text)).unwrap();
     path

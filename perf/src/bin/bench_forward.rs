@@ -61,7 +61,7 @@ fn measure(dir: &Path, size: usize, seconds: f64, dut: &str, testpmd: &str) -> R
     let (outside, inside) = (dir.join("outside.sock"), dir.join("inside.sock"));
     let mut gen = Command::new(bin("sekisho-gen"));
     gen.args(["--outside-sock", outside.to_str().unwrap(), "--inside-sock", inside.to_str().unwrap()])
-        .args(["--lcore", "0", "--file-prefix", "bench-gen"]);
+        .args(["--lcore", "0", "--file-prefix", "bench-gen", "--traffic", "plain"]);
     if dut == "testpmd" {
         gen.args(["--gateway-mac", "02:00:00:00:00:fe"]);
     }
@@ -79,7 +79,7 @@ fn measure(dir: &Path, size: usize, seconds: f64, dut: &str, testpmd: &str) -> R
         c
     } else {
         let config = dir.join("dataplane.toml");
-        std::fs::write(&config, topology::dataplane_config(&outside, &inside, &dir.join("run"), "bench-dut", 1, 0))?;
+        std::fs::write(&config, topology::dataplane_config(&outside, &inside, &dir.join("run"), "bench-dut", 1, 0, topology::Traffic::Plain))?;
         let mut c = Command::new(bin("sekisho-dataplane"));
         c.args(["run", "--config", config.to_str().unwrap()]);
         c

@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 use sekisho_dataplane::port::dpdk::{Eal, EthPort};
 use sekisho_dataplane::shm::stats;
 use sekisho_perf::gen::{Generator, VerifyReport};
+use sekisho_perf::topology::{self, Traffic};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -30,12 +31,28 @@ struct Cli {
     /// Seconds to wait for the gateway to connect and answer ARP/ND.
     #[arg(long, default_value_t = 60.0)]
     connect_timeout: f64,
+    /// ESP: be the clinics' router at the far end of the static tunnel
+    /// (topology.rs); plain: send IP as it is (the gateway under bypass).
+    #[arg(long, value_enum, default_value_t = Traffic::Esp)]
+    traffic: Traffic,
     #[command(subcommand)]
     mode: Mode,
 }
 
 #[derive(Subcommand)]
 enum Mode {
+    /// Print the gateway's config for this test network (ports on the two
+    /// sockets, and with --traffic esp the static tunnel) and exit.
+    Config {
+        #[arg(long)]
+        run_dir: PathBuf,
+        #[arg(long, default_value = "sekisho-dp")]
+        file_prefix: String,
+        #[arg(long, default_value_t = 1)]
+        worker_lcore: u32,
+        #[arg(long, default_value_t = 0)]
+        main_lcore: u32,
+    },
     /// Send PACKETS mixed-size packets both ways and check each one.
     Verify {
         #[arg(long, default_value_t = 1_000_000)]
@@ -49,7 +66,8 @@ enum Mode {
         #[arg(long)]
         gateway_stats: Option<PathBuf>,
     },
-    /// Send FRAME_LEN-byte frames flat out, outside to inside, and measure.
+    /// Send FRAME_LEN-byte frames flat out, outside to inside, and measure
+    /// (plain traffic only: rate mode does not encrypt).
     Rate {
         #[arg(long, default_value_t = 64)]
         frame_len: usize,
@@ -87,6 +105,14 @@ fn progress_line(report: &VerifyReport, last: &mut (f64, u64, u64), gateway_stat
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
+    if matches!(cli.mode, Mode::Rate { .. }) && cli.traffic == Traffic::Esp {
+        bail!("rate mode sends plain traffic only: add --traffic plain");
+    }
+    if let Mode::Config { run_dir, file_prefix, worker_lcore, main_lcore } = &cli.mode {
+        let config = topology::dataplane_config(&cli.outside_sock, &cli.inside_sock, run_dir, file_prefix, *worker_lcore, *main_lcore, cli.traffic);
+        print!("{config}");
+        return Ok(());
+    }
     for sock in [&cli.outside_sock, &cli.inside_sock] {
         let _ = std::fs::remove_file(sock);
     }
@@ -120,7 +146,7 @@ fn main() -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    let mut generator = Generator::new(ports[0].queue(0, &pool), ports[1].queue(0, &pool));
+    let mut generator = Generator::new(ports[0].queue(0, &pool), ports[1].queue(0, &pool), cli.traffic);
     let macs = match cli.gateway_mac {
         Some(mac) => generator.set_gateway_mac([mac, mac]),
         None => {
@@ -145,6 +171,7 @@ fn main() -> Result<()> {
             }
             serde_json::json!({"mode": "verify", "gateway_macs": [macs[0].to_string(), macs[1].to_string()], "report": report})
         }
+        Mode::Config { .. } => unreachable!("handled before EAL starts"),
         Mode::Rate { frame_len, warmup, seconds } => {
             let report = generator.rate(frame_len, Duration::from_secs_f64(warmup), Duration::from_secs_f64(seconds));
             serde_json::json!({"mode": "rate", "report": report, "gen_macs": [ports[0].mac().to_string(), ports[1].mac().to_string()]})
