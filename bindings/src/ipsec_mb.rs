@@ -60,6 +60,14 @@ impl GcmKey {
         }
     }
 
+    /// Brings the round keys and the first GHASH keys into the cache.
+    #[inline]
+    pub fn prefetch(&self) {
+        for line in [0, 64, 128, 256, 320] {
+            crate::prefetch(&self.data[line]);
+        }
+    }
+
     /// Encrypts `data` in place and returns the 16-byte tag.
     #[inline]
     pub fn seal(&self, iv: &[u8; 12], aad: &[u8], data: &mut [u8]) -> [u8; 16] {

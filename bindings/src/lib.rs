@@ -11,3 +11,14 @@
 include!(concat!(env!("OUT_DIR"), "/bindings.rs"));
 
 pub mod ipsec_mb;
+
+/// Asks the CPU to bring the cache line holding `value` into all cache
+/// levels (DPDK's `rte_prefetch0`), so that a later access does not wait.
+#[inline(always)]
+pub fn prefetch<T: ?Sized>(value: &T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is only a hint; it never faults, whatever the address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>((value as *const T).cast::<i8>())
+    };
+}

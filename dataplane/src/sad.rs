@@ -99,6 +99,28 @@ impl SaTable {
         }
     }
 
+    /// First stage of prefetching a burst: the slot that `spi` names.
+    #[inline]
+    pub fn prefetch_slot(&self, spi: u32) {
+        let parts = SpiParts::decode(spi);
+        if parts.core == self.core {
+            if let Some(slot) = self.inbound.get(parts.slot as usize) {
+                dpdk_sys::prefetch(slot);
+            }
+        }
+    }
+
+    /// Second stage (once the slot is in the cache): what the SA points to.
+    #[inline]
+    pub fn prefetch_sa(&self, spi: u32) {
+        let parts = SpiParts::decode(spi);
+        if parts.core == self.core {
+            if let Some(InboundSlot { sa: Some(sa), .. }) = self.inbound.get(parts.slot as usize) {
+                sa.prefetch();
+            }
+        }
+    }
+
     /// Installs an inbound SA under its SPI, which must name this core.
     pub fn install_inbound(&mut self, sa: InboundSa) {
         let parts = SpiParts::decode(sa.spi);

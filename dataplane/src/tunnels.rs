@@ -90,7 +90,7 @@ pub struct Tables {
 
 fn parse_key(hex: &str) -> Result<GcmKey, String> {
     let hex = hex.trim();
-    if hex.len() % 2 != 0 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+    if !hex.len().is_multiple_of(2) || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err("is not an even number of hex digits".into());
     }
     let bytes: Vec<u8> = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex")).collect();
@@ -174,7 +174,7 @@ pub fn build(tunnels: &[TunnelConfig], workers: usize, outside_addrs: &[IpAddr])
             used_spis.push(spi);
             let key = parse_key(&sa.key).map_err(|m| (field(&format!("{name}.key")), m))?;
             let window = sa.replay_window.unwrap_or(DEFAULT_WINDOW);
-            if window != 0 && (window < 64 || window > MAX_WINDOW || window % 64 != 0) {
+            if window != 0 && (!(64..=MAX_WINDOW).contains(&window) || !window.is_multiple_of(64)) {
                 return fail(&format!("{name}.replay_window"), format!("{window} is not a multiple of 64 between 64 and {MAX_WINDOW} (or 0 for none)"));
             }
             if window == 0 && sa.esn {

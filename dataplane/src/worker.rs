@@ -74,6 +74,7 @@ impl<P: Port> Worker<P> {
             let counters = &mut self.forwarder.counters;
             counters.add(Counter::RxPackets, n as u64);
             counters.add(Counter::RxBytes, rx.iter().map(|b| b.data().len() as u64).sum());
+            self.forwarder.prefetch_burst(side, &rx);
             self.process_burst(rx.drain(..).map(|buf| (side, buf)));
         }
         self.send_solicitations();

@@ -42,7 +42,7 @@ impl ReplayWindow {
             assert!(!esn, "ESN needs a replay window to infer the high half");
             return ReplayWindow { top: 0, size, esn, blocks: Box::new([0]) };
         }
-        assert!(size >= 64 && size <= MAX_WINDOW && size % 64 == 0, "window size {size}");
+        assert!((64..=MAX_WINDOW).contains(&size) && size.is_multiple_of(64), "window size {size}");
         // One spare block, so the block being cleared never holds live bits.
         let blocks = (size as usize / 64 + 1).next_power_of_two();
         ReplayWindow { top: 0, size, esn, blocks: vec![0; blocks].into_boxed_slice() }
@@ -50,6 +50,12 @@ impl ReplayWindow {
 
     pub fn size(&self) -> u32 {
         self.size
+    }
+
+    /// Brings the block around the window's top into the cache.
+    #[inline]
+    pub fn prefetch(&self) {
+        dpdk_sys::prefetch(&self.blocks[(self.top / 64) as usize & (self.blocks.len() - 1)]);
     }
 
     /// The highest sequence number accepted so far.

@@ -149,6 +149,17 @@ impl InboundSa {
     pub fn count(&mut self, inner_bytes: usize) -> ExpiryEvent {
         count_use(&mut self.counters, &self.lifetime, &mut self.expiry, inner_bytes)
     }
+
+    /// Brings what the next packet on this SA will read into the cache: the
+    /// key, the replay window's top block and the selectors.
+    #[inline]
+    pub fn prefetch(&self) {
+        self.key.prefetch();
+        self.replay.prefetch();
+        if let Some(first) = self.selectors.ipv4.first() {
+            dpdk_sys::prefetch(first);
+        }
+    }
 }
 
 /// The sending half of a CHILD_SA.

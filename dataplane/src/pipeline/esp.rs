@@ -59,10 +59,46 @@ struct EspAt {
     peer_port: Option<u16>,
 }
 
+/// The SPI of what looks like ESP (on IP, or in UDP 4500) in a frame, read
+/// without validation: only to prefetch its SA.
+#[inline]
+fn peek_spi(frame: &[u8]) -> Option<u32> {
+    let word = |at: usize| frame.get(at..at + 4).map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")));
+    let (protocol, l4) = match frame.get(12..14)? {
+        [0x86, 0xdd] => (*frame.get(ethernet::HEADER_LEN + 6)?, ethernet::HEADER_LEN + ipv6::HEADER_LEN),
+        [0x08, 0x00] => (*frame.get(ethernet::HEADER_LEN + 9)?, ethernet::HEADER_LEN + usize::from(frame.get(ethernet::HEADER_LEN)? & 0x0f) * 4),
+        _ => return None,
+    };
+    match protocol {
+        IP_PROTOCOL_ESP => word(l4),
+        IP_PROTOCOL_UDP => word(l4 + UDP_HEADER_LEN).filter(|&spi| spi != 0),
+        _ => None,
+    }
+}
+
 impl Forwarder {
+    /// Prefetches the SAs a burst from the outside will use, in two passes
+    /// (slots, then what they point to), so that with many SAs their cache
+    /// misses overlap instead of stalling each packet in turn.
+    pub fn prefetch_burst<B: PacketBuf>(&self, side: Side, burst: &[B]) {
+        if side != Side::Outside {
+            return;
+        }
+        for buf in burst {
+            if let Some(spi) = peek_spi(buf.data()) {
+                self.sad.prefetch_slot(spi);
+            }
+        }
+        for buf in burst {
+            if let Some(spi) = peek_spi(buf.data()) {
+                self.sad.prefetch_sa(spi);
+            }
+        }
+    }
+
     /// A packet from the outside addressed to one of our outside addresses:
     /// ESP (on IP or in UDP 4500), IKE, a NAT-T keepalive, or something else.
-    pub(super) fn to_gateway<B: PacketBuf>(&mut self, buf: &mut B, l4: usize, l4_end: usize, protocol: u8, peer: IpAddr) -> Action {
+    pub(super) fn addressed_to_us<B: PacketBuf>(&mut self, buf: &mut B, l4: usize, l4_end: usize, protocol: u8, peer: IpAddr) -> Action {
         let frame = buf.data();
         let at = match protocol {
             IP_PROTOCOL_ESP => EspAt { start: l4, end: l4_end, peer, peer_port: None },
@@ -86,10 +122,10 @@ impl Forwarder {
             }
             _ => return Action::Drop(DropReason::ToGateway),
         };
-        self.from_clinic(buf, at)
+        self.inbound_esp(buf, at)
     }
 
-    fn from_clinic<B: PacketBuf>(&mut self, buf: &mut B, at: EspAt) -> Action {
+    fn inbound_esp<B: PacketBuf>(&mut self, buf: &mut B, at: EspAt) -> Action {
         if at.end - at.start < 4 {
             return Action::Drop(DropReason::EspTruncated);
         }
@@ -182,7 +218,7 @@ impl Forwarder {
 
     /// A packet from the inside into the tunnel whose selectors cover its
     /// destination (`route`, from [`OutboundRoutes`](crate::sad::OutboundRoutes)).
-    pub(super) fn to_clinic<B: PacketBuf>(&mut self, buf: &mut B, route: OutboundRoute, mut inner_len: usize) -> Action {
+    pub(super) fn outbound_esp<B: PacketBuf>(&mut self, buf: &mut B, route: OutboundRoute, mut inner_len: usize) -> Action {
         if route.core != self.sad.core() {
             return Action::Handoff(route.core);
         }

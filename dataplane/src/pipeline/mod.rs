@@ -13,7 +13,7 @@ mod mss;
 mod too_big;
 
 use crate::addr::{Ipv4Cidr, Ipv6Cidr};
-use crate::neighbour::{NeighbourTable, Observation, SolicitLimiter, Snapshot, REFRESH_AFTER_MS};
+use crate::neighbour::{Entry, NeighbourTable, Observation, SolicitLimiter, Snapshot, REFRESH_AFTER_MS};
 use crate::port::PacketBuf;
 use crate::esp::sa::SaEvent;
 use crate::sad::{OutboundRoutes, SaTable};
@@ -109,6 +109,9 @@ pub struct Forwarder {
     macs: [MacAddr; 2],
     neighbours: Arc<NeighbourTable>,
     snapshot: Arc<Snapshot>,
+    /// The last next hop looked up on each side: traffic goes to few next
+    /// hops (the servers, the outside router), so this saves most hash lookups.
+    last_hop: [Option<(IpAddr, Entry)>; 2],
     limiter: SolicitLimiter,
     pending: ArrayVec<(Side, IpAddr), MAX_PENDING_SOLICITATIONS>,
     now_ms: u64,
@@ -140,6 +143,7 @@ impl Forwarder {
             macs,
             neighbours,
             snapshot,
+            last_hop: [None; 2],
             limiter: SolicitLimiter::default(),
             pending: ArrayVec::new(),
             now_ms: 0,
@@ -179,6 +183,7 @@ impl Forwarder {
         self.now_ms = now_ms;
         if !self.neighbours.is_current(&self.snapshot) {
             self.snapshot = self.neighbours.snapshot();
+            self.last_hop = [None; 2];
         }
     }
 
@@ -214,7 +219,7 @@ impl Forwarder {
         let (l4, l4_end, protocol, total_len) =
             (ethernet::HEADER_LEN + ip.header_len(), ethernet::HEADER_LEN + ip.total_len(), ip.protocol(), ip.total_len());
         if side == Side::Outside && self.interfaces[side as usize].owns_ipv4(dst) {
-            return self.to_gateway(buf, l4, l4_end, protocol, IpAddr::V4(src));
+            return self.addressed_to_us(buf, l4, l4_end, protocol, IpAddr::V4(src));
         }
         if self.interfaces.iter().any(|i| i.owns_ipv4(dst)) {
             return Action::Drop(DropReason::ToGateway);
@@ -253,7 +258,7 @@ impl Forwarder {
             ipv6::HEADER_LEN + ip.payload_len(),
         );
         if side == Side::Outside && self.interfaces[side as usize].owns_ipv6(dst) {
-            return self.to_gateway(buf, l4, l4_end, protocol, IpAddr::V6(src));
+            return self.addressed_to_us(buf, l4, l4_end, protocol, IpAddr::V6(src));
         }
         if self.interfaces.iter().any(|i| i.owns_ipv6(dst)) {
             return Action::Drop(DropReason::ToGateway);
@@ -277,7 +282,7 @@ impl Forwarder {
     fn policy<B: PacketBuf>(&mut self, side: Side, buf: &mut B, dst: IpAddr, total_len: usize) -> Option<Action> {
         if side == Side::Inside {
             if let Some(route) = self.routes.lookup(dst) {
-                return Some(self.to_clinic(buf, route, total_len));
+                return Some(self.outbound_esp(buf, route, total_len));
             }
         }
         if self.settings.bypass {
@@ -301,7 +306,14 @@ impl Forwarder {
 
     /// The next hop's MAC, soliciting it when unknown or due for a refresh.
     fn resolve(&mut self, side: Side, ip: IpAddr) -> Option<MacAddr> {
-        let entry = self.snapshot.get(side, ip).copied();
+        let entry = match self.last_hop[side as usize] {
+            Some((last, entry)) if last == ip => Some(entry),
+            _ => {
+                let entry = self.snapshot.get(side, ip).copied();
+                self.last_hop[side as usize] = entry.map(|e| (ip, e));
+                entry
+            }
+        };
         let stale = entry.is_some_and(|e| !e.is_static && self.now_ms.saturating_sub(e.updated_ms) > REFRESH_AFTER_MS);
         if entry.is_none() || stale {
             self.request_solicitation(side, ip);
