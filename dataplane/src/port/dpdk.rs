@@ -261,39 +261,78 @@ impl Mbuf {
     }
 }
 
+// The fast-path accessors read and write the mbuf's fields directly, as
+// DPDK's own static-inline functions do (rte_pktmbuf_mtod, _prepend, _adj):
+// a call into the C shim per access cost more than the access itself.
+impl Mbuf {
+    #[inline]
+    fn header(&self) -> &sys::rte_mbuf {
+        // SAFETY: the pointer is a live mbuf that this value owns exclusively.
+        unsafe { self.0.as_ref() }
+    }
+    #[inline]
+    fn header_mut(&mut self) -> &mut sys::rte_mbuf {
+        // SAFETY: as in `header`, and &mut self gives exclusive access.
+        unsafe { self.0.as_mut() }
+    }
+}
+
 impl PacketBuf for Mbuf {
+    #[inline]
     fn data(&self) -> &[u8] {
-        let m = self.0.as_ptr();
-        // SAFETY: m is a live mbuf we own; its first segment holds data_len
-        // initialised bytes starting at mtod.
-        unsafe { std::slice::from_raw_parts(sys::shim_pktmbuf_mtod(m) as *const u8, usize::from(sys::shim_pktmbuf_data_len(m))) }
+        let m = self.header();
+        // SAFETY: the first segment holds data_len initialised bytes at
+        // buf_addr + data_off (rte_pktmbuf_mtod), within the mbuf's buffer.
+        unsafe { std::slice::from_raw_parts((m.buf_addr as *const u8).add(usize::from(m.data_off)), usize::from(m.data_len)) }
     }
+    #[inline]
     fn data_mut(&mut self) -> &mut [u8] {
-        let m = self.0.as_ptr();
+        let m = self.header_mut();
         // SAFETY: as in `data`, and &mut self gives exclusive access.
-        unsafe { std::slice::from_raw_parts_mut(sys::shim_pktmbuf_mtod(m) as *mut u8, usize::from(sys::shim_pktmbuf_data_len(m))) }
+        unsafe { std::slice::from_raw_parts_mut((m.buf_addr as *mut u8).add(usize::from(m.data_off)), usize::from(m.data_len)) }
     }
+    #[inline]
     fn set_len(&mut self, len: usize) -> bool {
-        let Ok(len) = u16::try_from(len) else { return false };
-        // SAFETY: m is a live mbuf we own; the shim checks the room and the
-        // segment count. Bytes past the old length are stale packet memory
-        // (initialised), which the caller overwrites.
-        unsafe { sys::shim_pktmbuf_set_len(self.0.as_ptr(), len) == 0 }
+        let m = self.header_mut();
+        // Bytes past the old length are stale buffer memory (initialised), which the caller overwrites.
+        match u16::try_from(len) {
+            Ok(len) if m.nb_segs == 1 && usize::from(m.data_off) + usize::from(len) <= usize::from(m.buf_len) => {
+                m.data_len = len;
+                m.pkt_len = u32::from(len);
+                true
+            }
+            _ => false,
+        }
     }
+    #[inline]
     fn prepend(&mut self, len: usize) -> bool {
-        let Ok(len) = u16::try_from(len) else { return false };
-        // SAFETY: m is a live mbuf we own; DPDK checks the headroom. The new
-        // bytes are stale buffer memory (initialised), which the caller overwrites.
-        unsafe { sys::shim_pktmbuf_prepend(self.0.as_ptr(), len) == 0 }
+        let m = self.header_mut();
+        match u16::try_from(len) {
+            Ok(len) if len <= m.data_off => {
+                m.data_off -= len;
+                m.data_len += len;
+                m.pkt_len += u32::from(len);
+                true
+            }
+            _ => false,
+        }
     }
+    #[inline]
     fn trim_front(&mut self, len: usize) -> bool {
-        let Ok(len) = u16::try_from(len) else { return false };
-        // SAFETY: m is a live mbuf we own; DPDK checks the data length.
-        unsafe { sys::shim_pktmbuf_adj(self.0.as_ptr(), len) == 0 }
+        let m = self.header_mut();
+        match u16::try_from(len) {
+            Ok(len) if len <= m.data_len => {
+                m.data_off += len;
+                m.data_len -= len;
+                m.pkt_len -= u32::from(len);
+                true
+            }
+            _ => false,
+        }
     }
+    #[inline]
     fn is_segmented(&self) -> bool {
-        // SAFETY: m is a live mbuf we own.
-        unsafe { sys::shim_pktmbuf_nb_segs(self.0.as_ptr()) != 1 }
+        self.header().nb_segs != 1
     }
 }
 
