@@ -60,11 +60,22 @@ impl GcmKey {
         }
     }
 
-    /// Brings the round keys and the first GHASH keys into the cache.
+    /// Brings what sealing or opening `len` bytes reads into the cache: the
+    /// round keys (the first 240 bytes), the key length, and the GHASH key
+    /// powers, which the library keeps highest first with H^1 at the end of
+    /// the key data (gcm_keys_vaes_avx512.asm): a short packet needs only the
+    /// last lines, a long one up to all of them.
     #[inline]
-    pub fn prefetch(&self) {
-        for line in [0, 64, 128, 256, 320] {
+    pub fn prefetch(&self, len: usize) {
+        for line in [0, 64, 128, 192] {
             crate::prefetch(&self.data[line]);
+        }
+        crate::prefetch(&self.key_len);
+        // One 16-byte power per block, up to the 48 the table holds.
+        let powers_bytes = len.div_ceil(16).clamp(8, 48) * 16;
+        let table_end = 240 + 48 * 16;
+        for offset in (table_end - powers_bytes..table_end).step_by(64) {
+            crate::prefetch(&self.data[offset]);
         }
     }
 

@@ -12,13 +12,28 @@ include!(concat!(env!("OUT_DIR"), "/bindings.rs"));
 
 pub mod ipsec_mb;
 
+/// [`prefetch`] for every cache line `value` spans.
+#[inline(always)]
+pub fn prefetch_all<T>(value: &T) {
+    let start = (value as *const T).cast::<u8>();
+    for offset in (0..std::mem::size_of::<T>()).step_by(64) {
+        // wrapping_add: the address is only a hint and is never dereferenced.
+        prefetch_address(start.wrapping_add(offset));
+    }
+}
+
 /// Asks the CPU to bring the cache line holding `value` into all cache
 /// levels (DPDK's `rte_prefetch0`), so that a later access does not wait.
 #[inline(always)]
 pub fn prefetch<T: ?Sized>(value: &T) {
+    prefetch_address((value as *const T).cast::<u8>());
+}
+
+#[inline(always)]
+fn prefetch_address(address: *const u8) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch is only a hint; it never faults, whatever the address.
     unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>((value as *const T).cast::<i8>())
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(address.cast::<i8>())
     };
 }

@@ -105,18 +105,32 @@ impl SaTable {
         let parts = SpiParts::decode(spi);
         if parts.core == self.core {
             if let Some(slot) = self.inbound.get(parts.slot as usize) {
-                dpdk_sys::prefetch(slot);
+                dpdk_sys::prefetch_all(slot);
             }
         }
     }
 
-    /// Second stage (once the slot is in the cache): what the SA points to.
+    /// Second stage (once the slot is in the cache): what the SA points to,
+    /// for a packet of `len` bytes.
     #[inline]
-    pub fn prefetch_sa(&self, spi: u32) {
+    pub fn prefetch_sa(&self, spi: u32, len: usize) {
         let parts = SpiParts::decode(spi);
         if parts.core == self.core {
             if let Some(InboundSlot { sa: Some(sa), .. }) = self.inbound.get(parts.slot as usize) {
-                sa.prefetch();
+                sa.prefetch(len);
+            }
+        }
+    }
+
+    /// Prefetching for a `len`-byte packet to a clinic: the outbound SA, its
+    /// tunnel and its key.
+    #[inline]
+    pub fn prefetch_outbound(&self, index: u32, len: usize) {
+        if let Some(Some(sa)) = self.outbound.get(index as usize) {
+            dpdk_sys::prefetch_all(sa);
+            sa.key.prefetch(len);
+            if let Some(Some(tunnel)) = self.tunnels.get(sa.tunnel as usize) {
+                dpdk_sys::prefetch(tunnel);
             }
         }
     }

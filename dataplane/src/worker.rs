@@ -1,6 +1,6 @@
 //! A worker: one poll-mode loop over its own queue on each port.
 
-use crate::pipeline::{Action, Counter, DropReason, Forwarder};
+use crate::pipeline::{Action, Counter, DropReason, Forwarder, PREFETCH_SA_AHEAD, PREFETCH_SLOT_AHEAD};
 use crate::port::{Batch, PacketBuf, Port, BURST};
 use crate::esp::sa::SaEvent;
 use crate::Side;
@@ -74,8 +74,7 @@ impl<P: Port> Worker<P> {
             let counters = &mut self.forwarder.counters;
             counters.add(Counter::RxPackets, n as u64);
             counters.add(Counter::RxBytes, rx.iter().map(|b| b.data().len() as u64).sum());
-            self.forwarder.prefetch_burst(side, &rx);
-            self.process_burst(rx.drain(..).map(|buf| (side, buf)));
+            self.process_received(side, rx);
         }
         self.send_solicitations();
         self.pass_events();
@@ -103,23 +102,54 @@ impl<P: Port> Worker<P> {
         taken
     }
 
+    /// A received burst, with each packet's SA prefetched a few packets ahead.
+    fn process_received(&mut self, side: Side, rx: Batch<P::Buf>) {
+        let mut out: [Batch<P::Buf>; 2] = [Batch::new(), Batch::new()];
+        let mut packets = rx.into_iter();
+        for ahead in packets.as_slice().iter().take(PREFETCH_SLOT_AHEAD) {
+            self.forwarder.prefetch_slot(side, ahead);
+        }
+        for ahead in packets.as_slice().iter().take(PREFETCH_SA_AHEAD) {
+            self.forwarder.prefetch_sa(side, ahead);
+        }
+        while let Some(buf) = packets.next() {
+            let rest = packets.as_slice();
+            if let Some(ahead) = rest.get(PREFETCH_SLOT_AHEAD - 1) {
+                self.forwarder.prefetch_slot(side, ahead);
+            }
+            if let Some(ahead) = rest.get(PREFETCH_SA_AHEAD - 1) {
+                self.forwarder.prefetch_sa(side, ahead);
+            }
+            self.handle(side, buf, &mut out);
+        }
+        self.flush(&mut out);
+    }
+
     fn process_burst(&mut self, packets: impl Iterator<Item = (Side, P::Buf)>) {
         let mut out: [Batch<P::Buf>; 2] = [Batch::new(), Batch::new()];
-        for (side, mut buf) in packets {
-            let action = self.forwarder.process(side, &mut buf);
-            self.dispatch(side, buf, action, &mut out);
-            // An inner packet split to fit its tunnel: its rest, in a fresh buffer, goes round again.
-            while self.forwarder.has_fragment() {
-                let Some(mut rest) = self.ports[Side::Inside as usize].alloc() else {
-                    self.forwarder.counters.drop(DropReason::NoBuffer, 1);
-                    break;
-                };
-                if self.forwarder.take_fragment(&mut rest) {
-                    let action = self.forwarder.process(Side::Inside, &mut rest);
-                    self.dispatch(Side::Inside, rest, action, &mut out);
-                }
+        for (side, buf) in packets {
+            self.handle(side, buf, &mut out);
+        }
+        self.flush(&mut out);
+    }
+
+    fn handle(&mut self, side: Side, mut buf: P::Buf, out: &mut [Batch<P::Buf>; 2]) {
+        let action = self.forwarder.process(side, &mut buf);
+        self.dispatch(side, buf, action, out);
+        // An inner packet split to fit its tunnel: its rest, in a fresh buffer, goes round again.
+        while self.forwarder.has_fragment() {
+            let Some(mut rest) = self.ports[Side::Inside as usize].alloc() else {
+                self.forwarder.counters.drop(DropReason::NoBuffer, 1);
+                break;
+            };
+            if self.forwarder.take_fragment(&mut rest) {
+                let action = self.forwarder.process(Side::Inside, &mut rest);
+                self.dispatch(Side::Inside, rest, action, out);
             }
         }
+    }
+
+    fn flush(&mut self, out: &mut [Batch<P::Buf>; 2]) {
         for (port, batch) in self.ports.iter_mut().zip(out.iter_mut()) {
             send(port, batch, &mut self.forwarder);
         }

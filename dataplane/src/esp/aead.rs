@@ -62,10 +62,10 @@ impl GcmKey {
         nonce
     }
 
-    /// Brings the expanded key into the cache ahead of use.
+    /// Brings what a `len`-byte packet will read of the key into the cache.
     #[inline]
-    pub fn prefetch(&self) {
-        self.expanded.prefetch();
+    pub fn prefetch(&self, len: usize) {
+        self.expanded.prefetch(len);
     }
 
     /// Encrypts `data` in place and returns the ICV.

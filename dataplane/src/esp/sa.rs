@@ -150,11 +150,11 @@ impl InboundSa {
         count_use(&mut self.counters, &self.lifetime, &mut self.expiry, inner_bytes)
     }
 
-    /// Brings what the next packet on this SA will read into the cache: the
-    /// key, the replay window's top block and the selectors.
+    /// Brings what a `len`-byte packet on this SA will read into the cache:
+    /// the key, the replay window's top block and the selectors.
     #[inline]
-    pub fn prefetch(&self) {
-        self.key.prefetch();
+    pub fn prefetch(&self, len: usize) {
+        self.key.prefetch(len);
         self.replay.prefetch();
         if let Some(first) = self.selectors.ipv4.first() {
             dpdk_sys::prefetch(first);

@@ -59,10 +59,18 @@ struct EspAt {
     peer_port: Option<u16>,
 }
 
-/// The SPI of what looks like ESP (on IP, or in UDP 4500) in a frame, read
-/// without validation: only to prefetch its SA.
+/// Packets ahead of the one being processed whose SA slot is prefetched,
+/// and whose key and replay window are.
+pub const PREFETCH_SLOT_AHEAD: usize = 8;
+pub const PREFETCH_SA_AHEAD: usize = 4;
+
+/// The SPI of what looks like ESP (on IP, or in UDP 4500) in a frame from
+/// the outside, read without validation: only to prefetch its SA.
 #[inline]
-fn peek_spi(frame: &[u8]) -> Option<u32> {
+fn peek_spi(side: Side, frame: &[u8]) -> Option<u32> {
+    if side != Side::Outside {
+        return None;
+    }
     let word = |at: usize| frame.get(at..at + 4).map(|b| u32::from_be_bytes(b.try_into().expect("4 bytes")));
     let (protocol, l4) = match frame.get(12..14)? {
         [0x86, 0xdd] => (*frame.get(ethernet::HEADER_LEN + 6)?, ethernet::HEADER_LEN + ipv6::HEADER_LEN),
@@ -76,23 +84,45 @@ fn peek_spi(frame: &[u8]) -> Option<u32> {
     }
 }
 
+/// The destination of an IP packet in a frame, read without validation:
+/// only to prefetch the SA that will carry it.
+#[inline]
+fn peek_destination(frame: &[u8]) -> Option<IpAddr> {
+    let ip = frame.get(ethernet::HEADER_LEN..)?;
+    match ip.first()? >> 4 {
+        4 => <[u8; 4]>::try_from(ip.get(16..20)?).ok().map(IpAddr::from),
+        6 => <[u8; 16]>::try_from(ip.get(24..40)?).ok().map(IpAddr::from),
+        _ => None,
+    }
+}
+
 impl Forwarder {
-    /// Prefetches the SAs a burst from the outside will use, in two passes
-    /// (slots, then what they point to), so that with many SAs their cache
-    /// misses overlap instead of stalling each packet in turn.
-    pub fn prefetch_burst<B: PacketBuf>(&self, side: Side, burst: &[B]) {
-        if side != Side::Outside {
-            return;
-        }
-        for buf in burst {
-            if let Some(spi) = peek_spi(buf.data()) {
-                self.sad.prefetch_slot(spi);
+    /// First stage of prefetching for a packet a few places ahead in its
+    /// burst: the SA's slot. (Prefetching whole bursts at once issues more
+    /// prefetches than the CPU keeps in flight; a short distance does not.)
+    #[inline]
+    pub fn prefetch_slot<B: PacketBuf>(&self, side: Side, buf: &B) {
+        match side {
+            Side::Outside => {
+                if let Some(spi) = peek_spi(side, buf.data()) {
+                    self.sad.prefetch_slot(spi);
+                }
+            }
+            // One stage: the route lookup that finds the SA is itself the
+            // slow part, and doing it twice would cost more than it saves.
+            Side::Inside => {
+                if let Some(route) = peek_destination(buf.data()).and_then(|dst| self.routes.lookup(dst)) {
+                    self.sad.prefetch_outbound(route.sa, buf.data().len());
+                }
             }
         }
-        for buf in burst {
-            if let Some(spi) = peek_spi(buf.data()) {
-                self.sad.prefetch_sa(spi);
-            }
+    }
+
+    /// Second stage, nearer: what the SA points to (key, replay window).
+    #[inline]
+    pub fn prefetch_sa<B: PacketBuf>(&self, side: Side, buf: &B) {
+        if let Some(spi) = peek_spi(side, buf.data()) {
+            self.sad.prefetch_sa(spi, buf.data().len());
         }
     }
 

@@ -22,7 +22,7 @@ use crate::Side;
 use arrayvec::ArrayVec;
 pub use arp_nd::is_neighbour_frame;
 pub use counters::{Counter, CounterBlock, DropReason};
-pub use esp::TunnelSettings;
+pub use esp::{TunnelSettings, PREFETCH_SA_AHEAD, PREFETCH_SLOT_AHEAD};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 

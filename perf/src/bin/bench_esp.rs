@@ -16,7 +16,7 @@ use sekisho_dataplane::esp::encrypt::overhead;
 use sekisho_dataplane::esp::sa::{Lifetime, OutboundSa, Selectors, Tunnel};
 use sekisho_dataplane::esp::tunnel::{self, OuterFields};
 use sekisho_dataplane::neighbour::NeighbourTable;
-use sekisho_dataplane::pipeline::{Action, Forwarder, Interface, TunnelSettings};
+use sekisho_dataplane::pipeline::{Action, Forwarder, Interface, TunnelSettings, PREFETCH_SA_AHEAD, PREFETCH_SLOT_AHEAD};
 use sekisho_dataplane::port::memory::HeapBuf;
 use sekisho_dataplane::tunnels::{self, SaConfig, TunnelConfig};
 use sekisho_dataplane::wire::{ethernet, MacAddr};
@@ -188,12 +188,26 @@ fn pass(gw: &mut Gateway, clinics: &mut Clinics, side: Side, size: usize, packet
         }
         let start = Instant::now();
         gw.forwarder.begin_batch(1);
-        gw.forwarder.prefetch_burst(side, &bufs[..burst]);
-        for buf in bufs[..burst].iter_mut() {
-            if gw.forwarder.process(side, buf) == Action::Forward {
+        // As the worker does: SAs prefetched a few packets ahead.
+        let burst = &mut bufs[..burst];
+        for k in 0..PREFETCH_SLOT_AHEAD.min(burst.len()) {
+            gw.forwarder.prefetch_slot(side, &burst[k]);
+        }
+        for k in 0..PREFETCH_SA_AHEAD.min(burst.len()) {
+            gw.forwarder.prefetch_sa(side, &burst[k]);
+        }
+        for k in 0..burst.len() {
+            if let Some(ahead) = burst.get(k + PREFETCH_SLOT_AHEAD) {
+                gw.forwarder.prefetch_slot(side, ahead);
+            }
+            if let Some(ahead) = burst.get(k + PREFETCH_SA_AHEAD) {
+                gw.forwarder.prefetch_sa(side, ahead);
+            }
+            if gw.forwarder.process(side, &mut burst[k]) == Action::Forward {
                 forwarded += 1;
             }
         }
+        let burst = burst.len();
         timed += start.elapsed().as_nanos();
         black_box(&bufs);
         p += burst;
