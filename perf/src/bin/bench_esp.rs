@@ -190,11 +190,11 @@ fn pass(gw: &mut Gateway, clinics: &mut Clinics, side: Side, size: usize, packet
         gw.forwarder.begin_batch(1);
         // As the worker does: SAs prefetched a few packets ahead.
         let burst = &mut bufs[..burst];
-        for k in 0..PREFETCH_SLOT_AHEAD.min(burst.len()) {
-            gw.forwarder.prefetch_slot(side, &burst[k]);
+        for ahead in burst.iter().take(PREFETCH_SLOT_AHEAD) {
+            gw.forwarder.prefetch_slot(side, ahead);
         }
-        for k in 0..PREFETCH_SA_AHEAD.min(burst.len()) {
-            gw.forwarder.prefetch_sa(side, &burst[k]);
+        for ahead in burst.iter().take(PREFETCH_SA_AHEAD) {
+            gw.forwarder.prefetch_sa(side, ahead);
         }
         for k in 0..burst.len() {
             if let Some(ahead) = burst.get(k + PREFETCH_SLOT_AHEAD) {
