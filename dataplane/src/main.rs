@@ -63,7 +63,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run { config } => Config::load(&config).map_err(Into::into).and_then(|c| run(&c)),
-        Command::Check { config } => Config::load(&config).map(|c| println!("{}: ok ({} workers)", config.display(), c.dataplane.workers.len())).map_err(Into::into),
+        Command::Check { config } => check(&config),
         Command::Stats { run_dir, json, watch } => show_stats(&run_dir.join("stats"), json, watch),
     };
     if let Err(err) = result {
@@ -252,6 +252,19 @@ fn run(config: &Config) -> Result<()> {
     tracing::info!(mbufs_in_use = in_use_closed, "stopped");
     drop(pool);
     drop(eal);
+    Ok(())
+}
+
+/// Validates a config and prints what the peers need: each static tunnel's
+/// inbound SPIs (allocated when the config leaves them out).
+fn check(path: &Path) -> Result<()> {
+    let config = Config::load(path)?;
+    println!("{}: ok ({} workers, {} tunnels)", path.display(), config.dataplane.workers.len(), config.tunnels.len());
+    let tables = config.tables().map_err(|(field, message)| anyhow::anyhow!("{field}: {message}"))?;
+    for (name, spis) in &tables.inbound_spis {
+        let spis: Vec<String> = spis.iter().map(|s| format!("{s:#010x}")).collect();
+        println!("tunnel {name}: inbound SPI {}", spis.join(", "));
+    }
     Ok(())
 }
 

@@ -63,3 +63,32 @@ fn syntax_and_value_errors_name_the_line_or_field() {
     check.args(["check", "--config", path.to_str().unwrap()]);
     fails_with(&mut check, &["ports.inside.gateway_ipv4"]);
 }
+
+#[test]
+fn bad_tunnels_are_refused_by_field() {
+    let s = Scratch::new("badtunnel");
+    let check = |path: &Path| {
+        let mut c = Command::new(bin("sekisho-dataplane"));
+        c.args(["check", "--config", path.to_str().unwrap()]);
+        c
+    };
+    let cases: [(&str, &str, &[&str]); 5] = [
+        (topology::KEY_TO_GATEWAY, "0011", &["tunnels[0].inbound[0].key", "20 or 36 bytes"]),
+        (&format!("spi = {:#x}", topology::SPI_AT_GATEWAY), "spi = 0x04100001", &["tunnels[0].inbound[0].spi", "encodes worker 1, but there are 1 workers"]),
+        (&format!("spi = {:#x}", topology::SPI_AT_CLINIC), "spi = 7", &["tunnels[0].outbound.spi", "reserved"]),
+        ("esn = true\n[tunnels.outbound]", "esn = true\nreplay_window = 100\n[tunnels.outbound]", &["tunnels[0].inbound[0].replay_window", "100"]),
+        (topology::CLINICS_V4, "203.0.113.0/33", &["dataplane.toml", "prefix length"]),
+    ];
+    for (from, to, expected) in cases {
+        let path = config(&s, |t| {
+            assert!(t.contains(from), "{from} not in the config");
+            t.replacen(from, to, 1)
+        });
+        fails_with(&mut check(&path), expected);
+    }
+    // A good one prints the tunnel's inbound SPI for the peer's config.
+    let path = config(&s, |t| t);
+    let out = check(&path).output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("tunnel clinics: inbound SPI {:#010x}", topology::SPI_AT_GATEWAY)));
+}
