@@ -147,6 +147,16 @@ fn start_port(eal: &Eal, config: &Config, side: Side, pool: &Mempool) -> Result<
     if d.workers.len() > 1 && !eth.rss() {
         tracing::warn!(%side, "device has no RSS: each queue gets what the peer sends to it");
     }
+    if side == Side::Outside && d.workers.len() > 1 {
+        // Inbound SPIs name their owner worker in their top bits: where the
+        // NIC can match ESP, it delivers each SA to its owner's queue.
+        let shift = sekisho_dataplane::sad::GENERATION_BITS + sekisho_dataplane::sad::SLOT_BITS;
+        let rules: Vec<(u32, u16)> = (0..d.workers.len() as u32).map(|w| (w << shift, w as u16)).collect();
+        match eth.steer_esp(u32::MAX << shift, &rules) {
+            Ok(n) => tracing::info!(rules = n, "ESP steered to each SA's owner worker by SPI"),
+            Err(reason) => tracing::info!(%reason, "the NIC cannot steer ESP by SPI: packets reaching another worker are handed to the owner"),
+        }
+    }
     Ok(eth)
 }
 

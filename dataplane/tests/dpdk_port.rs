@@ -22,7 +22,7 @@ fn dpdk() -> std::sync::MutexGuard<'static, Dpdk> {
     DPDK.get_or_init(|| {
         let args: Vec<String> = ["test", "-l", "0", "--no-huge", "-m", "256", "--no-shconf", "--no-pci", "--log-level=lib.eal:error"]
             .into_iter()
-            .chain(["--vdev=net_ring0", "--vdev=net_ring1", "--vdev=net_ring2", "--vdev=net_null0,size=128"])
+            .chain(["--vdev=net_ring0", "--vdev=net_ring1", "--vdev=net_ring2", "--vdev=net_null0,size=128", "--vdev=net_null1"])
             .map(String::from)
             .collect();
         let eal = Eal::init(&args).expect("EAL init");
@@ -141,4 +141,12 @@ fn worker_forwards_between_two_ring_ports() {
         assert_eq!(inside.stats().tx_packets, 1);
     }
     assert_eq!(d.pool.in_use(), base, "mbufs leaked");
+}
+
+#[test]
+fn esp_steering_is_refused_cleanly_by_a_device_without_rte_flow() {
+    let d = dpdk();
+    let port = start(&d, "net_null1");
+    let reason = port.steer_esp(0xfc00_0000, &[(0, 0), (1 << 26, 1)]).expect_err("net_null has no rte_flow");
+    assert!(!reason.is_empty());
 }

@@ -475,6 +475,57 @@ impl EthPort {
         }
     }
 
+    /// Asks the NIC to deliver ESP (on IPv4 and IPv6) whose SPI, under
+    /// `mask`, equals each rule's value to that rule's queue (rte_flow), so
+    /// that every SA reaches its owner worker without a handoff. Returns the
+    /// rules installed, or the driver's reason for refusing the first one
+    /// (virtual devices and many NICs cannot match ESP).
+    pub fn steer_esp(&self, mask: u32, rules: &[(u32, u16)]) -> Result<usize, String> {
+        let ip_items = [sys::rte_flow_item_type_RTE_FLOW_ITEM_TYPE_IPV4, sys::rte_flow_item_type_RTE_FLOW_ITEM_TYPE_IPV6];
+        let esp_mask = sys::rte_flow_item_esp { hdr: sys::rte_esp_hdr { spi: mask.to_be(), seq: 0 } };
+        let mut attr = sys::rte_flow_attr::default();
+        attr.set_ingress(1);
+        let mut installed = 0;
+        for &(value, queue) in rules {
+            let esp_spec = sys::rte_flow_item_esp { hdr: sys::rte_esp_hdr { spi: value.to_be(), seq: 0 } };
+            let queue_conf = sys::rte_flow_action_queue { index: queue };
+            for ip in ip_items {
+                let item = |type_, spec: *const std::ffi::c_void, mask: *const std::ffi::c_void| sys::rte_flow_item {
+                    type_,
+                    spec,
+                    last: std::ptr::null(),
+                    mask,
+                };
+                let none = std::ptr::null();
+                let pattern = [
+                    item(sys::rte_flow_item_type_RTE_FLOW_ITEM_TYPE_ETH, none, none),
+                    item(ip, none, none),
+                    item(sys::rte_flow_item_type_RTE_FLOW_ITEM_TYPE_ESP, (&esp_spec as *const sys::rte_flow_item_esp).cast(), (&esp_mask as *const sys::rte_flow_item_esp).cast()),
+                    item(sys::rte_flow_item_type_RTE_FLOW_ITEM_TYPE_END, none, none),
+                ];
+                let actions = [
+                    sys::rte_flow_action { type_: sys::rte_flow_action_type_RTE_FLOW_ACTION_TYPE_QUEUE, conf: (&queue_conf as *const sys::rte_flow_action_queue).cast() },
+                    sys::rte_flow_action { type_: sys::rte_flow_action_type_RTE_FLOW_ACTION_TYPE_END, conf: none },
+                ];
+                let mut error = sys::rte_flow_error::default();
+                // SAFETY: every pointer refers to a local that outlives the call;
+                // the pattern and the actions end with END items; the port exists.
+                let flow = unsafe { sys::rte_flow_create(self.id, &attr, pattern.as_ptr(), actions.as_ptr(), &mut error) };
+                if flow.is_null() {
+                    let reason = if error.message.is_null() {
+                        "no reason given".to_owned()
+                    } else {
+                        // SAFETY: the driver set message to a NUL-terminated static string.
+                        unsafe { std::ffi::CStr::from_ptr(error.message) }.to_string_lossy().into_owned()
+                    };
+                    return Err(reason);
+                }
+                installed += 1;
+            }
+        }
+        Ok(installed)
+    }
+
     /// The handle one worker uses for queue `queue`. Each queue must be used
     /// by one thread at a time: give every worker its own queue index.
     pub fn queue<'a>(&'a self, queue: u16, pool: &'a Mempool) -> DpdkQueue<'a> {
@@ -513,6 +564,10 @@ impl EthPort {
 impl Drop for EthPort {
     fn drop(&mut self) {
         self.stop();
+        let mut error = sys::rte_flow_error::default();
+        // SAFETY: the port exists; flushing removes any rules steer_esp made
+        // (it fails harmlessly on drivers without rte_flow).
+        unsafe { sys::rte_flow_flush(self.id, &mut error) };
         // SAFETY: the port is stopped and unused; close releases its queues and their mbufs.
         unsafe { sys::rte_eth_dev_close(self.id) };
     }
