@@ -34,8 +34,18 @@ pub fn init() -> Result<(), Error> {
 
 /// The instruction set the library chose for this CPU ("avx512", "avx2", ...).
 pub fn arch() -> &'static str {
-    // SAFETY: returns a pointer to a static NUL-terminated string.
+    let _ = init();
+    // SAFETY: returns a pointer to a static NUL-terminated string; init ran
+    // (through pthread_once), so the manager it reads is settled.
     unsafe { CStr::from_ptr(crate::shim_imb_arch()) }.to_str().unwrap_or("other")
+}
+
+impl Drop for GcmKey {
+    /// Wipes the key schedule, so that a deleted SA's key does not linger in freed memory.
+    fn drop(&mut self) {
+        self.data.fill(0);
+        std::hint::black_box(&self.data);
+    }
 }
 
 impl GcmKey {

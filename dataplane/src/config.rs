@@ -268,6 +268,24 @@ impl Config {
             return fail("dataplane.workers", format!("at most {} workers", crate::sad::MAX_CORES));
         }
         self.tables()?;
+        // IPv6 hosts ignore "packet too big" below 1280 (RFC 8201 §4), so the
+        // tunnel must carry that much, or such packets would vanish.
+        for (t, tc) in self.tunnels.iter().enumerate() {
+            let tunnel = crate::esp::sa::Tunnel {
+                local: tc.remote,
+                remote: tc.remote,
+                udp: tc.udp_encap.then_some(crate::esp::sa::UdpEncap { local_port: 0, remote_port: 0 }),
+                copy_dscp: false,
+                tenant: 0,
+            };
+            let fits = crate::esp::tunnel::max_inner(&tunnel, self.esp.outer_mtu);
+            if !tc.ipv6.is_empty() && fits < 1280 {
+                return fail(
+                    &format!("tunnels[{t}].ipv6"),
+                    format!("esp.outer_mtu {} leaves {fits} bytes for inner packets; IPv6 needs 1280", self.esp.outer_mtu),
+                );
+            }
+        }
         if self.ports.outside.device_name() == self.ports.inside.device_name() {
             return fail("ports.inside.device", "is the same device as ports.outside.device".into());
         }

@@ -239,7 +239,10 @@ fn run(config: &Config) -> Result<()> {
 
     // Drivers keep sent mbufs in their TX rings until reused: reclaim them so
     // that any difference from the count before traffic is a real leak.
-    handoff.drain();
+    let in_flight = handoff.drain();
+    if in_flight > 0 {
+        tracing::info!(packets = in_flight, "dropped packets still in the handoff rings at stop");
+    }
     let reclaimed: Vec<Option<u32>> = ports.iter().map(|p| p.tx_done_cleanup()).collect();
     let in_use_after = pool.in_use();
     let port_stats: Vec<_> = ports.iter().map(|p| p.stats()).collect();

@@ -8,7 +8,7 @@ use crate::esp::aead::GcmKey;
 use crate::esp::replay::{DEFAULT_WINDOW, MAX_WINDOW};
 use crate::esp::sa::{InboundSa, Lifetime, OutboundSa, Selectors, Tunnel, UdpEncap};
 use crate::esp::NAT_T_PORT;
-use crate::sad::{OutboundRoute, OutboundRoutes, SaTable, SpiParts, MAX_CORES};
+use crate::sad::{OutboundRoute, OutboundRoutes, SaTable, SpiParts, MAX_CORES, MAX_SLOTS};
 use serde::Deserialize;
 use std::net::IpAddr;
 
@@ -164,6 +164,9 @@ pub fn build(tunnels: &[TunnelConfig], workers: usize, outside_addrs: &[IpAddr])
                 }
                 None => {
                     let slot = next_slot[usize::from(core)];
+                    if slot as usize >= MAX_SLOTS {
+                        return fail(&format!("{name}.spi"), format!("worker {core} has no free SA slot (at most {MAX_SLOTS})"));
+                    }
                     next_slot[usize::from(core)] += 1;
                     SpiParts { core, generation: 1, slot }.encode()
                 }

@@ -84,7 +84,7 @@ impl<P: Port> Worker<P> {
     fn pass_events(&mut self) {
         let Some(queue) = &self.events else { return };
         let lost = self.forwarder.take_events().filter(|&event| queue.push(event).is_err()).count();
-        self.forwarder.counters.drop(DropReason::SaEventLost, lost as u64);
+        self.forwarder.counters.add(Counter::SaEventsLost, lost as u64);
     }
 
     fn poll_handoff(&mut self) -> usize {
@@ -134,18 +134,24 @@ impl<P: Port> Worker<P> {
     }
 
     fn handle(&mut self, side: Side, mut buf: P::Buf, out: &mut [Batch<P::Buf>; 2]) {
-        let action = self.forwarder.process(side, &mut buf);
+        let mut action = self.forwarder.process(side, &mut buf);
         self.dispatch(side, buf, action, out);
-        // An inner packet split to fit its tunnel: its rest, in a fresh buffer, goes round again.
+        // An inner packet split to fit its tunnel: its rest, in a fresh buffer,
+        // goes round again (and may split again); if a part was dropped, so is the rest.
         while self.forwarder.has_fragment() {
+            if let Action::Drop(reason) = action {
+                self.forwarder.discard_fragment(reason);
+                break;
+            }
             let Some(mut rest) = self.ports[Side::Inside as usize].alloc() else {
-                self.forwarder.counters.drop(DropReason::NoBuffer, 1);
+                self.forwarder.discard_fragment(DropReason::NoBuffer);
                 break;
             };
-            if self.forwarder.take_fragment(&mut rest) {
-                let action = self.forwarder.process(Side::Inside, &mut rest);
-                self.dispatch(Side::Inside, rest, action, out);
+            if !self.forwarder.take_fragment(&mut rest) {
+                break;
             }
+            action = self.forwarder.process(Side::Inside, &mut rest);
+            self.dispatch(Side::Inside, rest, action, out);
         }
     }
 
@@ -178,8 +184,9 @@ impl<P: Port> Worker<P> {
                 Ok(()) => counters.add(Counter::HandoffsSent, 1),
                 Err(_) => counters.drop(DropReason::HandoffFull, 1),
             },
-            // An SPI naming a core that does not exist is one we never gave out.
-            _ => counters.drop(DropReason::UnknownSpi, 1),
+            // An SPI naming a core that does not exist is one we never gave out;
+            // a route to one is a table we did not build.
+            _ => counters.drop(if side == Side::Outside { DropReason::UnknownSpi } else { DropReason::NoTunnel }, 1),
         }
     }
 

@@ -55,17 +55,8 @@ pub fn open(sa: &mut InboundSa, esp: &mut [u8]) -> Result<Opened, InboundError> 
     let seq = sa.replay.full_sequence(low).ok_or(InboundError::TooOld)?;
     sa.replay.check(seq).map_err(refused)?;
 
-    // AAD: SPI and sequence number, or SPI, high and low halves with ESN (RFC 4106 §5).
-    let mut aad = [0u8; 12];
-    aad[..4].copy_from_slice(&esp[..4]);
-    let aad = if sa.esn {
-        aad[4..8].copy_from_slice(&((seq >> 32) as u32).to_be_bytes());
-        aad[8..12].copy_from_slice(&esp[4..8]);
-        &aad[..12]
-    } else {
-        aad[4..8].copy_from_slice(&esp[4..8]);
-        &aad[..8]
-    };
+    let (aad, aad_len) = super::aad(read_u32(esp, 0), seq, sa.esn);
+    let aad = &aad[..aad_len];
     let (head, rest) = esp.split_at_mut(HEADER_LEN + IV_LEN);
     let iv: &[u8; IV_LEN] = head[HEADER_LEN..].try_into().expect("8-byte IV");
     let (ciphertext, icv) = rest.split_at_mut(rest.len() - ICV_LEN);

@@ -13,6 +13,8 @@ pub enum OutboundError {
     Expired,
     /// The buffer has no room for the trailer and ICV.
     NoRoom,
+    /// The tunnel's two ends are of different address families.
+    FamilyMismatch,
 }
 
 /// Bytes ESP adds around an inner packet of `len` bytes: header, IV, padding
@@ -53,16 +55,8 @@ pub fn seal(sa: &mut OutboundSa, esp: &mut [u8], inner_len: usize, next_header: 
     }
     esp[trailer + pad] = pad as u8;
     esp[trailer + pad + 1] = next_header;
-    let mut aad = [0u8; 12];
-    aad[..4].copy_from_slice(&esp[..4]);
-    let aad = if sa.esn {
-        aad[4..8].copy_from_slice(&((seq >> 32) as u32).to_be_bytes());
-        aad[8..12].copy_from_slice(&esp[4..8]);
-        &aad[..12]
-    } else {
-        aad[4..8].copy_from_slice(&esp[4..8]);
-        &aad[..8]
-    };
+    let (aad, aad_len) = super::aad(sa.spi, seq, sa.esn);
+    let aad = &aad[..aad_len];
     let ciphertext_end = trailer + pad + 2;
     let icv = sa.key.seal(&iv, aad, &mut esp[HEADER_LEN + IV_LEN..ciphertext_end]);
     esp[ciphertext_end..ciphertext_end + ICV_LEN].copy_from_slice(&icv);

@@ -25,6 +25,23 @@ pub const IP_PROTOCOL_ESP: u8 = 50;
 /// UDP port of NAT traversal and of UDP-encapsulated ESP (RFC 3948).
 pub const NAT_T_PORT: u16 = 4500;
 
+/// The additional authenticated data of a packet (RFC 4106 §5): SPI and
+/// sequence number, or with ESN the SPI, the high and the low halves. Returns
+/// the buffer and how much of it is used.
+#[inline]
+pub fn aad(spi: u32, seq: u64, esn: bool) -> ([u8; 12], usize) {
+    let mut aad = [0u8; 12];
+    aad[..4].copy_from_slice(&spi.to_be_bytes());
+    if esn {
+        aad[4..8].copy_from_slice(&((seq >> 32) as u32).to_be_bytes());
+        aad[8..12].copy_from_slice(&(seq as u32).to_be_bytes());
+        (aad, 12)
+    } else {
+        aad[4..8].copy_from_slice(&(seq as u32).to_be_bytes());
+        (aad, 8)
+    }
+}
+
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

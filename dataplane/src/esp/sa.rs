@@ -78,10 +78,10 @@ pub struct SaDrops {
     pub dummy: u64,
     pub selector_mismatch: u64,
     pub expired: u64,
+    pub inner_destination: u64,
+    pub encapsulation_mismatch: u64,
 }
 
-/// The change of [`Expiry`] that one packet caused, if any, to report once.
-pub type ExpiryEvent = Option<Expiry>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -101,17 +101,16 @@ pub struct SaEvent {
     pub bytes: u64,
 }
 
-/// Counts a packet against the lifetime; returns the stage newly reached.
-fn count_use(counters: &mut SaCounters, lifetime: &Lifetime, expiry: &mut Expiry, bytes: usize) -> ExpiryEvent {
+/// Counts a packet against the lifetime; returns the event if it reached a new stage.
+fn count_use(spi: u32, direction: Direction, counters: &mut SaCounters, lifetime: &Lifetime, expiry: &mut Expiry, bytes: usize) -> Option<SaEvent> {
     counters.packets += 1;
     counters.bytes += bytes as u64;
     let stage = lifetime.stage(counters.bytes, counters.packets);
-    if stage > *expiry {
-        *expiry = stage;
-        Some(stage)
-    } else {
-        None
+    if stage <= *expiry {
+        return None;
     }
+    *expiry = stage;
+    Some(SaEvent { spi, direction, expiry: stage, packets: counters.packets, bytes: counters.bytes })
 }
 
 /// The receiving half of a CHILD_SA.
@@ -145,9 +144,9 @@ impl InboundSa {
         }
     }
 
-    /// Counts an accepted inner packet; returns a newly reached expiry stage.
-    pub fn count(&mut self, inner_bytes: usize) -> ExpiryEvent {
-        count_use(&mut self.counters, &self.lifetime, &mut self.expiry, inner_bytes)
+    /// Counts an accepted inner packet; returns the event of a newly reached lifetime stage.
+    pub fn count(&mut self, inner_bytes: usize) -> Option<SaEvent> {
+        count_use(self.spi, Direction::Inbound, &mut self.counters, &self.lifetime, &mut self.expiry, inner_bytes)
     }
 
     /// Brings what a `len`-byte packet on this SA will read into the cache:
@@ -195,9 +194,9 @@ impl OutboundSa {
         Some(self.seq)
     }
 
-    /// Counts a sent inner packet; returns a newly reached expiry stage.
-    pub fn count(&mut self, inner_bytes: usize) -> ExpiryEvent {
-        count_use(&mut self.counters, &self.lifetime, &mut self.expiry, inner_bytes)
+    /// Counts a sent inner packet; returns the event of a newly reached lifetime stage.
+    pub fn count(&mut self, inner_bytes: usize) -> Option<SaEvent> {
+        count_use(self.spi, Direction::Outbound, &mut self.counters, &self.lifetime, &mut self.expiry, inner_bytes)
     }
 }
 

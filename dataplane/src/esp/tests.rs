@@ -180,7 +180,7 @@ fn lifetimes_raise_soft_then_hard_once_and_hard_stops_traffic() {
     for _ in 0..5 {
         let mut esp = sealed(&mut out, &inner(40), NEXT_HEADER_IPV4);
         match open(&mut inb, &mut esp) {
-            Ok(o) => events.push(inb.count(o.len)),
+            Ok(o) => events.push(inb.count(o.len).map(|e| e.expiry)),
             Err(e) => assert_eq!(e, InboundError::Expired),
         }
     }

@@ -26,6 +26,13 @@ pub fn outer_len(tunnel: &Tunnel, inner_len: usize) -> usize {
     prefix_len(tunnel) - HEADER_LEN - IV_LEN + inner_len + encrypt::overhead(inner_len)
 }
 
+/// The largest inner packet that fits an outer MTU through `tunnel`.
+pub fn max_inner(tunnel: &Tunnel, outer_mtu: u16) -> usize {
+    // outer = fixed + ceil((inner + 2) / 4) * 4 with fixed = headers, IV and ICV.
+    let fixed = outer_len(tunnel, 2) - 4;
+    (usize::from(outer_mtu).saturating_sub(fixed) / 4 * 4).saturating_sub(2)
+}
+
 /// Header fields of the outer IP header that are not the tunnel's.
 #[derive(Debug, Clone, Copy)]
 pub struct OuterFields {
@@ -44,6 +51,9 @@ pub fn encapsulate(
     inner_len: usize,
     fields: OuterFields,
 ) -> Result<usize, OutboundError> {
+    if tunnel.local.is_ipv4() != tunnel.remote.is_ipv4() {
+        return Err(OutboundError::FamilyMismatch);
+    }
     let prefix = prefix_len(tunnel);
     let total = outer_len(tunnel, inner_len);
     if packet.len() < total || inner_len == 0 {
@@ -77,7 +87,7 @@ pub fn encapsulate(
             packet[1] = (dscp & 0x3) << 6;
             ipv6::HEADER_LEN
         }
-        _ => unreachable!("tunnels are checked to have one family at install"),
+        _ => unreachable!("families checked at the top"),
     };
     if let Some(udp) = tunnel.udp {
         let u = ip_len;

@@ -45,6 +45,7 @@ declare! {
         MssClamped => "mss_clamped", "TCP SYNs whose MSS option was lowered to fit the tunnel";
         InnerFragmented => "inner_fragmented", "IPv4 packets without DF split before encryption to fit the tunnel";
         IcmpTooBigSent => "icmp_too_big_sent", "ICMP fragmentation-needed / packet-too-big errors sent for packets too big for a tunnel";
+        SaEventsLost => "sa_events_lost", "SA lifetime events not passed on: the event queue was full (sa_*_expired still count them)";
         HandoffsSent => "handoffs_sent", "packets handed to the worker that owns their SA";
         HandoffsReceived => "handoffs_received", "packets taken over from other workers for SAs owned here";
     }
@@ -73,7 +74,6 @@ declare! {
         NoTunnel => "no_tunnel", "packet from the inside whose destination no tunnel's selectors cover";
         UnknownSpi => "unknown_spi", "ESP with an SPI that names no SA";
         StaleSpi => "stale_spi", "ESP with the SPI of a deleted SA whose slot was reused (old generation)";
-        SaEventLost => "sa_event_lost", "SA lifetime event not passed on: the worker's event queue was full (the counters still show it)";
         HandoffFull => "handoff_full", "packet for another worker's SA dropped: the ring to that worker was full";
         EspTruncated => "esp_truncated", "ESP shorter than header, IV, trailer and ICV";
         Replayed => "replayed", "ESP sequence number already received (RFC 4303 §3.4.3)";
@@ -83,6 +83,9 @@ declare! {
         BadNextHeader => "bad_next_header", "ESP next header neither IPv4 nor IPv6";
         Dummy => "dummy", "ESP dummy packet (next header 59), dropped silently";
         InnerInvalid => "inner_invalid", "decrypted inner packet with a bad IP header";
+        InnerDestination => "inner_destination", "decrypted packet to where a clinic may not send: a group, broadcast or link-local address, the gateway, or another tunnel";
+        EncapsulationMismatch => "encapsulation_mismatch", "ESP on IP for a tunnel set up for UDP encapsulation, or the reverse";
+        OuterFragment => "outer_fragment", "fragment of an outer packet to the gateway (ESP is not reassembled)";
         SelectorMismatch => "selector_mismatch", "inner source outside the SA's traffic selectors (RFC 4301 §5.2)";
         SaExpired => "sa_expired", "SA past its hard lifetime";
         SequenceExhausted => "sequence_exhausted", "outbound SA's sequence counter would wrap; rekey needed";

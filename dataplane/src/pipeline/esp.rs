@@ -6,7 +6,7 @@ use super::{mss, too_big, Action, Forwarder};
 use crate::esp::decrypt::{self, InboundError};
 use crate::esp::encrypt::{self, OutboundError};
 use crate::esp::tunnel::{self, OuterFields, UDP_HEADER_LEN};
-use crate::esp::sa::{Direction, Expiry, SaEvent};
+use crate::esp::sa::{Expiry, SaEvent};
 use crate::esp::tunnel::IP_PROTOCOL_UDP;
 use crate::esp::{IP_PROTOCOL_ESP, NAT_T_PORT, NEXT_HEADER_IPV4};
 use crate::pipeline::{Counter, DropReason};
@@ -200,26 +200,41 @@ impl Forwarder {
             sa.counters.drops.selector_mismatch += 1;
             return Action::Drop(DropReason::SelectorMismatch);
         }
-        let event = sa.count(inner_len).map(|expiry| SaEvent {
-            spi: sa.spi,
-            direction: Direction::Inbound,
-            expiry,
-            packets: sa.counters.packets,
-            bytes: sa.counters.bytes,
-        });
-        let tunnel_index = sa.tunnel;
-        self.expiry_event(event);
+        let (spi, tunnel_index) = (sa.spi, sa.tunnel);
+        // Only the newest packet moves a NAT-T peer: a late one from an old mapping must not.
+        let newest = opened.seq == sa.replay.top();
+        let allowed = self.inner_destination_allowed(src, dst);
+        let Some(tunnel) = self.sad.tunnel_mut(tunnel_index) else {
+            return Action::Drop(DropReason::NoTunnel);
+        };
+        let refused = if !allowed {
+            Some(DropReason::InnerDestination)
+        } else if tunnel.udp.is_some() != at.peer_port.is_some() {
+            Some(DropReason::EncapsulationMismatch)
+        } else {
+            None
+        };
         // NAT-T: follow the peer to its current address and port, learned
-        // only from packets that just authenticated (RFC 3948 §5, RFC 7296 §2.23).
-        if let (Some(port), Some(tunnel)) = (at.peer_port, self.sad.tunnel_mut(tunnel_index)) {
-            if let Some(udp) = &mut tunnel.udp {
-                if tunnel.remote != at.peer || udp.remote_port != port {
-                    tunnel.remote = at.peer;
-                    udp.remote_port = port;
-                    self.counters.add(Counter::NatTPeerMoved, 1);
-                }
+        // only from authentic packets (RFC 3948 §5, RFC 7296 §2.23), and
+        // never across address families (the tunnel's own end stays put).
+        if let (None, Some(port), Some(udp)) = (refused, at.peer_port, &mut tunnel.udp) {
+            let moved = tunnel.remote != at.peer || udp.remote_port != port;
+            if moved && newest && at.peer.is_ipv4() == tunnel.local.is_ipv4() {
+                tunnel.remote = at.peer;
+                udp.remote_port = port;
+                self.counters.add(Counter::NatTPeerMoved, 1);
             }
         }
+        let sa = self.sad.inbound(spi).expect("found above");
+        if let Some(reason) = refused {
+            let d = &mut sa.counters.drops;
+            return Action::Drop(match reason {
+                DropReason::InnerDestination => bump(&mut d.inner_destination, reason),
+                _ => bump(&mut d.encapsulation_mismatch, reason),
+            });
+        }
+        let event = sa.count(inner_len);
+        self.expiry_event(event);
         if let Some(clamp) = self.settings.mss_clamp {
             if mss::clamp(&mut buf.data_mut()[inner_start..inner_start + inner_len], clamp) {
                 self.counters.add(Counter::MssClamped, 1);
@@ -231,11 +246,7 @@ impl Forwarder {
             return Action::Drop(DropReason::Truncated);
         }
         let ethertype = if opened.next_header == NEXT_HEADER_IPV4 { ethernet::ETHERTYPE_IPV4 } else { ethernet::ETHERTYPE_IPV6 };
-        let next_hop = match dst {
-            IpAddr::V4(ip) => self.interfaces[Side::Inside as usize].next_hop_ipv4(ip).map(IpAddr::V4),
-            IpAddr::V6(ip) => self.interfaces[Side::Inside as usize].next_hop_ipv6(ip).map(IpAddr::V6),
-        };
-        let Some(next_hop) = next_hop else {
+        let Some(next_hop) = self.interfaces[Side::Inside as usize].next_hop(dst) else {
             return Action::Drop(DropReason::NoRoute);
         };
         ethernet::Frame::new_checked(buf.data_mut()).expect("header room").set_ethertype(ethertype);
@@ -256,19 +267,28 @@ impl Forwarder {
             return Action::Drop(DropReason::NoTunnel);
         };
         let tunnel = *tunnel;
+        // The next hop first: a packet that cannot leave must not spend a sequence number.
+        let Some(next_hop) = self.interfaces[Side::Outside as usize].next_hop(tunnel.remote) else {
+            return Action::Drop(DropReason::NoRoute);
+        };
+        let Some(mac) = self.resolve(Side::Outside, next_hop) else {
+            return Action::Drop(DropReason::NeighbourUnresolved);
+        };
         if tunnel::outer_len(&tunnel, inner_len) > usize::from(self.settings.outer_mtu) {
-            let max = too_big::max_inner(&tunnel, self.settings.outer_mtu);
+            let max = tunnel::max_inner(&tunnel, self.settings.outer_mtu);
             let inner = &buf.data()[ethernet::HEADER_LEN..ethernet::HEADER_LEN + inner_len];
-            if !(self.settings.fragment_inner && too_big::may_fragment(inner)) || self.fragment_pending {
+            if !too_big::may_fragment(inner) {
                 return self.icmp_too_big(buf, max);
             }
-            match too_big::split_ipv4(buf.data_mut(), max, &mut self.fragment_rest) {
+            // DF is clear: split before encryption, or drop (never "fragmentation needed", RFC 1191 §3).
+            debug_assert!(!self.fragment_pending, "the worker takes each rest before the next packet");
+            match self.settings.fragment_inner.then(|| too_big::split_ipv4(buf.data_mut(), max, &mut self.fragment_rest)).flatten() {
                 Some(first) => {
                     inner_len = first;
                     self.fragment_pending = true;
                     self.counters.add(Counter::InnerFragmented, 1);
                 }
-                None => return self.icmp_too_big(buf, max),
+                None => return Action::Drop(DropReason::TooBigForTunnel),
             }
         }
         let outer_len = tunnel::outer_len(&tunnel, inner_len);
@@ -288,28 +308,13 @@ impl Forwarder {
             Err(OutboundError::SequenceExhausted) => return Action::Drop(DropReason::SequenceExhausted),
             Err(OutboundError::Expired) => return Action::Drop(DropReason::SaExpired),
             Err(OutboundError::NoRoom) => return Action::Drop(DropReason::NoBuffer),
+            Err(OutboundError::FamilyMismatch) => return Action::Drop(DropReason::NoTunnel),
         }
-        let event = sa.count(inner_len).map(|expiry| SaEvent {
-            spi: sa.spi,
-            direction: Direction::Outbound,
-            expiry,
-            packets: sa.counters.packets,
-            bytes: sa.counters.bytes,
-        });
+        let event = sa.count(inner_len);
         self.expiry_event(event);
         ethernet::Frame::new_checked(buf.data_mut()).expect("header room").set_ethertype(tunnel::outer_ethertype(&tunnel));
-        let next_hop = match tunnel.remote {
-            IpAddr::V4(ip) => self.interfaces[Side::Outside as usize].next_hop_ipv4(ip).map(IpAddr::V4),
-            IpAddr::V6(ip) => self.interfaces[Side::Outside as usize].next_hop_ipv6(ip).map(IpAddr::V6),
-        };
-        let Some(next_hop) = next_hop else {
-            return Action::Drop(DropReason::NoRoute);
-        };
-        let action = self.forward(Side::Outside, next_hop, buf.data_mut());
-        if action == Action::Forward {
-            self.counters.add(Counter::EspEncrypted, 1);
-        }
-        action
+        self.counters.add(Counter::EspEncrypted, 1);
+        self.send_to(Side::Outside, mac, buf.data_mut())
     }
 
     /// Counts a lifetime event and keeps it for the worker to pass on.
@@ -321,7 +326,7 @@ impl Forwarder {
             Expiry::Live => return,
         }
         if self.events.try_push(event).is_err() {
-            self.counters.drop(DropReason::SaEventLost, 1);
+            self.counters.add(Counter::SaEventsLost, 1);
         }
     }
 }

@@ -86,6 +86,14 @@ impl Interface {
             self.gateway_ipv6
         }
     }
+    /// The next hop toward `dst` out of this port, of either family.
+    fn next_hop(&self, dst: IpAddr) -> Option<IpAddr> {
+        match dst {
+            IpAddr::V4(ip) => self.next_hop_ipv4(ip).map(IpAddr::V4),
+            IpAddr::V6(ip) => self.next_hop_ipv6(ip).map(IpAddr::V6),
+        }
+    }
+
     /// Our address to speak from towards `peer` (the one on its subnet).
     fn source_ipv4(&self, peer: Ipv4Addr) -> Option<Ipv4Addr> {
         self.ipv4.iter().find(|c| c.contains(peer)).or(self.ipv4.first()).map(|c| c.addr)
@@ -219,6 +227,10 @@ impl Forwarder {
         let (l4, l4_end, protocol, total_len) =
             (ethernet::HEADER_LEN + ip.header_len(), ethernet::HEADER_LEN + ip.total_len(), ip.protocol(), ip.total_len());
         if side == Side::Outside && self.interfaces[side as usize].owns_ipv4(dst) {
+            // ESP is processed after reassembly (RFC 4303 §3.4.1), which we do not do.
+            if ip.is_fragment() {
+                return Action::Drop(DropReason::OuterFragment);
+            }
             return self.addressed_to_us(buf, l4, l4_end, protocol, IpAddr::V4(src));
         }
         if self.interfaces.iter().any(|i| i.owns_ipv4(dst)) {
@@ -231,11 +243,10 @@ impl Forwarder {
         if let Some(action) = self.policy(side, buf, IpAddr::V4(dst), total_len) {
             return action;
         }
-        let frame = buf.data_mut();
-        let Some(next_hop) = self.interfaces[egress as usize].next_hop_ipv4(dst) else {
+        let Some(next_hop) = self.interfaces[egress as usize].next_hop(IpAddr::V4(dst)) else {
             return Action::Drop(DropReason::NoRoute);
         };
-        self.forward(egress, IpAddr::V4(next_hop), frame)
+        self.forward(egress, next_hop, buf.data_mut())
     }
 
     fn ipv6<B: PacketBuf>(&mut self, side: Side, buf: &mut B, group: bool) -> Action {
@@ -258,6 +269,9 @@ impl Forwarder {
             ipv6::HEADER_LEN + ip.payload_len(),
         );
         if side == Side::Outside && self.interfaces[side as usize].owns_ipv6(dst) {
+            if protocol == ipv6::NEXT_HEADER_FRAGMENT {
+                return Action::Drop(DropReason::OuterFragment);
+            }
             return self.addressed_to_us(buf, l4, l4_end, protocol, IpAddr::V6(src));
         }
         if self.interfaces.iter().any(|i| i.owns_ipv6(dst)) {
@@ -271,10 +285,30 @@ impl Forwarder {
             return action;
         }
         let egress = side.other();
-        let Some(next_hop) = self.interfaces[egress as usize].next_hop_ipv6(dst) else {
+        let Some(next_hop) = self.interfaces[egress as usize].next_hop(IpAddr::V6(dst)) else {
             return Action::Drop(DropReason::NoRoute);
         };
-        self.forward(egress, IpAddr::V6(next_hop), buf.data_mut())
+        self.forward(egress, next_hop, buf.data_mut())
+    }
+
+    /// Whether a clinic may send a decrypted packet to `dst` (with `src`):
+    /// not to groups, broadcasts or link-local addresses (which no router
+    /// forwards), not to the gateway itself, and not into another tunnel (no
+    /// traffic between tenants, nor hairpinned through the inside).
+    fn inner_destination_allowed(&self, src: IpAddr, dst: IpAddr) -> bool {
+        let inside = &self.interfaces[Side::Inside as usize];
+        let forwardable = match (src, dst) {
+            (IpAddr::V4(src), IpAddr::V4(dst)) => {
+                !(dst.is_multicast() || dst.is_broadcast() || dst.is_link_local() || src.is_multicast() || inside.is_subnet_broadcast(dst))
+            }
+            (IpAddr::V6(src), IpAddr::V6(dst)) => !(dst.is_multicast() || src.is_multicast() || is_link_local(src) || is_link_local(dst)),
+            _ => false,
+        };
+        let ours = match dst {
+            IpAddr::V4(ip) => self.interfaces.iter().any(|i| i.owns_ipv4(ip)),
+            IpAddr::V6(ip) => self.interfaces.iter().any(|i| i.owns_ipv6(ip)),
+        };
+        forwardable && !ours && self.routes.lookup(dst).is_none()
     }
 
     /// What IPsec policy says of a transit packet: from the inside into a
@@ -297,6 +331,11 @@ impl Forwarder {
         let Some(mac) = self.resolve(egress, next_hop) else {
             return Action::Drop(DropReason::NeighbourUnresolved);
         };
+        self.send_to(egress, mac, frame)
+    }
+
+    /// Addresses the frame to `mac` from our port on `egress`.
+    fn send_to(&mut self, egress: Side, mac: MacAddr, frame: &mut [u8]) -> Action {
         let mut eth = ethernet::Frame::new_checked(frame).expect("length checked by process");
         eth.set_dst(mac);
         eth.set_src(self.macs[egress as usize]);
@@ -355,6 +394,7 @@ impl Forwarder {
         }
         let len = ethernet::HEADER_LEN + self.fragment_rest.len();
         if !buf.set_len(len) {
+            self.counters.drop(DropReason::NoBuffer, 1);
             return false;
         }
         let frame = buf.data_mut();
@@ -366,6 +406,14 @@ impl Forwarder {
     /// The SA lifetime events raised since the last call.
     pub fn take_events(&mut self) -> impl Iterator<Item = SaEvent> + '_ {
         self.events.drain(..)
+    }
+
+    /// Forgets a split packet's rest (its first part was dropped, or no
+    /// buffer was free for it), counting it as dropped.
+    pub fn discard_fragment(&mut self, reason: DropReason) {
+        if std::mem::take(&mut self.fragment_pending) {
+            self.counters.drop(reason, 1);
+        }
     }
 
     /// True if a split inner packet waits for [`Forwarder::take_fragment`].

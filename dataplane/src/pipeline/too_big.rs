@@ -5,8 +5,6 @@
 //! carrying the MTU that fits, so the sender's path MTU discovery adapts.
 
 use super::{Action, DropReason, Forwarder};
-use crate::esp::tunnel;
-use crate::esp::sa::Tunnel;
 use crate::port::PacketBuf;
 use crate::wire::{checksum, ethernet, ipv4, ipv6, read_u16, write_u16};
 use crate::Side;
@@ -19,13 +17,6 @@ const ICMPV4_MAX: usize = 576;
 const ICMPV6_MAX: usize = 1280;
 /// ICMP errors one worker sends per second at most (RFC 1812 §4.3.2.8, RFC 4443 §2.4(f)).
 pub const ICMP_ERRORS_PER_SECOND: u32 = 1000;
-
-/// The largest inner packet that fits the outer MTU through `tunnel`.
-pub fn max_inner(tunnel: &Tunnel, outer_mtu: u16) -> usize {
-    // outer = fixed + ceil((inner + 2) / 4) * 4 with fixed = headers, IV and ICV.
-    let fixed = tunnel::outer_len(tunnel, 2) - 4;
-    (usize::from(outer_mtu).saturating_sub(fixed) / 4 * 4).saturating_sub(2)
-}
 
 /// A simple per-worker rate limit on ICMP errors: a budget per second.
 #[derive(Debug, Default)]
@@ -49,7 +40,7 @@ impl Forwarder {
     /// Answers a packet from the inside that is too big for its tunnel with
     /// an ICMP error, rewritten in place and sent back where it came from.
     pub(super) fn icmp_too_big<B: PacketBuf>(&mut self, buf: &mut B, mtu: usize) -> Action {
-        if !self.icmp_limiter.allow(self.now_ms) {
+        if !deserves_icmp_error(&buf.data()[ethernet::HEADER_LEN..]) || !self.icmp_limiter.allow(self.now_ms) {
             return Action::Drop(DropReason::TooBigForTunnel);
         }
         let frame = buf.data();
@@ -100,6 +91,25 @@ impl Forwarder {
     }
 }
 
+/// Whether a packet may be answered with an ICMP error at all: not an ICMP
+/// error itself, not a later fragment, not from an address that cannot be
+/// answered (RFC 1812 §4.3.2.7, RFC 4443 §2.4(e)).
+fn deserves_icmp_error(ip: &[u8]) -> bool {
+    if ip[0] >> 4 == 4 {
+        let Ok(p) = ipv4::Packet::new_checked(ip) else { return false };
+        let src = p.src();
+        let icmp_error = p.protocol() == 1 && matches!(p.payload().first(), Some(3 | 4 | 5 | 11 | 12));
+        let later_fragment = read_u16(ip, 6) & 0x1fff != 0;
+        !(icmp_error || later_fragment || src.is_unspecified() || src.is_broadcast() || src.is_multicast())
+    } else {
+        let Ok(p) = ipv6::Packet::new_checked(ip) else { return false };
+        let src = p.src();
+        // ICMPv6 errors are types 0 to 127 (RFC 4443 §2.1).
+        let icmp_error = p.next_header() == ipv6::NEXT_HEADER_ICMPV6 && p.payload().first().is_some_and(|&t| t < 128);
+        !(icmp_error || src.is_unspecified() || src.is_multicast())
+    }
+}
+
 /// True if an IPv4 packet may be fragmented (DF clear). IPv6 never may be, by a router.
 pub fn may_fragment(inner: &[u8]) -> bool {
     inner[0] >> 4 == 4 && read_u16(inner, 6) & 0x4000 == 0
@@ -114,6 +124,11 @@ pub fn may_fragment(inner: &[u8]) -> bool {
 pub fn split_ipv4(frame: &mut [u8], max_inner: usize, rest: &mut Vec<u8>) -> Option<usize> {
     let ip = &mut frame[ethernet::HEADER_LEN..];
     let header_len = usize::from(ip[0] & 0x0f) * 4;
+    // Options would have to be sorted into copied and not copied (RFC 791):
+    // packets with options are not split (they are rare, and get dropped).
+    if header_len != ipv4::MIN_HEADER_LEN {
+        return None;
+    }
     let total = usize::from(read_u16(ip, 2));
     let flags_offset = read_u16(ip, 6);
     let more_fragments = flags_offset & 0x2000 != 0;
@@ -124,14 +139,15 @@ pub fn split_ipv4(frame: &mut [u8], max_inner: usize, rest: &mut Vec<u8>) -> Opt
         return None;
     }
     let rest_data = total - header_len - first_data;
-    // The second fragment copies the header; options not marked "copied" stay
-    // in the first only (RFC 791), so copy the 20 fixed bytes and keep it simple.
+    let rest_offset = (offset + first_data) / 8;
+    // A fragment offset has 13 bits (RFC 791); a crafted one near the top would spill.
+    if offset + total - header_len > 0xffff || rest_offset > 0x1fff {
+        return None;
+    }
     rest.clear();
     rest.extend_from_slice(&ip[..ipv4::MIN_HEADER_LEN]);
-    rest[0] = 0x45;
     rest.extend_from_slice(&ip[header_len + first_data..total]);
     write_u16(rest, 2, (ipv4::MIN_HEADER_LEN + rest_data) as u16);
-    let rest_offset = (offset + first_data) / 8;
     write_u16(rest, 6, (rest_offset as u16) | if more_fragments { 0x2000 } else { 0 });
     write_u16(rest, 10, 0);
     let sum = checksum::checksum(&rest[..ipv4::MIN_HEADER_LEN]);

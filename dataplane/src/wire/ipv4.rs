@@ -40,6 +40,10 @@ impl<T: AsRef<[u8]>> Packet<T> {
     pub fn total_len(&self) -> usize {
         usize::from(read_u16(self.buf.as_ref(), 2))
     }
+    /// True for any fragment: more-fragments set or a non-zero offset.
+    pub fn is_fragment(&self) -> bool {
+        read_u16(self.buf.as_ref(), 6) & 0x3fff != 0
+    }
     pub fn ttl(&self) -> u8 {
         self.buf.as_ref()[8]
     }

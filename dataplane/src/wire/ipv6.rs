@@ -5,6 +5,7 @@ use std::net::Ipv6Addr;
 
 pub const HEADER_LEN: usize = 40;
 pub const NEXT_HEADER_ICMPV6: u8 = 58;
+pub const NEXT_HEADER_FRAGMENT: u8 = 44;
 
 /// A view of an IPv6 packet whose fixed header has been validated.
 pub struct Packet<T: AsRef<[u8]>> {

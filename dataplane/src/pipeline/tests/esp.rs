@@ -468,3 +468,72 @@ fn too_big_ipv6_inner_gets_packet_too_big() {
     let acc = crate::wire::checksum::ipv6_pseudo_header(&ip.src(), &ip.dst(), 58, icmp.len() as u32);
     assert_eq!(crate::wire::checksum::finish(crate::wire::checksum::sum(acc, icmp)), 0, "valid ICMPv6 checksum");
 }
+
+#[test]
+fn nat_t_never_moves_a_tunnel_to_the_other_family() {
+    let (mut w, spi) = gateway(tunnel_config("2001:db8:a::20", true, false, ""));
+    // The same SA's packets replayed over IPv4 (authentic: the ICV does not cover the outer header).
+    let mut over_v4 = Clinic::new("198.51.100.20", "198.51.100.1", spi, true, false);
+    let [_, inside] = run(&mut w, Side::Outside, over_v4.send(&inner_udp("203.0.113.5", SERVER, 100, 1)), 1);
+    assert_eq!(inside.len(), 1);
+    assert_eq!(w.forwarder.counters.get(Counter::NatTPeerMoved), 0);
+    // Answers still go to the tunnel's IPv6 peer.
+    let mut v6 = Clinic::new("2001:db8:a::20", "2001:db8:a::1", spi, true, false);
+    let reply = inner_udp(SERVER, "203.0.113.5", 100, 2);
+    let [out, _] = run(&mut w, Side::Inside, from_server(&reply), 2);
+    assert_eq!(v6.receive(&out[0]), reply);
+}
+
+#[test]
+fn clinics_may_not_send_to_the_gateway_groups_or_other_tunnels() {
+    let mut config = tunnel_config("2001:db8:a::20", false, false, "");
+    config.ipv4.push("198.18.0.0/24".parse().unwrap());
+    let (mut w, spi) = gateway(config);
+    let mut clinic = Clinic::new("2001:db8:a::20", "2001:db8:a::1", spi, false, false);
+    for (i, dst) in ["10.0.0.1", "10.0.0.255", "224.0.0.5", "169.254.1.1", "198.18.0.9"].into_iter().enumerate() {
+        let before = w.forwarder.counters.dropped(DropReason::InnerDestination);
+        assert_eq!(run(&mut w, Side::Outside, clinic.send(&inner_udp("203.0.113.5", dst, 100, i as u64)), 1), NOTHING, "{dst}");
+        assert_eq!(w.forwarder.counters.dropped(DropReason::InnerDestination), before + 1, "{dst}");
+    }
+    assert_eq!(w.forwarder.sad().inbound_sas().next().unwrap().counters.drops.inner_destination, 5);
+}
+
+#[test]
+fn outer_fragments_and_the_wrong_encapsulation_are_refused() {
+    let (mut w, spi) = gateway(tunnel_config("198.51.100.20", false, false, ""));
+    let mut clinic = Clinic::new("198.51.100.20", "198.51.100.1", spi, false, false);
+    let mut fragment = clinic.send(&inner_udp("203.0.113.5", SERVER, 100, 1));
+    fragment[14 + 6] |= 0x20; // more fragments
+    fragment[24..26].copy_from_slice(&[0, 0]);
+    let sum = crate::wire::checksum::checksum(&fragment[14..34]);
+    fragment[24..26].copy_from_slice(&sum.to_be_bytes());
+    assert_eq!(run(&mut w, Side::Outside, fragment, 1), NOTHING);
+    assert_eq!(w.forwarder.counters.dropped(DropReason::OuterFragment), 1);
+    // ESP in UDP for a tunnel set up for ESP on IP.
+    let mut in_udp = Clinic::new("198.51.100.20", "198.51.100.1", spi, true, false);
+    assert_eq!(run(&mut w, Side::Outside, in_udp.send(&inner_udp("203.0.113.5", SERVER, 100, 2)), 1), NOTHING);
+    assert_eq!(w.forwarder.counters.dropped(DropReason::EncapsulationMismatch), 1);
+}
+
+#[test]
+fn too_big_without_df_and_without_fragmenting_is_dropped_not_answered() {
+    let (mut w, _) = gateway(tunnel_config("2001:db8:a::20", false, false, ""));
+    w.forwarder.settings.fragment_inner = false;
+    let mut no_df = inner_udp(SERVER, "203.0.113.5", 1500, 1);
+    no_df[6] = 0;
+    no_df[10..12].copy_from_slice(&[0, 0]);
+    let sum = crate::wire::checksum::checksum(&no_df[..20]);
+    no_df[10..12].copy_from_slice(&sum.to_be_bytes());
+    assert_eq!(run(&mut w, Side::Inside, from_server(&no_df), 1), NOTHING);
+    assert_eq!(w.forwarder.counters.dropped(DropReason::TooBigForTunnel), 1);
+    assert_eq!(w.forwarder.counters.get(Counter::IcmpTooBigSent), 0);
+    // An ICMP error that is too big gets no ICMP error back.
+    let mut icmp_error = inner_udp(SERVER, "203.0.113.5", 1500, 2);
+    icmp_error[9] = 1;
+    icmp_error[20] = 3;
+    icmp_error[10..12].copy_from_slice(&[0, 0]);
+    let sum = crate::wire::checksum::checksum(&icmp_error[..20]);
+    icmp_error[10..12].copy_from_slice(&sum.to_be_bytes());
+    assert_eq!(run(&mut w, Side::Inside, from_server(&icmp_error), 2), NOTHING);
+    assert_eq!(w.forwarder.counters.get(Counter::IcmpTooBigSent), 0);
+}
