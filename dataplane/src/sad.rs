@@ -135,6 +135,24 @@ impl SaTable {
         }
     }
 
+    /// The inbound SA an SPI names and its tunnel, in one lookup.
+    #[inline]
+    pub fn inbound_with_tunnel(&mut self, spi: u32) -> Result<(&mut InboundSa, Option<&mut Tunnel>), Miss> {
+        let parts = SpiParts::decode(spi);
+        if parts.core != self.core {
+            return Err(Miss::OtherCore(parts.core));
+        }
+        let slot = self.inbound.get_mut(parts.slot as usize).ok_or(Miss::Unknown)?;
+        match &mut slot.sa {
+            Some(sa) if slot.generation == parts.generation => {
+                let tunnel = self.tunnels.get_mut(sa.tunnel as usize).and_then(Option::as_mut);
+                Ok((sa, tunnel))
+            }
+            Some(_) => Err(Miss::StaleGeneration),
+            None => Err(Miss::Unknown),
+        }
+    }
+
     /// Installs an inbound SA under its SPI, which must name this core.
     pub fn install_inbound(&mut self, sa: InboundSa) {
         let parts = SpiParts::decode(sa.spi);

@@ -2,7 +2,7 @@
 //! decrypt, inbound policy) and to a clinic (pick the SA, encrypt, outer
 //! headers on). The ESP arithmetic itself is in [`crate::esp`].
 
-use super::{mss, too_big, Action, Forwarder};
+use super::{inner_destination_allowed, mss, too_big, Action, Forwarder};
 use crate::esp::decrypt::{self, InboundError};
 use crate::esp::encrypt::{self, OutboundError};
 use crate::esp::tunnel::{self, OuterFields, UDP_HEADER_LEN};
@@ -160,8 +160,8 @@ impl Forwarder {
             return Action::Drop(DropReason::EspTruncated);
         }
         let spi = read_u32(buf.data(), at.start);
-        let sa = match self.sad.inbound(spi) {
-            Ok(sa) => sa,
+        let (sa, tunnel) = match self.sad.inbound_with_tunnel(spi) {
+            Ok(found) => found,
             Err(Miss::Unknown) => return Action::Drop(DropReason::UnknownSpi),
             Err(Miss::StaleGeneration) => return Action::Drop(DropReason::StaleSpi),
             Err(Miss::OtherCore(core)) => return Action::Handoff(core),
@@ -200,38 +200,31 @@ impl Forwarder {
             sa.counters.drops.selector_mismatch += 1;
             return Action::Drop(DropReason::SelectorMismatch);
         }
-        let (spi, tunnel_index) = (sa.spi, sa.tunnel);
-        // Only the newest packet moves a NAT-T peer: a late one from an old mapping must not.
-        let newest = opened.seq == sa.replay.top();
-        let allowed = self.inner_destination_allowed(src, dst);
-        let Some(tunnel) = self.sad.tunnel_mut(tunnel_index) else {
+        let Some(tunnel) = tunnel else {
             return Action::Drop(DropReason::NoTunnel);
         };
-        let refused = if !allowed {
-            Some(DropReason::InnerDestination)
-        } else if tunnel.udp.is_some() != at.peer_port.is_some() {
-            Some(DropReason::EncapsulationMismatch)
-        } else {
-            None
-        };
+        let d = &mut sa.counters.drops;
+        if tunnel.udp.is_some() != at.peer_port.is_some() {
+            return Action::Drop(bump(&mut d.encapsulation_mismatch, DropReason::EncapsulationMismatch));
+        }
+        // Clinics talk to a few servers: remember the last destination let through.
+        if self.last_inner_destination != Some((src.is_ipv4(), dst)) {
+            if !inner_destination_allowed(&self.interfaces, &self.routes, src, dst) {
+                return Action::Drop(bump(&mut d.inner_destination, DropReason::InnerDestination));
+            }
+            self.last_inner_destination = Some((src.is_ipv4(), dst));
+        }
         // NAT-T: follow the peer to its current address and port, learned
-        // only from authentic packets (RFC 3948 §5, RFC 7296 §2.23), and
-        // never across address families (the tunnel's own end stays put).
-        if let (None, Some(port), Some(udp)) = (refused, at.peer_port, &mut tunnel.udp) {
+        // only from authentic packets (RFC 3948 §5, RFC 7296 §2.23), only from
+        // the newest (a late one from an old mapping must not move it back),
+        // and never across address families (the tunnel's own end stays put).
+        if let (Some(port), Some(udp)) = (at.peer_port, &mut tunnel.udp) {
             let moved = tunnel.remote != at.peer || udp.remote_port != port;
-            if moved && newest && at.peer.is_ipv4() == tunnel.local.is_ipv4() {
+            if moved && opened.seq == sa.replay.top() && at.peer.is_ipv4() == tunnel.local.is_ipv4() {
                 tunnel.remote = at.peer;
                 udp.remote_port = port;
                 self.counters.add(Counter::NatTPeerMoved, 1);
             }
-        }
-        let sa = self.sad.inbound(spi).expect("found above");
-        if let Some(reason) = refused {
-            let d = &mut sa.counters.drops;
-            return Action::Drop(match reason {
-                DropReason::InnerDestination => bump(&mut d.inner_destination, reason),
-                _ => bump(&mut d.encapsulation_mismatch, reason),
-            });
         }
         let event = sa.count(inner_len);
         self.expiry_event(event);

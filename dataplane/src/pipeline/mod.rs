@@ -51,20 +51,25 @@ pub struct Interface {
 }
 
 impl Interface {
+    #[inline]
     pub fn owns_ipv4(&self, ip: Ipv4Addr) -> bool {
         self.ipv4.iter().any(|c| c.addr == ip)
     }
+    #[inline]
     pub fn owns_ipv6(&self, ip: Ipv6Addr) -> bool {
         self.ipv6.iter().any(|c| c.addr == ip)
     }
     /// True if `ip` is on one of the port's connected networks.
+    #[inline]
     pub fn on_link_ipv4(&self, ip: Ipv4Addr) -> bool {
         self.ipv4.iter().any(|c| c.contains(ip))
     }
     /// True if `ip` is link-local or on one of the port's connected networks.
+    #[inline]
     pub fn on_link_ipv6(&self, ip: Ipv6Addr) -> bool {
         is_link_local(ip) || self.ipv6.iter().any(|c| c.contains(ip))
     }
+    #[inline]
     fn is_subnet_broadcast(&self, ip: Ipv4Addr) -> bool {
         self.ipv4.iter().any(|c| {
             c.prefix_len < 31 && c.contains(ip) && u32::from(ip) | (u32::MAX << (32 - c.prefix_len)) == u32::MAX
@@ -72,6 +77,7 @@ impl Interface {
     }
     /// The address to send to for `dst` out of this port: itself when on
     /// link, else the port's gateway.
+    #[inline]
     fn next_hop_ipv4(&self, dst: Ipv4Addr) -> Option<Ipv4Addr> {
         if self.on_link_ipv4(dst) {
             Some(dst)
@@ -79,6 +85,7 @@ impl Interface {
             self.gateway_ipv4
         }
     }
+    #[inline]
     fn next_hop_ipv6(&self, dst: Ipv6Addr) -> Option<Ipv6Addr> {
         if self.on_link_ipv6(dst) {
             Some(dst)
@@ -87,6 +94,7 @@ impl Interface {
         }
     }
     /// The next hop toward `dst` out of this port, of either family.
+    #[inline]
     fn next_hop(&self, dst: IpAddr) -> Option<IpAddr> {
         match dst {
             IpAddr::V4(ip) => self.next_hop_ipv4(ip).map(IpAddr::V4),
@@ -107,6 +115,27 @@ fn is_link_local(ip: Ipv6Addr) -> bool {
     ip.segments()[0] & 0xffc0 == 0xfe80
 }
 
+/// Whether a clinic may send a decrypted packet to `dst` (with `src`):
+/// not to groups, broadcasts or link-local addresses (which no router
+/// forwards), not to the gateway itself, and not into another tunnel (no
+/// traffic between tenants, nor hairpinned through the inside).
+#[inline]
+pub(super) fn inner_destination_allowed(interfaces: &[Interface; 2], routes: &OutboundRoutes, src: IpAddr, dst: IpAddr) -> bool {
+    let inside = &interfaces[Side::Inside as usize];
+    let forwardable = match (src, dst) {
+        (IpAddr::V4(src), IpAddr::V4(dst)) => {
+            !(dst.is_multicast() || dst.is_broadcast() || dst.is_link_local() || src.is_multicast() || inside.is_subnet_broadcast(dst))
+        }
+        (IpAddr::V6(src), IpAddr::V6(dst)) => !(dst.is_multicast() || src.is_multicast() || is_link_local(src) || is_link_local(dst)),
+        _ => false,
+    };
+    let ours = match dst {
+        IpAddr::V4(ip) => interfaces.iter().any(|i| i.owns_ipv4(ip)),
+        IpAddr::V6(ip) => interfaces.iter().any(|i| i.owns_ipv6(ip)),
+    };
+    forwardable && !ours && routes.lookup(dst).is_none()
+}
+
 /// Solicitations one batch may ask for; more wait for a later batch.
 const MAX_PENDING_SOLICITATIONS: usize = 8;
 
@@ -120,6 +149,9 @@ pub struct Forwarder {
     /// The last next hop looked up on each side: traffic goes to few next
     /// hops (the servers, the outside router), so this saves most hash lookups.
     last_hop: [Option<(IpAddr, Entry)>; 2],
+    /// The last inner destination a clinic was let through to (and whether its
+    /// source was IPv4), which `inner_destination_allowed` need not check again.
+    last_inner_destination: Option<(bool, IpAddr)>,
     limiter: SolicitLimiter,
     pending: ArrayVec<(Side, IpAddr), MAX_PENDING_SOLICITATIONS>,
     now_ms: u64,
@@ -152,6 +184,7 @@ impl Forwarder {
             neighbours,
             snapshot,
             last_hop: [None; 2],
+            last_inner_destination: None,
             limiter: SolicitLimiter::default(),
             pending: ArrayVec::new(),
             now_ms: 0,
@@ -291,26 +324,6 @@ impl Forwarder {
         self.forward(egress, next_hop, buf.data_mut())
     }
 
-    /// Whether a clinic may send a decrypted packet to `dst` (with `src`):
-    /// not to groups, broadcasts or link-local addresses (which no router
-    /// forwards), not to the gateway itself, and not into another tunnel (no
-    /// traffic between tenants, nor hairpinned through the inside).
-    fn inner_destination_allowed(&self, src: IpAddr, dst: IpAddr) -> bool {
-        let inside = &self.interfaces[Side::Inside as usize];
-        let forwardable = match (src, dst) {
-            (IpAddr::V4(src), IpAddr::V4(dst)) => {
-                !(dst.is_multicast() || dst.is_broadcast() || dst.is_link_local() || src.is_multicast() || inside.is_subnet_broadcast(dst))
-            }
-            (IpAddr::V6(src), IpAddr::V6(dst)) => !(dst.is_multicast() || src.is_multicast() || is_link_local(src) || is_link_local(dst)),
-            _ => false,
-        };
-        let ours = match dst {
-            IpAddr::V4(ip) => self.interfaces.iter().any(|i| i.owns_ipv4(ip)),
-            IpAddr::V6(ip) => self.interfaces.iter().any(|i| i.owns_ipv6(ip)),
-        };
-        forwardable && !ours && self.routes.lookup(dst).is_none()
-    }
-
     /// What IPsec policy says of a transit packet: from the inside into a
     /// tunnel, or (under bypass only) forwarded as it is. None: forward plainly.
     fn policy<B: PacketBuf>(&mut self, side: Side, buf: &mut B, dst: IpAddr, total_len: usize) -> Option<Action> {
@@ -327,6 +340,7 @@ impl Forwarder {
     }
 
     /// Rewrites the Ethernet header for the next hop on `egress`.
+    #[inline]
     fn forward(&mut self, egress: Side, next_hop: IpAddr, frame: &mut [u8]) -> Action {
         let Some(mac) = self.resolve(egress, next_hop) else {
             return Action::Drop(DropReason::NeighbourUnresolved);
@@ -335,6 +349,7 @@ impl Forwarder {
     }
 
     /// Addresses the frame to `mac` from our port on `egress`.
+    #[inline]
     fn send_to(&mut self, egress: Side, mac: MacAddr, frame: &mut [u8]) -> Action {
         let mut eth = ethernet::Frame::new_checked(frame).expect("length checked by process");
         eth.set_dst(mac);
@@ -344,6 +359,7 @@ impl Forwarder {
     }
 
     /// The next hop's MAC, soliciting it when unknown or due for a refresh.
+    #[inline]
     fn resolve(&mut self, side: Side, ip: IpAddr) -> Option<MacAddr> {
         let entry = match self.last_hop[side as usize] {
             Some((last, entry)) if last == ip => Some(entry),
