@@ -537,3 +537,24 @@ fn too_big_without_df_and_without_fragmenting_is_dropped_not_answered() {
     assert_eq!(run(&mut w, Side::Inside, from_server(&icmp_error), 2), NOTHING);
     assert_eq!(w.forwarder.counters.get(Counter::IcmpTooBigSent), 0);
 }
+
+#[test]
+fn outer_headers_carry_ttl_df_and_the_dscp_when_asked() {
+    let mut ef = inner_udp(SERVER, "203.0.113.5", 100, 1);
+    ef[1] = 46 << 2; // DSCP EF
+    ef[10..12].copy_from_slice(&[0, 0]);
+    let sum = crate::wire::checksum::checksum(&ef[..20]);
+    ef[10..12].copy_from_slice(&sum.to_be_bytes());
+    for copy in [false, true] {
+        // IPv6 outer: traffic class holds the DSCP.
+        let (mut w, _) = gateway(tunnel_config("2001:db8:a::20", false, false, &format!("copy_dscp = {copy}\n")));
+        let [out, _] = run(&mut w, Side::Inside, from_server(&ef), 1);
+        let traffic_class = (crate::wire::read_u16(&out[0], 14) >> 4) as u8;
+        assert_eq!((traffic_class >> 2, out[0][14 + 7]), (if copy { 46 } else { 0 }, 64), "IPv6 outer, copy {copy}");
+        // IPv4 outer: TOS holds it, DF is set, the header checksum holds.
+        let (mut w, _) = gateway(tunnel_config("198.51.100.20", false, false, &format!("copy_dscp = {copy}\n")));
+        let [out, _] = run(&mut w, Side::Inside, from_server(&ef), 1);
+        let ip = ipv4::Packet::new_checked(&out[0][14..]).expect("valid outer header");
+        assert_eq!((out[0][15] >> 2, ip.ttl(), out[0][14 + 6] & 0x40), (if copy { 46 } else { 0 }, 64, 0x40), "IPv4 outer, copy {copy}");
+    }
+}
