@@ -13,6 +13,9 @@ pub struct GcmKey {
     key_len: u32,
 }
 
+/// The shim's seal and open, which share one signature.
+type GcmOperation = unsafe extern "C" fn(u32, *const std::ffi::c_void, *const u8, *const u8, u64, *mut u8, u64, *mut u8);
+
 /// Why IPsec-MB could not be used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Error {
@@ -92,23 +95,7 @@ impl GcmKey {
     /// Encrypts `data` in place and returns the 16-byte tag.
     #[inline]
     pub fn seal(&self, iv: &[u8; 12], aad: &[u8], data: &mut [u8]) -> [u8; 16] {
-        let mut tag = [0u8; 16];
-        // SAFETY: a GcmKey exists only after a successful precompute, so the
-        // manager is set; every pointer comes with its exact length, and the
-        // library encrypts in place (dst == src is supported).
-        unsafe {
-            crate::shim_imb_gcm_seal(
-                self.key_len,
-                self.data.as_ptr().cast(),
-                iv.as_ptr(),
-                aad.as_ptr(),
-                aad.len() as u64,
-                data.as_mut_ptr(),
-                data.len() as u64,
-                tag.as_mut_ptr(),
-            )
-        };
-        tag
+        self.run(crate::shim_imb_gcm_seal, iv, aad, data)
     }
 
     /// Decrypts `data` in place and returns the tag it computed; the caller
@@ -116,10 +103,17 @@ impl GcmKey {
     /// `data` if they differ).
     #[inline]
     pub fn open(&self, iv: &[u8; 12], aad: &[u8], data: &mut [u8]) -> [u8; 16] {
+        self.run(crate::shim_imb_gcm_open, iv, aad, data)
+    }
+
+    #[inline]
+    fn run(&self, operation: GcmOperation, iv: &[u8; 12], aad: &[u8], data: &mut [u8]) -> [u8; 16] {
         let mut tag = [0u8; 16];
-        // SAFETY: as in `seal`.
+        // SAFETY: a GcmKey exists only after a successful precompute, so the
+        // manager is set; every pointer comes with its exact length, and the
+        // library works in place (dst == src is supported).
         unsafe {
-            crate::shim_imb_gcm_open(
+            operation(
                 self.key_len,
                 self.data.as_ptr().cast(),
                 iv.as_ptr(),
