@@ -90,6 +90,28 @@ pub fn read_seq(ip: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(ip.get(at..at + 8)?.try_into().ok()?))
 }
 
+/// The IP packet `ip` as a router forwards it: TTL or hop limit one lower,
+/// the IPv4 header checksum computed afresh (what tests expect to see come
+/// out of the gateway, written independently of its incremental update).
+pub fn forwarded(ip: &[u8]) -> Vec<u8> {
+    let mut out = ip.to_vec();
+    forward_in_place(&mut out);
+    out
+}
+
+/// [`forwarded`], in place.
+pub fn forward_in_place(ip: &mut [u8]) {
+    if ip[0] >> 4 == 4 {
+        ip[8] -= 1;
+        ip[10..12].copy_from_slice(&[0, 0]);
+        let header_len = usize::from(ip[0] & 0x0f) * 4;
+        let sum = checksum::checksum(&ip[..header_len]);
+        ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    } else {
+        ip[7] -= 1;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,14 +3,14 @@
 //! the gateway (answering and sending ARP and ND with the dataplane's own
 //! pipeline code), sends UDP flows through the gateway, and checks what comes
 //! out: in `verify` every packet must arrive once, byte for byte, with only
-//! its Ethernet addresses rewritten; in `rate` it sends flat out and counts.
+//! its Ethernet addresses and TTL (or hop limit) changed; in `rate` it sends flat out and counts.
 //! With [`Traffic::Esp`] its outside port is the clinics' router at the far
 //! end of a static tunnel: it encrypts what it sends and decrypts what it
 //! receives there (with the dataplane's ESP code; scapy checks that code
 //! independently in tests/scapy_interop).
 
 use crate::topology::{self, Traffic};
-use sekisho_dataplane::craft::{read_seq, write_udp_frame, Flow};
+use sekisho_dataplane::craft::{forward_in_place, read_seq, write_udp_frame, Flow};
 use sekisho_dataplane::esp::aead::GcmKey;
 use sekisho_dataplane::esp::decrypt;
 use sekisho_dataplane::esp::sa::{InboundSa, Lifetime, OutboundSa, Selectors, Tunnel};
@@ -369,6 +369,8 @@ impl<'a> Generator<'a> {
         seen[word] |= bit;
         expected.resize(len, 0);
         write_udp_frame(expected, self.ports[side as usize].mac(), self.gateway_mac[side as usize], &flow, seq);
+        // The gateway is a router: the TTL or hop limit comes out one lower.
+        forward_in_place(&mut expected[ethernet::HEADER_LEN..]);
         if eth.is_none_or(|e| e == &expected[..ethernet::HEADER_LEN]) && ip == &expected[ethernet::HEADER_LEN..] {
             report.received_intact += 1;
             report.bytes += len as u64;

@@ -3,7 +3,7 @@
 //! and IPv4 outer headers, with and without ESN and UDP encapsulation.
 //! The gateway runs its real pipeline over in-memory ports.
 
-use sekisho_dataplane::craft::{write_udp_frame, Flow};
+use sekisho_dataplane::craft::{forwarded, write_udp_frame, Flow};
 use sekisho_dataplane::neighbour::NeighbourTable;
 use sekisho_dataplane::pipeline::{Counter, Forwarder, Interface, TunnelSettings};
 use sekisho_dataplane::port::memory::MemoryPort;
@@ -130,7 +130,7 @@ fn check(case: Case) {
         w.poll(1);
         let delivered = std::mem::take(&mut w.ports[1].tx);
         assert_eq!(delivered.len(), 1, "{name}: scapy packet {i} not delivered: {}", w.forwarder.counters.to_json());
-        assert_eq!(&delivered[0][14..], &inners[i][..], "{name}: packet {i}");
+        assert_eq!(&delivered[0][14..], &forwarded(&inners[i])[..], "{name}: packet {i}");
     }
 
     // gateway -> scapy: every packet decrypted by scapy to the byte.
@@ -150,7 +150,7 @@ fn check(case: Case) {
     let answer = scapy(json!({"op": "decrypt", "sa": sa, "packets": outers}));
     for (i, result) in answer["packets"].as_array().unwrap().iter().enumerate() {
         let inner = result["inner"].as_str().unwrap_or_else(|| panic!("{name}: scapy refused packet {i}: {}", result["error"]));
-        assert_eq!(unhex(inner), replies[i], "{name}: reply {i}");
+        assert_eq!(unhex(inner), forwarded(&replies[i]), "{name}: reply {i}");
     }
     let c = &w.forwarder.counters;
     assert_eq!((c.get(Counter::EspDecrypted), c.get(Counter::EspEncrypted), c.total_dropped()), (6, 6, 0), "{name}");

@@ -66,6 +66,7 @@ declare! {
         NdNotForUs => "nd_not_for_us", "neighbour solicitation for an address that is not ours";
         NotForwardable => "not_forwardable", "multicast, broadcast or link-local packet, which a router does not forward";
         ToGateway => "to_gateway", "IP packet addressed to the gateway itself, with no local service for it";
+        TtlExceeded => "ttl_exceeded", "TTL or hop limit would reach zero (no ICMP time-exceeded is sent)";
         NoRoute => "no_route", "destination neither on the other port's networks nor with a gateway there";
         NeighbourUnresolved => "neighbour_unresolved", "next hop's MAC not yet known; a solicitation was sent";
         NoBuffer => "no_buffer", "no mbuf free for a packet the gateway originates";

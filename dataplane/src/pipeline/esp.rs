@@ -2,7 +2,7 @@
 //! decrypt, inbound policy) and to a clinic (pick the SA, encrypt, outer
 //! headers on). The ESP arithmetic itself is in [`crate::esp`].
 
-use super::{inner_destination_allowed, mss, too_big, Action, Forwarder};
+use super::{decrement_ttl, inner_destination_allowed, mss, too_big, Action, Forwarder};
 use crate::esp::decrypt::{self, InboundError};
 use crate::esp::encrypt::{self, OutboundError};
 use crate::esp::tunnel::{self, OuterFields, UDP_HEADER_LEN};
@@ -228,6 +228,9 @@ impl Forwarder {
         }
         let event = sa.count(inner_len);
         self.expiry_event(event);
+        if !decrement_ttl(&mut buf.data_mut()[inner_start..inner_start + inner_len]) {
+            return Action::Drop(DropReason::TtlExceeded);
+        }
         if let Some(clamp) = self.settings.mss_clamp {
             if mss::clamp(&mut buf.data_mut()[inner_start..inner_start + inner_len], clamp) {
                 self.counters.add(Counter::MssClamped, 1);
@@ -260,6 +263,9 @@ impl Forwarder {
             return Action::Drop(DropReason::NoTunnel);
         };
         let tunnel = *tunnel;
+        if !decrement_ttl(&mut buf.data_mut()[ethernet::HEADER_LEN..ethernet::HEADER_LEN + inner_len]) {
+            return Action::Drop(DropReason::TtlExceeded);
+        }
         // The next hop first: a packet that cannot leave must not spend a sequence number.
         let Some(next_hop) = self.interfaces[Side::Outside as usize].next_hop(tunnel.remote) else {
             return Action::Drop(DropReason::NoRoute);

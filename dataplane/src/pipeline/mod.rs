@@ -136,6 +136,17 @@ pub(super) fn inner_destination_allowed(interfaces: &[Interface; 2], routes: &Ou
     forwardable && !ours && routes.lookup(dst).is_none()
 }
 
+/// Lowers the TTL or hop limit of the IP packet in `ip` (either family);
+/// false if it would reach zero.
+#[inline]
+pub(super) fn decrement_ttl(ip: &mut [u8]) -> bool {
+    if ip[0] >> 4 == 4 {
+        ipv4::decrement_ttl(ip)
+    } else {
+        ipv6::decrement_hop_limit(ip)
+    }
+}
+
 /// Solicitations one batch may ask for; more wait for a later batch.
 const MAX_PENDING_SOLICITATIONS: usize = 8;
 
@@ -276,6 +287,9 @@ impl Forwarder {
         if let Some(action) = self.policy(side, buf, IpAddr::V4(dst), total_len) {
             return action;
         }
+        if !ipv4::decrement_ttl(&mut buf.data_mut()[ethernet::HEADER_LEN..]) {
+            return Action::Drop(DropReason::TtlExceeded);
+        }
         let Some(next_hop) = self.interfaces[egress as usize].next_hop(IpAddr::V4(dst)) else {
             return Action::Drop(DropReason::NoRoute);
         };
@@ -316,6 +330,9 @@ impl Forwarder {
         }
         if let Some(action) = self.policy(side, buf, IpAddr::V6(dst), total_len) {
             return action;
+        }
+        if !ipv6::decrement_hop_limit(&mut buf.data_mut()[ethernet::HEADER_LEN..]) {
+            return Action::Drop(DropReason::TtlExceeded);
         }
         let egress = side.other();
         let Some(next_hop) = self.interfaces[egress as usize].next_hop(IpAddr::V6(dst)) else {

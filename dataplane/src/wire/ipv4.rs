@@ -63,6 +63,25 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 }
 
+/// Lowers the TTL of the packet in `ip` by one as a router must (RFC 1812
+/// §5.3.1), fixing the header checksum incrementally (RFC 1624 eqn. 3).
+/// False, and nothing changed, if the TTL would reach zero.
+#[inline]
+pub fn decrement_ttl(ip: &mut [u8]) -> bool {
+    let ttl = ip[8];
+    if ttl <= 1 {
+        return false;
+    }
+    ip[8] = ttl - 1;
+    // The TTL is the high byte of the word at 8: the word drops by 0x0100.
+    let old = u16::from_be_bytes([ttl, ip[9]]);
+    let sum = u32::from(!read_u16(ip, 10)) + u32::from(!old) + u32::from(old - 0x0100);
+    let sum = (sum & 0xffff) + (sum >> 16);
+    let sum = (sum & 0xffff) + (sum >> 16);
+    ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+    true
+}
+
 /// Writes a 20-byte header (no options, DF set) into `buf[..20]`, checksum included.
 pub fn write_header(buf: &mut [u8], total_len: u16, protocol: u8, ttl: u8, ident: u16, src: Ipv4Addr, dst: Ipv4Addr) {
     buf[0] = 0x45;
@@ -100,6 +119,24 @@ mod tests {
         assert_eq!(ip.src(), Ipv4Addr::new(10, 0, 0, 1));
         assert_eq!(ip.dst(), Ipv4Addr::new(192, 0, 2, 7));
         assert_eq!((ip.protocol(), ip.ttl(), ip.payload().len()), (17, 64, 8));
+    }
+
+    #[test]
+    fn ttl_decrement_keeps_the_checksum_valid_and_stops_at_one() {
+        for ttl in [2u8, 64, 255] {
+            let mut p = header();
+            p[8] = ttl;
+            p[10..12].copy_from_slice(&[0, 0]);
+            let c = checksum::checksum(&p[..20]);
+            p[10..12].copy_from_slice(&c.to_be_bytes());
+            assert!(decrement_ttl(&mut p));
+            assert_eq!(p[8], ttl - 1);
+            assert_eq!(checksum::checksum(&p[..20]), 0, "ttl {ttl}");
+        }
+        let mut p = header();
+        p[8] = 1;
+        assert!(!decrement_ttl(&mut p));
+        assert_eq!(p[8], 1);
     }
 
     #[test]

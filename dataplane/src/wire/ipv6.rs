@@ -48,6 +48,17 @@ impl<T: AsRef<[u8]>> Packet<T> {
     }
 }
 
+/// Lowers the hop limit by one as a router must (RFC 8200 §3); false, and
+/// nothing changed, if it would reach zero.
+#[inline]
+pub fn decrement_hop_limit(ip: &mut [u8]) -> bool {
+    if ip[7] <= 1 {
+        return false;
+    }
+    ip[7] -= 1;
+    true
+}
+
 /// Writes a fixed header (traffic class and flow label zero) into `buf[..40]`.
 pub fn write_header(
     buf: &mut [u8],

@@ -3,6 +3,7 @@
 //! gateway. Independent checks of the bytes are in tests/scapy_interop.
 
 use super::*;
+use crate::craft::forwarded;
 use crate::esp::decrypt;
 use crate::esp::sa::{InboundSa, Lifetime, OutboundSa, Selectors, Tunnel, UdpEncap};
 use crate::esp::tunnel::{self, OuterFields};
@@ -141,7 +142,7 @@ fn round_trip(remote: &str, gateway_addr: &str, udp: bool, esn: bool) {
         assert_eq!(inside.len(), 1, "{remote} len {len}: {:?}", w.forwarder.counters.to_json());
         let eth = ethernet::Frame::new_checked(&inside[0][..]).unwrap();
         assert_eq!((eth.dst(), eth.src(), eth.ethertype()), (PEER_IN, IN_MAC, ethernet::ETHERTYPE_IPV4));
-        assert_eq!(eth.payload(), &inner[..]);
+        assert_eq!(eth.payload(), &forwarded(&inner)[..]);
         // Server to clinic: into the tunnel.
         let reply = inner_udp(SERVER, "203.0.113.5", len, 100 + i as u64);
         let mut frame = vec![0u8; 14];
@@ -150,7 +151,7 @@ fn round_trip(remote: &str, gateway_addr: &str, udp: bool, esn: bool) {
         let [out, inside] = run(&mut w, Side::Inside, frame, 2);
         assert!(inside.is_empty());
         assert_eq!(out.len(), 1, "{remote} len {len}: {:?}", w.forwarder.counters.to_json());
-        assert_eq!(clinic.receive(&out[0]), reply);
+        assert_eq!(clinic.receive(&out[0]), forwarded(&reply));
     }
     let c = &w.forwarder.counters;
     assert_eq!((c.get(Counter::EspDecrypted), c.get(Counter::EspEncrypted), c.total_dropped()), (5, 5, 0));
@@ -319,7 +320,7 @@ fn too_big_with_df_gets_icmp_and_without_df_is_fragmented() {
     let icmp = ip.payload();
     assert_eq!((icmp[0], icmp[1], crate::wire::read_u16(icmp, 6)), (3, 4, 1426));
     assert_eq!(crate::wire::checksum::checksum(icmp), 0);
-    assert_eq!(&icmp[8..8 + 28], &big[..28], "quotes the original header and more");
+    assert_eq!(&icmp[8..8 + 28], &forwarded(&big)[..28], "quotes the packet (as forwarded) and more");
     assert_eq!(w.forwarder.counters.get(Counter::IcmpTooBigSent), 1);
     // Without DF: split before encryption, both fragments through the tunnel.
     let mut no_df = inner_udp(SERVER, "203.0.113.5", 2000, 3);
@@ -426,7 +427,7 @@ fn packets_for_another_cores_sa_are_handed_to_it_both_ways() {
     assert_eq!(workers[0].forwarder.counters.get(Counter::HandoffsSent), 1);
     workers[1].poll(1);
     assert_eq!(workers[1].forwarder.counters.get(Counter::HandoffsReceived), 1);
-    assert_eq!(&workers[1].ports[1].tx[0][14..], &inner[..], "the owner decrypts and forwards");
+    assert_eq!(&workers[1].ports[1].tx[0][14..], &forwarded(&inner)[..], "the owner decrypts and forwards");
     // The server's answer reaches core 0 too: handed over, encrypted by the owner.
     let reply = inner_udp(SERVER, "203.0.113.5", 100, 2);
     let mut frame = vec![0u8; 14];
@@ -435,7 +436,7 @@ fn packets_for_another_cores_sa_are_handed_to_it_both_ways() {
     workers[0].ports[1].rx.push_back(frame);
     workers[0].poll(2);
     workers[1].poll(2);
-    assert_eq!(clinic.receive(&workers[1].ports[0].tx[0]), reply);
+    assert_eq!(clinic.receive(&workers[1].ports[0].tx[0]), forwarded(&reply));
     // A full ring drops and counts.
     let tiny = Arc::new(Handoff::new(2, 1));
     let mut w0 = std::mem::replace(&mut workers[0], Worker::new(MemoryPort::new(OUT_MAC), MemoryPort::new(IN_MAC), Forwarder::new(interfaces(), [OUT_MAC, IN_MAC], table.clone())));
@@ -481,7 +482,7 @@ fn nat_t_never_moves_a_tunnel_to_the_other_family() {
     let mut v6 = Clinic::new("2001:db8:a::20", "2001:db8:a::1", spi, true, false);
     let reply = inner_udp(SERVER, "203.0.113.5", 100, 2);
     let [out, _] = run(&mut w, Side::Inside, from_server(&reply), 2);
-    assert_eq!(v6.receive(&out[0]), reply);
+    assert_eq!(v6.receive(&out[0]), forwarded(&reply));
 }
 
 #[test]
@@ -557,4 +558,24 @@ fn outer_headers_carry_ttl_df_and_the_dscp_when_asked() {
         let ip = ipv4::Packet::new_checked(&out[0][14..]).expect("valid outer header");
         assert_eq!((out[0][15] >> 2, ip.ttl(), out[0][14 + 6] & 0x40), (if copy { 46 } else { 0 }, 64, 0x40), "IPv4 outer, copy {copy}");
     }
+}
+
+#[test]
+fn inner_packets_whose_ttl_runs_out_are_dropped_both_ways() {
+    let (mut w, spi) = gateway(tunnel_config("2001:db8:a::20", false, false, ""));
+    let mut clinic = Clinic::new("2001:db8:a::20", "2001:db8:a::1", spi, false, false);
+    let with_ttl_1 = |mut p: Vec<u8>| {
+        p[8] = 1;
+        p[10..12].copy_from_slice(&[0, 0]);
+        let sum = crate::wire::checksum::checksum(&p[..20]);
+        p[10..12].copy_from_slice(&sum.to_be_bytes());
+        p
+    };
+    let up = with_ttl_1(inner_udp("203.0.113.5", SERVER, 100, 1));
+    assert_eq!(run(&mut w, Side::Outside, clinic.send(&up), 1), NOTHING);
+    let down = with_ttl_1(inner_udp(SERVER, "203.0.113.5", 100, 2));
+    assert_eq!(run(&mut w, Side::Inside, from_server(&down), 2), NOTHING);
+    assert_eq!(w.forwarder.counters.dropped(DropReason::TtlExceeded), 2);
+    let (outbound, _) = w.forwarder.sad.outbound(0).unwrap();
+    assert_eq!(outbound.seq, 0, "no sequence number spent on a packet that cannot leave");
 }

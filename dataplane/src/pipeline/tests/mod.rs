@@ -1,7 +1,7 @@
 //! The pipeline over in-memory ports: forwarding, ARP, ND and every drop.
 
 use super::*;
-use crate::craft::{write_udp_frame, Flow};
+use crate::craft::{forwarded, write_udp_frame, Flow};
 use crate::neighbour::NeighbourTable;
 use crate::port::memory::MemoryPort;
 use crate::wire::{arp, icmpv6, MacAddr};
@@ -165,7 +165,8 @@ fn resolves_the_next_hop_then_forwards_with_only_l2_rewritten() {
     assert_eq!(inside.len(), 1);
     assert_eq!(&inside[0][0..6], &PEER_IN.0);
     assert_eq!(&inside[0][6..12], &IN_MAC.0);
-    assert_eq!(&inside[0][12..], &packet[12..], "only the Ethernet addresses change");
+    assert_eq!(&inside[0][12..14], &packet[12..14]);
+    assert_eq!(&inside[0][14..], &forwarded(&packet[14..])[..], "only the Ethernet addresses and the TTL change");
     assert_eq!(w.forwarder.counters.get(Counter::Forwarded), 1);
 }
 
@@ -194,7 +195,7 @@ fn ipv6_goes_via_the_gateway_with_neighbour_discovery() {
     let [out, _] = run(&mut w, Side::Inside, packet.clone(), 3);
     assert_eq!(out.len(), 1);
     assert_eq!((&out[0][0..6], &out[0][6..12]), (&PEER_OUT.0[..], &OUT_MAC.0[..]));
-    assert_eq!(&out[0][12..], &packet[12..]);
+    assert_eq!(&out[0][14..], &forwarded(&packet[14..])[..], "only the Ethernet addresses and the hop limit change");
 }
 
 #[test]
