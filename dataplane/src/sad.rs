@@ -190,11 +190,6 @@ impl SaTable {
         Some((sa, tunnel))
     }
 
-    #[inline]
-    pub fn tunnel_mut(&mut self, index: u32) -> Option<&mut Tunnel> {
-        self.tunnels.get_mut(index as usize)?.as_mut()
-    }
-
     /// Every inbound SA here, for stats.
     pub fn inbound_sas(&self) -> impl Iterator<Item = &InboundSa> {
         self.inbound.iter().filter_map(|s| s.sa.as_ref())

@@ -76,6 +76,8 @@ fn host(subnet: Ipv4Cidr) -> Ipv4Addr {
 struct Gateway {
     forwarder: Forwarder,
     spis: Vec<u32>,
+    /// No tunnels, bypass on: the clinics' frames go in clear.
+    plain: bool,
 }
 
 fn gateway(n: usize) -> Gateway {
@@ -113,7 +115,7 @@ fn gateway(n: usize) -> Gateway {
     let settings = TunnelSettings { mss_clamp: None, ..TunnelSettings::default() };
     let sad = tables.cores.into_iter().next().unwrap();
     let forwarder = Forwarder::new(interfaces, [GW_OUT, GW_IN], neighbours).with_tunnels(sad, Arc::new(tables.routes), settings);
-    Gateway { forwarder, spis }
+    Gateway { forwarder, spis, plain: false }
 }
 
 fn inner_frame(src: Ipv4Addr, dst: Ipv4Addr, size: usize, seq: u64) -> Vec<u8> {
@@ -177,7 +179,7 @@ fn pass(gw: &mut Gateway, clinics: &mut Clinics, side: Side, size: usize, packet
         for (k, buf) in bufs[..burst].iter_mut().enumerate() {
             let i = (p + k) % n;
             match side {
-                Side::Outside if gw.spis == [0] => {
+                Side::Outside if gw.plain => {
                     let mut frame = inner_frame(host(clinic(i).1), SERVER, size, 0);
                     frame[0..6].copy_from_slice(&GW_OUT.0);
                     buf.refill(&frame);
@@ -246,7 +248,7 @@ fn main() -> anyhow::Result<()> {
         let raw_open = pair - raw_seal;
         let mut bufs: Vec<HeapBuf> = (0..32).map(|_| HeapBuf::from_frame(&[])).collect();
         // The pipeline without ESP: plaintext frames forwarded under bypass, the harness included.
-        let mut plain = Gateway { forwarder: gateway(0).forwarder.with_bypass(), spis: vec![0] };
+        let mut plain = Gateway { forwarder: gateway(0).forwarder.with_bypass(), spis: vec![0], plain: true };
         let forward =
             median((0..args.passes).map(|_| pass(&mut plain, &mut Clinics::new(1), Side::Outside, size, args.packets, &mut bufs)).collect());
         for &n in &args.sas {
