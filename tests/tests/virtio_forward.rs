@@ -67,7 +67,7 @@ fn run(traffic: topology::Traffic) {
     let gen_report = last_json(&stdout);
     let r = &gen_report["report"];
     assert_eq!(r["sent"], PACKETS, "{gen_report}");
-    assert_eq!(r["received_intact"], PACKETS, "every packet back, byte for byte but for L2: {gen_report}");
+    assert_eq!(r["received_intact"], PACKETS, "every packet back, byte for byte but for L2 and the TTL: {gen_report}");
     for field in ["missing", "corrupted", "duplicates", "misrouted"] {
         assert_eq!(r[field], 0, "{field}: {gen_report}");
     }
