@@ -45,6 +45,7 @@ declare! {
         MssClamped => "mss_clamped", "TCP SYNs whose MSS option was lowered to fit the tunnel";
         InnerFragmented => "inner_fragmented", "IPv4 packets without DF split before encryption to fit the tunnel";
         IcmpTooBigSent => "icmp_too_big_sent", "ICMP fragmentation-needed / packet-too-big errors sent for packets too big for a tunnel";
+        IcmpTimeExceededSent => "icmp_time_exceeded_sent", "ICMP time-exceeded errors sent for packets whose TTL or hop limit ran out";
         SaEventsLost => "sa_events_lost", "SA lifetime events not passed on: the event queue was full (sa_*_expired still count them)";
         HandoffsSent => "handoffs_sent", "packets handed to the worker that owns their SA";
         HandoffsReceived => "handoffs_received", "packets taken over from other workers for SAs owned here";
@@ -66,7 +67,7 @@ declare! {
         NdNotForUs => "nd_not_for_us", "neighbour solicitation for an address that is not ours";
         NotForwardable => "not_forwardable", "multicast, broadcast or link-local packet, which a router does not forward";
         ToGateway => "to_gateway", "IP packet addressed to the gateway itself, with no local service for it";
-        TtlExceeded => "ttl_exceeded", "TTL or hop limit would reach zero (no ICMP time-exceeded is sent)";
+        TtlExceeded => "ttl_exceeded", "TTL or hop limit ran out, and no ICMP error was sent for it (from a clinic, rate limit, or an exception of RFC 1812 §4.3.2.7)";
         NoRoute => "no_route", "destination neither on the other port's networks nor with a gateway there";
         NeighbourUnresolved => "neighbour_unresolved", "next hop's MAC not yet known; a solicitation was sent";
         NoBuffer => "no_buffer", "no mbuf free for a packet the gateway originates";

@@ -2,6 +2,7 @@
 //! decrypt, inbound policy) and to a clinic (pick the SA, encrypt, outer
 //! headers on). The ESP arithmetic itself is in [`crate::esp`].
 
+use super::icmp_error::IcmpError;
 use super::{decrement_ttl, inner_destination_allowed, mss, too_big, Action, Forwarder};
 use crate::esp::decrypt::{self, InboundError};
 use crate::esp::encrypt::{self, OutboundError};
@@ -264,7 +265,7 @@ impl Forwarder {
         };
         let tunnel = *tunnel;
         if !decrement_ttl(&mut buf.data_mut()[ethernet::HEADER_LEN..ethernet::HEADER_LEN + inner_len]) {
-            return Action::Drop(DropReason::TtlExceeded);
+            return self.icmp_error(Side::Inside, buf, IcmpError::TimeExceeded);
         }
         // The next hop first: a packet that cannot leave must not spend a sequence number.
         let Some(next_hop) = self.interfaces[Side::Outside as usize].next_hop(tunnel.remote) else {
@@ -277,7 +278,7 @@ impl Forwarder {
             let max = tunnel::max_inner(&tunnel, self.settings.outer_mtu);
             let inner = &buf.data()[ethernet::HEADER_LEN..ethernet::HEADER_LEN + inner_len];
             if !too_big::may_fragment(inner) {
-                return self.icmp_too_big(buf, max);
+                return self.icmp_error(Side::Inside, buf, IcmpError::TooBig { mtu: max });
             }
             // DF is clear: split before encryption, or drop (never "fragmentation needed", RFC 1191 §3).
             debug_assert!(!self.fragment_pending, "the worker takes each rest before the next packet");

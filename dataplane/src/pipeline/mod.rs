@@ -9,6 +9,7 @@
 mod arp_nd;
 pub mod counters;
 mod esp;
+mod icmp_error;
 mod mss;
 mod too_big;
 
@@ -23,6 +24,7 @@ use arrayvec::ArrayVec;
 pub use arp_nd::is_neighbour_frame;
 pub use counters::{Counter, CounterBlock, DropReason};
 pub use esp::{TunnelSettings, PREFETCH_SA_AHEAD, PREFETCH_SLOT_AHEAD};
+use icmp_error::IcmpError;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
@@ -172,7 +174,7 @@ pub struct Forwarder {
     routes: Arc<OutboundRoutes>,
     settings: TunnelSettings,
     ipv4_ident: u16,
-    icmp_limiter: too_big::IcmpLimiter,
+    icmp_limiter: icmp_error::IcmpLimiter,
     /// The rest of an inner packet split to fit a tunnel, waiting for a
     /// buffer from the worker ([`Forwarder::take_fragment`]).
     fragment_rest: Vec<u8>,
@@ -203,7 +205,7 @@ impl Forwarder {
             routes: Arc::new(OutboundRoutes::default()),
             settings: TunnelSettings::default(),
             ipv4_ident: 0,
-            icmp_limiter: too_big::IcmpLimiter::default(),
+            icmp_limiter: icmp_error::IcmpLimiter::default(),
             fragment_rest: Vec::with_capacity(crate::port::memory::BUF_ROOM),
             fragment_pending: false,
             events: ArrayVec::new(),
@@ -288,7 +290,7 @@ impl Forwarder {
             return action;
         }
         if !ipv4::decrement_ttl(&mut buf.data_mut()[ethernet::HEADER_LEN..]) {
-            return Action::Drop(DropReason::TtlExceeded);
+            return self.icmp_error(side, buf, IcmpError::TimeExceeded);
         }
         let Some(next_hop) = self.interfaces[egress as usize].next_hop(IpAddr::V4(dst)) else {
             return Action::Drop(DropReason::NoRoute);
@@ -332,7 +334,7 @@ impl Forwarder {
             return action;
         }
         if !ipv6::decrement_hop_limit(&mut buf.data_mut()[ethernet::HEADER_LEN..]) {
-            return Action::Drop(DropReason::TtlExceeded);
+            return self.icmp_error(side, buf, IcmpError::TimeExceeded);
         }
         let egress = side.other();
         let Some(next_hop) = self.interfaces[egress as usize].next_hop(IpAddr::V6(dst)) else {

@@ -561,7 +561,7 @@ fn outer_headers_carry_ttl_df_and_the_dscp_when_asked() {
 }
 
 #[test]
-fn inner_packets_whose_ttl_runs_out_are_dropped_both_ways() {
+fn inner_packets_whose_ttl_runs_out_are_dropped_or_answered() {
     let (mut w, spi) = gateway(tunnel_config("2001:db8:a::20", false, false, ""));
     let mut clinic = Clinic::new("2001:db8:a::20", "2001:db8:a::1", spi, false, false);
     let with_ttl_1 = |mut p: Vec<u8>| {
@@ -573,9 +573,20 @@ fn inner_packets_whose_ttl_runs_out_are_dropped_both_ways() {
     };
     let up = with_ttl_1(inner_udp("203.0.113.5", SERVER, 100, 1));
     assert_eq!(run(&mut w, Side::Outside, clinic.send(&up), 1), NOTHING);
+    assert_eq!(w.forwarder.counters.dropped(DropReason::TtlExceeded), 1, "from a clinic: dropped");
+    // From the inside: ICMP time exceeded back to the server, quoting its packet.
     let down = with_ttl_1(inner_udp(SERVER, "203.0.113.5", 100, 2));
-    assert_eq!(run(&mut w, Side::Inside, from_server(&down), 2), NOTHING);
-    assert_eq!(w.forwarder.counters.dropped(DropReason::TtlExceeded), 2);
+    let [out, inside] = run(&mut w, Side::Inside, from_server(&down), 2);
+    assert!(out.is_empty());
+    let eth = ethernet::Frame::new_checked(&inside[0][..]).unwrap();
+    assert_eq!((eth.dst(), eth.src()), (PEER_IN, IN_MAC));
+    let ip = ipv4::Packet::new_checked(eth.payload()).unwrap();
+    assert_eq!((ip.src(), ip.dst(), ip.protocol()), ("10.0.0.1".parse().unwrap(), SERVER.parse().unwrap(), 1));
+    let icmp = ip.payload();
+    assert_eq!((icmp[0], icmp[1]), (11, 0));
+    assert_eq!(crate::wire::checksum::checksum(icmp), 0);
+    assert_eq!(&icmp[8..], &down[..], "the whole (short) packet quoted");
+    assert_eq!(w.forwarder.counters.get(Counter::IcmpTimeExceededSent), 1);
     let (outbound, _) = w.forwarder.sad.outbound(0).unwrap();
     assert_eq!(outbound.seq, 0, "no sequence number spent on a packet that cannot leave");
 }

@@ -4,7 +4,7 @@ use super::*;
 use crate::craft::{forwarded, write_udp_frame, Flow};
 use crate::neighbour::NeighbourTable;
 use crate::port::memory::MemoryPort;
-use crate::wire::{arp, icmpv6, MacAddr};
+use crate::wire::{arp, checksum, icmpv6, MacAddr};
 use crate::worker::Worker;
 
 const OUT_MAC: MacAddr = MacAddr([0x02, 0, 0, 0, 0, 0x01]);
@@ -298,3 +298,20 @@ fn random_frames_never_panic_and_are_all_accounted_for() {
 }
 
 mod esp;
+
+#[test]
+fn hop_limit_running_out_in_plain_forwarding_gets_icmpv6_time_exceeded() {
+    let (mut w, _) = worker(vec![(Side::Outside, "2001:db8:a::fe".parse().unwrap(), PEER_OUT)]);
+    let mut frame = udp("2001:db8:b::7", "2001:db8:d::9", 120, IN_MAC, PEER_IN);
+    frame[14 + 7] = 1;
+    let [out, inside] = run(&mut w, Side::Inside, frame.clone(), 1);
+    assert!(out.is_empty());
+    let ip = ipv6::Packet::new_checked(&inside[0][14..]).unwrap();
+    assert_eq!((ip.src(), ip.dst()), ("2001:db8:b::1".parse().unwrap(), "2001:db8:b::7".parse().unwrap()));
+    let icmp = ip.payload();
+    assert_eq!((icmp[0], icmp[1]), (3, 0), "hop limit exceeded in transit");
+    let acc = checksum::ipv6_pseudo_header(&ip.src(), &ip.dst(), 58, icmp.len() as u32);
+    assert_eq!(checksum::finish(checksum::sum(acc, icmp)), 0);
+    assert_eq!(&icmp[8..], &frame[14..], "quotes the packet");
+    assert_eq!(w.forwarder.counters.get(Counter::IcmpTimeExceededSent), 1);
+}
