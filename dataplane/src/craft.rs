@@ -103,10 +103,7 @@ pub fn forwarded(ip: &[u8]) -> Vec<u8> {
 pub fn forward_in_place(ip: &mut [u8]) {
     if ip[0] >> 4 == 4 {
         ip[8] -= 1;
-        ip[10..12].copy_from_slice(&[0, 0]);
-        let header_len = usize::from(ip[0] & 0x0f) * 4;
-        let sum = checksum::checksum(&ip[..header_len]);
-        ip[10..12].copy_from_slice(&sum.to_be_bytes());
+        ipv4::set_checksum(ip);
     } else {
         ip[7] -= 1;
     }

@@ -87,16 +87,7 @@ impl SaTable {
     /// The inbound SA an SPI names, if this core owns it.
     #[inline]
     pub fn inbound(&mut self, spi: u32) -> Result<&mut InboundSa, Miss> {
-        let parts = SpiParts::decode(spi);
-        if parts.core != self.core {
-            return Err(Miss::OtherCore(parts.core));
-        }
-        let slot = self.inbound.get_mut(parts.slot as usize).ok_or(Miss::Unknown)?;
-        match &mut slot.sa {
-            Some(sa) if slot.generation == parts.generation => Ok(sa),
-            Some(_) => Err(Miss::StaleGeneration),
-            None => Err(Miss::Unknown),
-        }
+        self.inbound_with_tunnel(spi).map(|(sa, _)| sa)
     }
 
     /// First stage of prefetching a burst: the slot that `spi` names.

@@ -88,13 +88,17 @@ pub struct Tables {
     pub inbound_spis: Vec<(String, Vec<u32>)>,
 }
 
-fn parse_key(hex: &str) -> Result<GcmKey, String> {
+/// Bytes written in hex, as keys are in the config (surrounding blanks ignored).
+pub fn decode_hex(hex: &str) -> Result<Vec<u8>, String> {
     let hex = hex.trim();
     if !hex.len().is_multiple_of(2) || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err("is not an even number of hex digits".into());
     }
-    let bytes: Vec<u8> = (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex")).collect();
-    GcmKey::new(&bytes).map_err(|e| e.to_string())
+    Ok((0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("checked hex digits")).collect())
+}
+
+fn parse_key(hex: &str) -> Result<GcmKey, String> {
+    GcmKey::new(&decode_hex(hex)?).map_err(|e| e.to_string())
 }
 
 /// Builds the tables; an error names the field (`tunnels[1].inbound[0].spi`) and the fault.

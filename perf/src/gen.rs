@@ -15,6 +15,7 @@ use sekisho_dataplane::esp::aead::GcmKey;
 use sekisho_dataplane::esp::decrypt;
 use sekisho_dataplane::esp::sa::{InboundSa, Lifetime, OutboundSa, Selectors, Tunnel};
 use sekisho_dataplane::esp::tunnel::{self, OuterFields};
+use sekisho_dataplane::tunnels::decode_hex;
 use sekisho_dataplane::wire::{ethernet, ipv6};
 use sekisho_dataplane::neighbour::NeighbourTable;
 use sekisho_dataplane::pipeline::{is_neighbour_frame, Action, Forwarder, Interface};
@@ -52,10 +53,6 @@ pub fn plan(seq: u64, max_frame: usize) -> (Side, Flow, usize) {
     (side, flow, len.max(flow.min_frame_len()))
 }
 
-fn hex(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex key")).collect()
-}
-
 /// The clinics' end of the static tunnel (see [`topology::tunnel_config`]).
 pub struct ClinicEnd {
     tunnel: Tunnel,
@@ -72,7 +69,7 @@ impl ClinicEnd {
             copy_dscp: false,
             tenant: 0,
         };
-        let key = |k: &str| GcmKey::new(&hex(k)).expect("topology keys are valid");
+        let key = |k: &str| GcmKey::new(&decode_hex(k).expect("topology keys are hex")).expect("topology keys are valid");
         let out = OutboundSa::new(topology::SPI_AT_GATEWAY, key(topology::KEY_TO_GATEWAY), true, Selectors::default(), 0, Lifetime::default());
         let inb = InboundSa::new(topology::SPI_AT_CLINIC, key(topology::KEY_TO_CLINIC), true, 4096, Selectors::default(), 0, Lifetime::default());
         ClinicEnd { tunnel, out, inb }

@@ -49,7 +49,7 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    tunnels::decode_hex(s).expect("esp_peer.py prints hex")
 }
 
 struct Case {

@@ -197,9 +197,7 @@ fn lifetimes_raise_soft_then_hard_once_and_hard_stops_traffic() {
 /// must produce them byte for byte, and our opening must read them.
 #[test]
 fn known_answer_packets_from_scapy_with_and_without_esn() {
-    fn hex(s: &str) -> Vec<u8> {
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
-    }
+    let hex = |s: &str| crate::tunnels::decode_hex(s).unwrap();
     let key = hex("feffe9928665731c6d6a8f9467308308cafebabe");
     let inner = hex("45000030000140004011f4afcb0071050a0000079c4001bb001cd6f773656b6973686f206b6e6f776e20616e73776572");
     let cases = [

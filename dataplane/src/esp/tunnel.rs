@@ -74,9 +74,7 @@ pub fn encapsulate(
             ipv4::write_header(packet, total as u16, protocol, fields.ttl, fields.ident, src, dst);
             if dscp != 0 {
                 packet[1] = dscp << 2;
-                write_u16(packet, 10, 0);
-                let sum = checksum::checksum(&packet[..ipv4::MIN_HEADER_LEN]);
-                write_u16(packet, 10, sum);
+                ipv4::set_checksum(packet);
             }
             ipv4::MIN_HEADER_LEN
         }

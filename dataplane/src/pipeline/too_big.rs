@@ -3,7 +3,7 @@
 //! plain IP, not ESP); one with DF set, and every IPv6 packet, is answered
 //! with an ICMP error (see `icmp_error`).
 
-use crate::wire::{checksum, ethernet, ipv4, read_u16, write_u16};
+use crate::wire::{ethernet, ipv4, read_u16, write_u16};
 
 /// True if an IPv4 packet may be fragmented (DF clear). IPv6 never may be, by a router.
 pub fn may_fragment(inner: &[u8]) -> bool {
@@ -44,15 +44,11 @@ pub fn split_ipv4(frame: &mut [u8], max_inner: usize, rest: &mut Vec<u8>) -> Opt
     rest.extend_from_slice(&ip[header_len + first_data..total]);
     write_u16(rest, 2, (ipv4::MIN_HEADER_LEN + rest_data) as u16);
     write_u16(rest, 6, (rest_offset as u16) | if more_fragments { 0x2000 } else { 0 });
-    write_u16(rest, 10, 0);
-    let sum = checksum::checksum(&rest[..ipv4::MIN_HEADER_LEN]);
-    write_u16(rest, 10, sum);
+    ipv4::set_checksum(rest);
     // The first fragment: shorter, more fragments set.
     write_u16(ip, 2, (header_len + first_data) as u16);
     write_u16(ip, 6, (offset / 8) as u16 | 0x2000);
-    write_u16(ip, 10, 0);
-    let sum = checksum::checksum(&ip[..header_len]);
-    write_u16(ip, 10, sum);
+    ipv4::set_checksum(ip);
     Some(header_len + first_data)
 }
 

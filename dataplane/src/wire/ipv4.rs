@@ -82,6 +82,14 @@ pub fn decrement_ttl(ip: &mut [u8]) -> bool {
     true
 }
 
+/// Computes the header checksum of the IPv4 packet in `ip` and writes it.
+pub fn set_checksum(ip: &mut [u8]) {
+    let header_len = usize::from(ip[0] & 0x0f) * 4;
+    ip[10..12].copy_from_slice(&[0, 0]);
+    let c = checksum::checksum(&ip[..header_len]);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+}
+
 /// Writes a 20-byte header (no options, DF set) into `buf[..20]`, checksum included.
 pub fn write_header(buf: &mut [u8], total_len: u16, protocol: u8, ttl: u8, ident: u16, src: Ipv4Addr, dst: Ipv4Addr) {
     buf[0] = 0x45;
@@ -91,11 +99,9 @@ pub fn write_header(buf: &mut [u8], total_len: u16, protocol: u8, ttl: u8, ident
     buf[6..8].copy_from_slice(&[0x40, 0]);
     buf[8] = ttl;
     buf[9] = protocol;
-    buf[10..12].copy_from_slice(&[0, 0]);
     buf[12..16].copy_from_slice(&src.octets());
     buf[16..20].copy_from_slice(&dst.octets());
-    let c = checksum::checksum(&buf[..MIN_HEADER_LEN]);
-    buf[10..12].copy_from_slice(&c.to_be_bytes());
+    set_checksum(buf);
 }
 
 #[cfg(test)]
@@ -126,9 +132,7 @@ mod tests {
         for ttl in [2u8, 64, 255] {
             let mut p = header();
             p[8] = ttl;
-            p[10..12].copy_from_slice(&[0, 0]);
-            let c = checksum::checksum(&p[..20]);
-            p[10..12].copy_from_slice(&c.to_be_bytes());
+            set_checksum(&mut p);
             assert!(decrement_ttl(&mut p));
             assert_eq!(p[8], ttl - 1);
             assert_eq!(checksum::checksum(&p[..20]), 0, "ttl {ttl}");

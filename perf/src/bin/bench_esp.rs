@@ -18,7 +18,7 @@ use sekisho_dataplane::esp::tunnel::{self, OuterFields};
 use sekisho_dataplane::neighbour::NeighbourTable;
 use sekisho_dataplane::pipeline::{Action, Forwarder, Interface, TunnelSettings, PREFETCH_SA_AHEAD, PREFETCH_SLOT_AHEAD};
 use sekisho_dataplane::port::memory::HeapBuf;
-use sekisho_dataplane::tunnels::{self, SaConfig, TunnelConfig};
+use sekisho_dataplane::tunnels::{self, decode_hex, SaConfig, TunnelConfig};
 use sekisho_dataplane::wire::{ethernet, MacAddr};
 use sekisho_dataplane::Side;
 use sekisho_perf::bench::{median_ns_per_op, BenchRecord};
@@ -134,7 +134,7 @@ struct Clinics {
 
 impl Clinics {
     fn new(n: usize) -> Clinics {
-        let sa = OutboundSa::new(0, GcmKey::new(&unhex(KEY)).unwrap(), false, Selectors::default(), 0, Lifetime::default());
+        let sa = OutboundSa::new(0, GcmKey::new(&decode_hex(KEY).unwrap()).unwrap(), false, Selectors::default(), 0, Lifetime::default());
         Clinics { sa, seqs: vec![0; n], scratch: vec![0; 2048] }
     }
 
@@ -161,10 +161,6 @@ fn plain_frame(i: usize, size: usize, seq: u64, scratch: &mut [u8], buf: &mut He
     let flow = Flow { src: IpAddr::V4(SERVER), dst: IpAddr::V4(host(clinic(i).1)), src_port: 40000, dst_port: 443 };
     write_udp_frame(&mut scratch[..size], GW_IN, SERVER_MAC, &flow, seq);
     buf.refill(&scratch[..size]);
-}
-
-fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
 }
 
 /// One pass of `packets` packets through the gateway, packet `p` on tunnel
@@ -225,7 +221,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let key = GcmKey::new(&unhex(KEY))?;
+    let key = GcmKey::new(&decode_hex(KEY).unwrap())?;
     println!("ESP on one core, IPv6 outer, IPv4 inner, AES-128-GCM; IPsec-MB arch {}", dpdk_sys::ipsec_mb::arch());
     println!(
         "{:>5} {:>7} | {:>8} {:>8} {:>7} {:>7} | {:>8} {:>8} {:>7} {:>7} | {:>8}",

@@ -17,7 +17,7 @@ const PEER_SPI: u32 = 0xc0ffee01;
 const SERVER: &str = "10.0.0.7";
 
 fn hex(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    tunnels::decode_hex(s).unwrap()
 }
 
 /// A tunnel's config: the clinic at `remote` with subnet 203.0.113.0/24.
@@ -176,9 +176,7 @@ fn udp_encapsulated_both_ways_over_both_families() {
 /// Rewrites the outer IPv4 source and UDP source port, as a NAT does.
 fn nat(frame: &mut [u8], src: [u8; 4], port: u16) {
     frame[14 + 12..14 + 16].copy_from_slice(&src);
-    frame[14 + 10..14 + 12].copy_from_slice(&[0, 0]);
-    let sum = crate::wire::checksum::checksum(&frame[14..34]);
-    frame[24..26].copy_from_slice(&sum.to_be_bytes());
+    ipv4::set_checksum(&mut frame[14..]);
     frame[34..36].copy_from_slice(&port.to_be_bytes());
 }
 
@@ -269,9 +267,7 @@ fn udp_to_gateway(port: u16, payload: &[u8]) -> Vec<u8> {
     frame.truncate(14 + 20 + 8 + payload.len());
     frame[34 + 4..34 + 6].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
     frame[16..18].copy_from_slice(&((28 + payload.len()) as u16).to_be_bytes());
-    frame[24..26].copy_from_slice(&[0, 0]);
-    let sum = crate::wire::checksum::checksum(&frame[14..34]);
-    frame[24..26].copy_from_slice(&sum.to_be_bytes());
+    ipv4::set_checksum(&mut frame[14..]);
     frame[42..].copy_from_slice(payload);
     frame
 }
@@ -325,9 +321,7 @@ fn too_big_with_df_gets_icmp_and_without_df_is_fragmented() {
     // Without DF: split before encryption, both fragments through the tunnel.
     let mut no_df = inner_udp(SERVER, "203.0.113.5", 2000, 3);
     no_df[6] = 0;
-    no_df[10..12].copy_from_slice(&[0, 0]);
-    let sum = crate::wire::checksum::checksum(&no_df[..20]);
-    no_df[10..12].copy_from_slice(&sum.to_be_bytes());
+    ipv4::set_checksum(&mut no_df);
     let [out, _] = run(&mut w, Side::Inside, from_server(&no_df), 3);
     assert_eq!(out.len(), 2, "2000 bytes take two fragments of at most 1426");
     let fragments: Vec<Vec<u8>> = out.iter().map(|f| clinic.receive(f)).collect();
@@ -351,9 +345,7 @@ fn mss_clamped_on_syns_through_the_tunnel() {
     // A SYN from the clinic announcing MSS 1460 reaches the server with 1300.
     let mut syn = inner_udp("203.0.113.5", SERVER, 48, 2);
     syn[9] = 6;
-    syn[10..12].copy_from_slice(&[0, 0]);
-    let sum = crate::wire::checksum::checksum(&syn[..20]);
-    syn[10..12].copy_from_slice(&sum.to_be_bytes());
+    ipv4::set_checksum(&mut syn);
     syn[20 + 12] = 7 << 4;
     syn[20 + 13] = 0x02;
     syn[20 + 20..20 + 28].copy_from_slice(&[1, 1, 2, 4, 0x05, 0xb4, 0, 0]);
@@ -505,9 +497,7 @@ fn outer_fragments_and_the_wrong_encapsulation_are_refused() {
     let mut clinic = Clinic::new("198.51.100.20", "198.51.100.1", spi, false, false);
     let mut fragment = clinic.send(&inner_udp("203.0.113.5", SERVER, 100, 1));
     fragment[14 + 6] |= 0x20; // more fragments
-    fragment[24..26].copy_from_slice(&[0, 0]);
-    let sum = crate::wire::checksum::checksum(&fragment[14..34]);
-    fragment[24..26].copy_from_slice(&sum.to_be_bytes());
+    ipv4::set_checksum(&mut fragment[14..]);
     assert_eq!(run(&mut w, Side::Outside, fragment, 1), NOTHING);
     assert_eq!(w.forwarder.counters.dropped(DropReason::OuterFragment), 1);
     // ESP in UDP for a tunnel set up for ESP on IP.
@@ -522,9 +512,7 @@ fn too_big_without_df_and_without_fragmenting_is_dropped_not_answered() {
     w.forwarder.settings.fragment_inner = false;
     let mut no_df = inner_udp(SERVER, "203.0.113.5", 1500, 1);
     no_df[6] = 0;
-    no_df[10..12].copy_from_slice(&[0, 0]);
-    let sum = crate::wire::checksum::checksum(&no_df[..20]);
-    no_df[10..12].copy_from_slice(&sum.to_be_bytes());
+    ipv4::set_checksum(&mut no_df);
     assert_eq!(run(&mut w, Side::Inside, from_server(&no_df), 1), NOTHING);
     assert_eq!(w.forwarder.counters.dropped(DropReason::TooBigForTunnel), 1);
     assert_eq!(w.forwarder.counters.get(Counter::IcmpTooBigSent), 0);
@@ -532,9 +520,7 @@ fn too_big_without_df_and_without_fragmenting_is_dropped_not_answered() {
     let mut icmp_error = inner_udp(SERVER, "203.0.113.5", 1500, 2);
     icmp_error[9] = 1;
     icmp_error[20] = 3;
-    icmp_error[10..12].copy_from_slice(&[0, 0]);
-    let sum = crate::wire::checksum::checksum(&icmp_error[..20]);
-    icmp_error[10..12].copy_from_slice(&sum.to_be_bytes());
+    ipv4::set_checksum(&mut icmp_error);
     assert_eq!(run(&mut w, Side::Inside, from_server(&icmp_error), 2), NOTHING);
     assert_eq!(w.forwarder.counters.get(Counter::IcmpTooBigSent), 0);
 }
@@ -543,9 +529,7 @@ fn too_big_without_df_and_without_fragmenting_is_dropped_not_answered() {
 fn outer_headers_carry_ttl_df_and_the_dscp_when_asked() {
     let mut ef = inner_udp(SERVER, "203.0.113.5", 100, 1);
     ef[1] = 46 << 2; // DSCP EF
-    ef[10..12].copy_from_slice(&[0, 0]);
-    let sum = crate::wire::checksum::checksum(&ef[..20]);
-    ef[10..12].copy_from_slice(&sum.to_be_bytes());
+    ipv4::set_checksum(&mut ef);
     for copy in [false, true] {
         // IPv6 outer: traffic class holds the DSCP.
         let (mut w, _) = gateway(tunnel_config("2001:db8:a::20", false, false, &format!("copy_dscp = {copy}\n")));
@@ -566,9 +550,7 @@ fn inner_packets_whose_ttl_runs_out_are_dropped_or_answered() {
     let mut clinic = Clinic::new("2001:db8:a::20", "2001:db8:a::1", spi, false, false);
     let with_ttl_1 = |mut p: Vec<u8>| {
         p[8] = 1;
-        p[10..12].copy_from_slice(&[0, 0]);
-        let sum = crate::wire::checksum::checksum(&p[..20]);
-        p[10..12].copy_from_slice(&sum.to_be_bytes());
+        ipv4::set_checksum(&mut p);
         p
     };
     let up = with_ttl_1(inner_udp("203.0.113.5", SERVER, 100, 1));
