@@ -73,6 +73,12 @@ where
     }
 }
 
+impl<A: fmt::Display> serde::Serialize for Cidr<A> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,6 +5,7 @@
 
 use crate::addr::{Ipv4Cidr, Ipv6Cidr};
 use crate::pipeline::{Interface, TunnelSettings};
+use crate::policy::{NatConfig, Policy, RuleConfig, TenantConfig};
 use crate::tunnels::{self, Tables, TunnelConfig};
 use crate::wire::MacAddr;
 use crate::Side;
@@ -22,6 +23,15 @@ pub struct Config {
     /// Static tunnels (without IKE), as `[[tunnels]]` tables.
     #[serde(default)]
     pub tunnels: Vec<TunnelConfig>,
+    /// The NAT pool; with it, tunnels belong to tenants and traffic is
+    /// filtered and translated. Without it tunnels are routed (subnets
+    /// unique, no firewall), as ipsec-secgw does: for benchmarks.
+    pub nat: Option<NatConfig>,
+    #[serde(default)]
+    pub tenants: Vec<TenantConfig>,
+    /// Rules for every tenant, after each tenant's own.
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
 }
 
 /// How the gateway sends into tunnels.
@@ -219,9 +229,25 @@ impl Config {
         p.ipv4.iter().map(|c| IpAddr::V4(c.addr)).chain(p.ipv6.iter().map(|c| IpAddr::V6(c.addr))).collect()
     }
 
+    /// The compiled tenants, rules and pool (None without `[nat]`).
+    pub fn policy(&self) -> Result<Option<Policy>, (String, String)> {
+        let Some(nat) = &self.nat else {
+            if !self.tenants.is_empty() || !self.rules.is_empty() {
+                return Err(("tenants".into(), "tenants and rules need the [nat] section".into()));
+            }
+            return Ok(None);
+        };
+        let policy = Policy::compile(nat, &self.tenants, &self.rules, self.dataplane.workers.len() as u8)?;
+        let ours = |ip: Ipv4Addr| [Side::Outside, Side::Inside].iter().any(|&side| self.port(side).ipv4.iter().any(|c| c.addr == ip));
+        if let Some(clash) = policy.layout.addresses.iter().find(|&&a| ours(a)) {
+            return Err(("nat.pool".into(), format!("{clash} is an address of a port")));
+        }
+        Ok(Some(policy))
+    }
+
     /// The tunnels as per-worker SA tables and shared routes (keys expanded here).
-    pub fn tables(&self) -> Result<Tables, (String, String)> {
-        tunnels::build(&self.tunnels, self.dataplane.workers.len(), &self.outside_addrs())
+    pub fn tables(&self, policy: Option<&Policy>) -> Result<Tables, (String, String)> {
+        tunnels::build(&self.tunnels, self.dataplane.workers.len(), &self.outside_addrs(), policy)
     }
 
     /// Mbufs the rings can hold at once: descriptors of every queue, the
@@ -267,7 +293,8 @@ impl Config {
         if self.dataplane.workers.len() > crate::sad::MAX_CORES {
             return fail("dataplane.workers", format!("at most {} workers", crate::sad::MAX_CORES));
         }
-        self.tables()?;
+        let policy = self.policy()?;
+        self.tables(policy.as_ref())?;
         // IPv6 hosts ignore "packet too big" below 1280 (RFC 8201 §4), so the
         // tunnel must carry that much, or such packets would vanish.
         for (t, tc) in self.tunnels.iter().enumerate() {
@@ -276,7 +303,7 @@ impl Config {
                 remote: tc.remote,
                 udp: tc.udp_encap.then_some(crate::esp::sa::UdpEncap { local_port: 0, remote_port: 0 }),
                 copy_dscp: false,
-                tenant: 0,
+                tenant: None,
             };
             let fits = crate::esp::tunnel::max_inner(&tunnel, self.esp.outer_mtu);
             if !tc.ipv6.is_empty() && fits < 1280 {

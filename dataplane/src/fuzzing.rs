@@ -39,7 +39,7 @@ impl Harness {
         ))
         .expect("fuzz tunnel");
         let outside: Vec<IpAddr> = vec!["2001:db8:a::1".parse().unwrap(), "198.51.100.1".parse().unwrap()];
-        let tables = tunnels::build(&[config], 1, &outside).expect("fuzz tables");
+        let tables = tunnels::build(&[config], 1, &outside, None).expect("fuzz tables");
         let interfaces = [
             Interface {
                 ipv4: vec!["198.51.100.1/24".parse().unwrap()],
@@ -60,7 +60,7 @@ impl Harness {
             TunnelSettings { mss_clamp: Some(1300), ..TunnelSettings::default() },
         );
         let clinic_sa = OutboundSa::new(0x0010_0001, GcmKey::new(&KEY).expect("key"), false, Selectors::default(), 0, Lifetime::default());
-        let clinic = Tunnel { local: "2001:db8:a::20".parse().unwrap(), remote: "2001:db8:a::1".parse().unwrap(), udp: None, copy_dscp: false, tenant: 0 };
+        let clinic = Tunnel { local: "2001:db8:a::20".parse().unwrap(), remote: "2001:db8:a::1".parse().unwrap(), udp: None, copy_dscp: false, tenant: None };
         Harness { worker: Worker::new(MemoryPort::new(GW_OUT), MemoryPort::new(GW_IN), forwarder), clinic_sa, clinic }
     }
 

@@ -10,13 +10,15 @@ use sekisho_dataplane::pipeline::{CounterBlock, Forwarder};
 use sekisho_dataplane::port::dpdk::{Eal, EthPort, Mbuf, Mempool};
 use sekisho_dataplane::shm::stats::{self, StatsArea, STATE_STOPPED};
 use sekisho_dataplane::worker::{Handoff, Worker, HANDOFF_RING};
-use sekisho_dataplane::esp::sa::SaEvent;
+use sekisho_dataplane::nat::NatCore;
+use sekisho_dataplane::pipeline::Event;
+use std::io::Write;
 use sekisho_dataplane::sad::SaTable;
 use crossbeam_queue::ArrayQueue;
 use std::sync::Mutex;
 
 /// SA lifetime events waiting for the manager thread.
-const SA_EVENT_QUEUE: usize = 4096;
+const EVENT_QUEUE: usize = 65536;
 use sekisho_dataplane::Side;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -180,8 +182,17 @@ fn run(config: &Config) -> Result<()> {
     let in_use_before = pool.in_use();
     tracing::info!(workers = ?d.workers, stats = %stats_path.display(), mbufs_in_use = in_use_before, "forwarding");
 
-    let tables = config.tables().map_err(|(field, message)| anyhow::anyhow!("{field}: {message}"))?;
+    let policy = config.policy().map_err(|(field, message)| anyhow::anyhow!("{field}: {message}"))?.map(Arc::new);
+    let tables = config.tables(policy.as_deref()).map_err(|(field, message)| anyhow::anyhow!("{field}: {message}"))?;
     let routes = Arc::new(tables.routes);
+    // Port-block loans and returns (RFC 7422) and logged sessions, one JSON line each.
+    let nat_log_path = d.run_dir.join("nat.jsonl");
+    let mut nat_log = match &policy {
+        Some(_) => Some(
+            std::fs::OpenOptions::new().create(true).append(true).open(&nat_log_path).with_context(|| format!("opening {}", nat_log_path.display()))?,
+        ),
+        None => None,
+    };
     let settings = config.esp.settings();
     for (name, spis) in &tables.inbound_spis {
         let spis: Vec<String> = spis.iter().map(|s| format!("{s:#010x}")).collect();
@@ -190,7 +201,7 @@ fn run(config: &Config) -> Result<()> {
     let mut sa_tables = tables.cores.into_iter();
     // Packets for an SA owned by another worker travel to it through a ring.
     let handoff = Arc::new(Handoff::<Mbuf>::new(d.workers.len(), HANDOFF_RING));
-    let events = Arc::new(ArrayQueue::<SaEvent>::new(SA_EVENT_QUEUE));
+    let events = Arc::new(ArrayQueue::<Event>::new(EVENT_QUEUE));
     // Each worker's per-SA counters, handed over as it stops.
     let sa_report = Arc::new(Mutex::new(Vec::new()));
 
@@ -199,13 +210,16 @@ fn run(config: &Config) -> Result<()> {
     eal.scope(|scope| -> Result<()> {
         for (index, &lcore) in d.workers.iter().enumerate() {
             let (sad, routes, handoff) = (sa_tables.next().expect("one SA table per worker"), routes.clone(), handoff.clone());
-            let (events, sa_report) = (events.clone(), sa_report.clone());
+            let (events, sa_report, policy) = (events.clone(), sa_report.clone(), policy.clone());
             let (ports, pool, stats, stop, neighbours) = (&ports, &pool, &stats, &stop, neighbours.clone());
             let interfaces = [config.ports.outside.interface(), config.ports.inside.interface()];
             scope.launch(lcore, move || {
                 let queue = index as u16;
-                let forwarder =
+                let mut forwarder =
                     Forwarder::new(interfaces, [ports[0].mac(), ports[1].mac()], neighbours).with_tunnels(sad, routes, settings);
+                if let Some(policy) = policy {
+                    forwarder = forwarder.with_nat(NatCore::new(policy, index as u8));
+                }
                 let mut worker =
                     Worker::new(ports[0].queue(queue, pool), ports[1].queue(queue, pool), forwarder)
                         .with_handoff(index, handoff)
@@ -228,9 +242,20 @@ fn run(config: &Config) -> Result<()> {
         while !stop.load(Ordering::Relaxed) {
             neighbours.maintain(now_ms());
             stats.set_mempool_in_use(pool.in_use());
-            // Until the control link exists (issue 5), lifetime events are logged for the operator.
-            while let Some(e) = events.pop() {
-                tracing::warn!(spi = %format!("{:#010x}", e.spi), direction = ?e.direction, stage = ?e.expiry, packets = e.packets, bytes = e.bytes, "SA lifetime reached");
+            while let Some(event) = events.pop() {
+                match event {
+                    // Until the control link exists (issue 5), lifetime events are logged for the operator.
+                    Event::Sa(e) => {
+                        tracing::warn!(spi = %format!("{:#010x}", e.spi), direction = ?e.direction, stage = ?e.expiry, packets = e.packets, bytes = e.bytes, "SA lifetime reached")
+                    }
+                    Event::Nat(e) => {
+                        if let (Some(log), Some(policy)) = (&mut nat_log, &policy) {
+                            if let Err(error) = writeln!(log, "{}", e.log_line(policy)) {
+                                tracing::error!(%error, path = %nat_log_path.display(), "cannot write the NAT log");
+                            }
+                        }
+                    }
+                }
             }
             std::thread::sleep(Duration::from_millis(5));
         }
@@ -272,8 +297,9 @@ fn run(config: &Config) -> Result<()> {
 /// inbound SPIs (allocated when the config leaves them out).
 fn check(path: &Path) -> Result<()> {
     let config = Config::load(path)?;
-    println!("{}: ok ({} workers, {} tunnels)", path.display(), config.dataplane.workers.len(), config.tunnels.len());
-    let tables = config.tables().map_err(|(field, message)| anyhow::anyhow!("{field}: {message}"))?;
+    println!("{}: ok ({} workers, {} tunnels, {} tenants)", path.display(), config.dataplane.workers.len(), config.tunnels.len(), config.tenants.len());
+    let policy = config.policy().map_err(|(field, message)| anyhow::anyhow!("{field}: {message}"))?;
+    let tables = config.tables(policy.as_ref()).map_err(|(field, message)| anyhow::anyhow!("{field}: {message}"))?;
     for (name, spis) in &tables.inbound_spis {
         let spis: Vec<String> = spis.iter().map(|s| format!("{s:#010x}")).collect();
         println!("tunnel {name}: inbound SPI {}", spis.join(", "));

@@ -211,11 +211,18 @@ pub struct OutboundRoute {
 /// read-only by all workers. One hash table per prefix length present, tried
 /// longest first: the cost grows with the number of distinct lengths, not
 /// with the number of tunnels.
+///
+/// Tunnels of tenants behind NAT are found by (tenant, inner destination):
+/// their subnets overlap between tenants.
 #[derive(Default)]
 pub struct OutboundRoutes {
-    ipv4: Vec<(u8, FxHashMap<u32, OutboundRoute>)>,
-    ipv6: Vec<(u8, FxHashMap<u128, OutboundRoute>)>,
+    ipv4: ByLength<u32>,
+    ipv6: ByLength<u128>,
+    tenant_ipv4: ByLength<(u32, u32)>,
 }
+
+/// One table per prefix length, longest first.
+type ByLength<K> = Vec<(u8, FxHashMap<K, OutboundRoute>)>;
 
 impl OutboundRoutes {
     /// Adds a route; returns the route it replaced for the same prefix.
@@ -227,6 +234,19 @@ impl OutboundRoutes {
     pub fn insert_ipv6(&mut self, prefix: Ipv6Cidr, route: OutboundRoute) -> Option<OutboundRoute> {
         let key = u128::from(prefix.addr) & mask_v6(prefix.prefix_len);
         table_for(&mut self.ipv6, prefix.prefix_len).insert(key, route)
+    }
+
+    /// Adds a route of a tenant's tunnel; returns the one it replaced.
+    pub fn insert_tenant_ipv4(&mut self, tenant: u32, prefix: Ipv4Cidr, route: OutboundRoute) -> Option<OutboundRoute> {
+        let key = (tenant, u32::from(prefix.addr) & mask_v4(prefix.prefix_len));
+        table_for(&mut self.tenant_ipv4, prefix.prefix_len).insert(key, route)
+    }
+
+    /// The tunnel of `tenant` whose subnets hold `dst`.
+    #[inline]
+    pub fn lookup_tenant_ipv4(&self, tenant: u32, dst: Ipv4Addr) -> Option<OutboundRoute> {
+        let ip = u32::from(dst);
+        self.tenant_ipv4.iter().find_map(|(len, table)| table.get(&(tenant, ip & mask_v4(*len))).copied())
     }
 
     #[inline]
@@ -321,5 +341,12 @@ mod tests {
         routes.insert_ipv6("2001:db8::/32".parse().unwrap(), OutboundRoute { core: 0, sa: 4 });
         assert_eq!(routes.lookup_ipv6("2001:db8::1".parse().unwrap()).unwrap().sa, 4);
         assert_eq!(routes.lookup_ipv6("2001:db9::1".parse().unwrap()), None);
+        // Tenants' subnets overlap: each finds its own tunnel, and plain lookups see neither.
+        let mut routes = OutboundRoutes::default();
+        routes.insert_tenant_ipv4(1, cidr("192.168.1.0/24"), OutboundRoute { core: 0, sa: 7 });
+        routes.insert_tenant_ipv4(2, cidr("192.168.1.0/24"), OutboundRoute { core: 1, sa: 8 });
+        let ip = "192.168.1.9".parse().unwrap();
+        assert_eq!((routes.lookup_tenant_ipv4(1, ip).unwrap().sa, routes.lookup_tenant_ipv4(2, ip).unwrap().sa), (7, 8));
+        assert_eq!((routes.lookup_tenant_ipv4(3, ip), routes.lookup_ipv4(ip)), (None, None));
     }
 }

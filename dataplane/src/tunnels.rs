@@ -8,6 +8,7 @@ use crate::esp::aead::GcmKey;
 use crate::esp::replay::{DEFAULT_WINDOW, MAX_WINDOW};
 use crate::esp::sa::{InboundSa, Lifetime, OutboundSa, Selectors, Tunnel, UdpEncap};
 use crate::esp::NAT_T_PORT;
+use crate::policy::Policy;
 use crate::sad::{OutboundRoute, OutboundRoutes, SaTable, SpiParts, MAX_CORES, MAX_SLOTS};
 use serde::Deserialize;
 use std::net::IpAddr;
@@ -35,8 +36,8 @@ pub struct TunnelConfig {
     /// Worker (index into `dataplane.workers`) that owns the tunnel; default from
     /// the inbound SPI, else the tunnel's position modulo the worker count.
     pub worker: Option<u8>,
-    #[serde(default)]
-    pub tenant: u32,
+    /// The tenant (by name) whose clinic this is; required with `[nat]`.
+    pub tenant: Option<String>,
     /// Copy the inner DSCP into the outer header.
     #[serde(default)]
     pub copy_dscp: bool,
@@ -101,8 +102,9 @@ fn parse_key(hex: &str) -> Result<GcmKey, String> {
     GcmKey::new(&decode_hex(hex)?).map_err(|e| e.to_string())
 }
 
-/// Builds the tables; an error names the field (`tunnels[1].inbound[0].spi`) and the fault.
-pub fn build(tunnels: &[TunnelConfig], workers: usize, outside_addrs: &[IpAddr]) -> Result<Tables, (String, String)> {
+/// Builds the tables; an error names the field (`tunnels[1].inbound[0].spi`)
+/// and the fault. With a `policy` (NAT), every tunnel belongs to a tenant.
+pub fn build(tunnels: &[TunnelConfig], workers: usize, outside_addrs: &[IpAddr], policy: Option<&Policy>) -> Result<Tables, (String, String)> {
     assert!(workers > 0 && workers <= MAX_CORES);
     let mut cores: Vec<SaTable> = (0..workers).map(|c| SaTable::new(c as u8)).collect();
     let mut routes = OutboundRoutes::default();
@@ -119,6 +121,22 @@ pub fn build(tunnels: &[TunnelConfig], workers: usize, outside_addrs: &[IpAddr])
         if tc.ipv4.is_empty() && tc.ipv6.is_empty() {
             return fail("ipv4", "a tunnel needs at least one clinic subnet (ipv4 or ipv6)".into());
         }
+        let tenant = match (policy, &tc.tenant) {
+            (None, None) => None,
+            (None, Some(_)) => return fail("tenant", "tenants need the [nat] section".into()),
+            (Some(_), None) => return fail("tenant", "with [nat], every tunnel names its tenant".into()),
+            (Some(policy), Some(name)) => {
+                let Some(t) = policy.tenant_by_name(name) else { return fail("tenant", format!("'{name}' is not a tenant")) };
+                if !tc.ipv6.is_empty() {
+                    return fail("ipv6", "tunnels behind NAT carry IPv4 only".into());
+                }
+                let declared = &policy.subnets[t as usize];
+                if let Some(outside) = tc.ipv4.iter().find(|p| !declared.iter().any(|d| d.prefix_len <= p.prefix_len && d.contains(p.addr))) {
+                    return fail("ipv4", format!("{outside} is not within the subnets of tenant '{name}'"));
+                }
+                Some(t)
+            }
+        };
         let local = match tc.local {
             Some(ip) if outside_addrs.contains(&ip) => ip,
             Some(ip) => return fail("local", format!("{ip} is not an address of the outside port")),
@@ -152,7 +170,7 @@ pub fn build(tunnels: &[TunnelConfig], workers: usize, outside_addrs: &[IpAddr])
         let tunnel_index = next_index[usize::from(core)];
         next_index[usize::from(core)] += 1;
         let udp = tc.udp_encap.then_some(UdpEncap { local_port: NAT_T_PORT, remote_port: tc.remote_port });
-        table.install_tunnel(tunnel_index, Tunnel { local, remote: tc.remote, udp, copy_dscp: tc.copy_dscp, tenant: tc.tenant });
+        table.install_tunnel(tunnel_index, Tunnel { local, remote: tc.remote, udp, copy_dscp: tc.copy_dscp, tenant });
 
         let mut spis = Vec::new();
         for (i, sa) in tc.inbound.iter().enumerate() {
@@ -205,8 +223,17 @@ pub fn build(tunnels: &[TunnelConfig], workers: usize, outside_addrs: &[IpAddr])
             OutboundSa::new(out_spi, key, out.esn, selectors.clone(), tunnel_index, lifetime),
         );
         let route = OutboundRoute { core, sa: tunnel_index };
-        // Without NAT (issue 4) the tenant of a packet from the inside is
-        // known only from its destination, so clinic subnets must not overlap.
+        if let Some(tenant) = tenant {
+            // Behind NAT, a packet from the inside finds its tenant through its session.
+            for prefix in &tc.ipv4 {
+                if routes.insert_tenant_ipv4(tenant, *prefix, route).is_some() {
+                    return fail("ipv4", format!("{prefix} is already the subnet of another tunnel of this tenant"));
+                }
+            }
+            continue;
+        }
+        // Routed tunnels: the tenant of a packet from the inside is known
+        // only from its destination, so their subnets must not overlap.
         for prefix in &tc.ipv4 {
             if routes.insert_ipv4(*prefix, route).is_some() {
                 return fail("ipv4", format!("{prefix} is already the subnet of another tunnel"));

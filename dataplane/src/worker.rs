@@ -2,7 +2,7 @@
 
 use crate::pipeline::{Action, Counter, DropReason, Forwarder, PREFETCH_SA_AHEAD, PREFETCH_SLOT_AHEAD};
 use crate::port::{Batch, PacketBuf, Port, BURST};
-use crate::esp::sa::SaEvent;
+use crate::pipeline::Event;
 use crate::Side;
 use crossbeam_queue::ArrayQueue;
 use std::sync::Arc;
@@ -37,8 +37,8 @@ pub struct Worker<P: Port> {
     pub forwarder: Forwarder,
     core: usize,
     handoff: Option<Arc<Handoff<P::Buf>>>,
-    /// Where SA lifetime events go (the manager thread, then the control process).
-    events: Option<Arc<ArrayQueue<SaEvent>>>,
+    /// Where SA and NAT events go (the manager thread, then the control process).
+    events: Option<Arc<ArrayQueue<Event>>>,
 }
 
 impl<P: Port> Worker<P> {
@@ -53,8 +53,8 @@ impl<P: Port> Worker<P> {
         self
     }
 
-    /// Passes SA lifetime events to `events` (else they are only counted).
-    pub fn with_events(mut self, events: Arc<ArrayQueue<SaEvent>>) -> Self {
+    /// Passes SA and NAT events to `events` (else they are only counted).
+    pub fn with_events(mut self, events: Arc<ArrayQueue<Event>>) -> Self {
         self.events = Some(events);
         self
     }
@@ -82,8 +82,8 @@ impl<P: Port> Worker<P> {
     }
 
     fn pass_events(&mut self) {
-        let Some(queue) = &self.events else { return };
-        let lost = self.forwarder.take_events().filter(|&event| queue.push(event).is_err()).count();
+        let queue = self.events.clone();
+        let lost = self.forwarder.take_events().filter(|&event| queue.as_ref().is_none_or(|q| q.push(event).is_err())).count();
         self.forwarder.counters.add(Counter::SaEventsLost, lost as u64);
     }
 
@@ -134,24 +134,29 @@ impl<P: Port> Worker<P> {
     }
 
     fn handle(&mut self, side: Side, mut buf: P::Buf, out: &mut [Batch<P::Buf>; 2]) {
-        let mut action = self.forwarder.process(side, &mut buf);
+        let action = self.forwarder.process(side, &mut buf);
         self.dispatch(side, buf, action, out);
-        // An inner packet split to fit its tunnel: its rest, in a fresh buffer,
-        // goes round again (and may split again); if a part was dropped, so is the rest.
-        while self.forwarder.has_fragment() {
-            if let Action::Drop(reason) = action {
+        self.process_pending(action, out);
+    }
+
+    /// Packets the last one left waiting, each in a fresh buffer: the rest
+    /// of an inner packet split to fit its tunnel (which may split again; if
+    /// a part was dropped, so is the rest), and fragments released when
+    /// their first fragment passed.
+    fn process_pending(&mut self, mut action: Action, out: &mut [Batch<P::Buf>; 2]) {
+        while self.forwarder.has_pending() {
+            if let (Action::Drop(reason), true) = (action, self.forwarder.has_fragment()) {
                 self.forwarder.discard_fragment(reason);
-                break;
+                continue;
             }
-            let Some(mut rest) = self.ports[Side::Inside as usize].alloc() else {
+            let Some(mut buf) = self.ports[Side::Inside as usize].alloc() else {
+                // Released fragments wait for the next packet's turn.
                 self.forwarder.discard_fragment(DropReason::NoBuffer);
-                break;
+                return;
             };
-            if !self.forwarder.take_fragment(&mut rest) {
-                break;
-            }
-            action = self.forwarder.process(Side::Inside, &mut rest);
-            self.dispatch(Side::Inside, rest, action, out);
+            let Some((side, next)) = self.forwarder.process_pending(&mut buf) else { return };
+            action = next;
+            self.dispatch(side, buf, action, out);
         }
     }
 
@@ -168,6 +173,7 @@ impl<P: Port> Worker<P> {
             Action::Consumed => return self.forwarder.counters.add(Counter::NeighbourRepliesReceived, 1),
             Action::Drop(reason) => return self.forwarder.counters.drop(reason, 1),
             Action::Handoff(core) => return self.hand_off(core, side, buf),
+            Action::Kept => return,
         };
         // Fragments can make a burst produce more than it received: send when full.
         if out[to as usize].is_full() {

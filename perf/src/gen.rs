@@ -67,7 +67,7 @@ impl ClinicEnd {
             remote: IpAddr::V6(topology::GATEWAY_V6[0]),
             udp: None,
             copy_dscp: false,
-            tenant: 0,
+            tenant: None,
         };
         let key = |k: &str| GcmKey::new(&decode_hex(k).expect("topology keys are hex")).expect("topology keys are valid");
         let out = OutboundSa::new(topology::SPI_AT_GATEWAY, key(topology::KEY_TO_GATEWAY), true, Selectors::default(), 0, Lifetime::default());

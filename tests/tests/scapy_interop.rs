@@ -78,7 +78,7 @@ esn = {}
     ))
     .unwrap();
     let outside_addrs: Vec<IpAddr> = vec!["198.51.100.1".parse().unwrap(), "2001:db8:a::1".parse().unwrap()];
-    let tables = tunnels::build(&[config], 1, &outside_addrs).unwrap();
+    let tables = tunnels::build(&[config], 1, &outside_addrs, None).unwrap();
     let interfaces = [
         Interface {
             ipv4: vec!["198.51.100.1/24".parse().unwrap()],

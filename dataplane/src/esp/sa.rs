@@ -211,8 +211,8 @@ pub struct Tunnel {
     pub udp: Option<UdpEncap>,
     /// Copy the inner DSCP into the outer header (RFC 4301 §5.1.2.1).
     pub copy_dscp: bool,
-    /// The tenant this tunnel belongs to.
-    pub tenant: u32,
+    /// The tenant this tunnel belongs to (behind NAT); None for routed tunnels.
+    pub tenant: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -49,6 +49,14 @@ declare! {
         SaEventsLost => "sa_events_lost", "SA lifetime events not passed on: the event queue was full (sa_*_expired still count them)";
         HandoffsSent => "handoffs_sent", "packets handed to the worker that owns their SA";
         HandoffsReceived => "handoffs_received", "packets taken over from other workers for SAs owned here";
+        NatSessionsCreated => "nat_sessions_created", "sessions started from clinics (allowed by a rule, given a pool port)";
+        NatSessionsExpired => "nat_sessions_expired", "idle sessions freed by the sweep";
+        NatTranslatedUp => "nat_translated_up", "packets from clinics translated onto the pool";
+        NatTranslatedDown => "nat_translated_down", "packets to the pool translated back for a clinic";
+        NatIcmpErrorsTranslated => "nat_icmp_errors_translated", "ICMP errors matched to a session by the packet they quote and translated (RFC 5508)";
+        NatEventsLost => "nat_events_lost", "session log lines not written: the event queue was full";
+        FragmentsHeld => "fragments_held", "later fragments kept until their first fragment passed";
+        FragmentsReleased => "fragments_released", "held fragments sent on after their first fragment passed";
     }
 }
 
@@ -93,6 +101,18 @@ declare! {
         SequenceExhausted => "sequence_exhausted", "outbound SA's sequence counter would wrap; rekey needed";
         NatKeepalive => "nat_keepalive", "NAT-T keepalive (RFC 3948 §2.3), swallowed";
         IkeToControl => "ike_to_control", "IKE packet for the control process (not linked yet: dropped)";
+        PolicyDenied => "policy_denied", "new session from a clinic that no rule allows, or a rule denies";
+        NoSession => "no_session", "packet to the pool (or a clinic's ICMP error) that belongs to no live session: inbound connections are not allowed";
+        TcpNotSyn => "tcp_not_syn", "TCP segment from a clinic without a session that is not a SYN";
+        TcpInvalid => "tcp_invalid", "TCP segment not valid in its connection's state";
+        TcpOutOfWindow => "tcp_out_of_window", "TCP segment outside its connection's windows";
+        NatPortsExhausted => "nat_ports_exhausted", "new session refused: the tenant's port blocks are full, or the pool has none free on this worker";
+        TenantSessionLimit => "tenant_session_limit", "new session refused: the tenant has as many as it may";
+        NatTableFull => "nat_table_full", "new session refused: this worker's session table is full";
+        NatUnsupported => "nat_unsupported", "packet from a clinic that NAT cannot translate: IPv6, or a protocol other than TCP, UDP and ICMP echo";
+        FragmentNoRoom => "fragment_no_room", "fragment that came before its first fragment, with no room left to hold it";
+        FragmentTimeout => "fragment_timeout", "held fragment whose first fragment never passed";
+        TunnelElsewhere => "tunnel_elsewhere", "packet translated for a tenant whose tunnel another worker owns";
         TooBigForTunnel => "too_big_for_tunnel", "inner packet too large for the tunnel, and no ICMP error sent for it (rate limit, no address)";
     }
 }

@@ -3,6 +3,7 @@
 //! headers on). The ESP arithmetic itself is in [`crate::esp`].
 
 use super::icmp_error::IcmpError;
+use super::nat::nat_destination_allowed;
 use super::{decrement_ttl, inner_destination_allowed, mss, too_big, Action, Forwarder};
 use crate::esp::decrypt::{self, InboundError};
 use crate::esp::encrypt::{self, OutboundError};
@@ -204,13 +205,14 @@ impl Forwarder {
         let Some(tunnel) = tunnel else {
             return Action::Drop(DropReason::NoTunnel);
         };
+        let tenant = tunnel.tenant;
         let d = &mut sa.counters.drops;
         if tunnel.udp.is_some() != at.peer_port.is_some() {
             return Action::Drop(bump(&mut d.encapsulation_mismatch, DropReason::EncapsulationMismatch));
         }
         // Clinics talk to a few servers: remember the last destination let through.
         if self.last_inner_destination != Some((src.is_ipv4(), dst)) {
-            if !inner_destination_allowed(&self.interfaces, &self.routes, src, dst) {
+            if !inner_destination_allowed(&self.interfaces, &self.routes, src, dst) || !nat_destination_allowed(self.nat.as_ref(), dst) {
                 return Action::Drop(bump(&mut d.inner_destination, DropReason::InnerDestination));
             }
             self.last_inner_destination = Some((src.is_ipv4(), dst));
@@ -237,6 +239,14 @@ impl Forwarder {
                 self.counters.add(Counter::MssClamped, 1);
             }
         }
+        if let Some(tenant) = tenant {
+            if opened.next_header != NEXT_HEADER_IPV4 {
+                return Action::Drop(DropReason::NatUnsupported);
+            }
+            if let Some(action) = self.nat_upstream(tenant, &mut buf.data_mut()[inner_start..inner_start + inner_len]) {
+                return action;
+            }
+        }
         // Outer headers off: the new Ethernet header goes right before the inner packet.
         let eth_start = inner_start - ethernet::HEADER_LEN;
         if !buf.trim_front(eth_start) || !buf.set_len(ethernet::HEADER_LEN + inner_len) {
@@ -256,7 +266,8 @@ impl Forwarder {
 
     /// A packet from the inside into the tunnel whose selectors cover its
     /// destination (`route`, from [`OutboundRoutes`](crate::sad::OutboundRoutes)).
-    pub(super) fn outbound_esp<B: PacketBuf>(&mut self, buf: &mut B, route: OutboundRoute, mut inner_len: usize) -> Action {
+    /// `decrement`: lower the TTL (not for the rest of a packet split after it was).
+    pub(super) fn outbound_esp<B: PacketBuf>(&mut self, buf: &mut B, route: OutboundRoute, mut inner_len: usize, decrement: bool) -> Action {
         if route.core != self.sad.core() {
             return Action::Handoff(route.core);
         }
@@ -264,7 +275,7 @@ impl Forwarder {
             return Action::Drop(DropReason::NoTunnel);
         };
         let tunnel = *tunnel;
-        if !decrement_ttl(&mut buf.data_mut()[ethernet::HEADER_LEN..ethernet::HEADER_LEN + inner_len]) {
+        if decrement && !decrement_ttl(&mut buf.data_mut()[ethernet::HEADER_LEN..ethernet::HEADER_LEN + inner_len]) {
             return self.icmp_error(Side::Inside, buf, IcmpError::TimeExceeded);
         }
         // The next hop first: a packet that cannot leave must not spend a sequence number.
@@ -281,11 +292,11 @@ impl Forwarder {
                 return self.icmp_error(Side::Inside, buf, IcmpError::TooBig { mtu: max });
             }
             // DF is clear: split before encryption, or drop (never "fragmentation needed", RFC 1191 §3).
-            debug_assert!(!self.fragment_pending, "the worker takes each rest before the next packet");
+            debug_assert!(self.fragment_pending.is_none(), "the worker takes each rest before the next packet");
             match self.settings.fragment_inner.then(|| too_big::split_ipv4(buf.data_mut(), max, &mut self.fragment_rest)).flatten() {
                 Some(first) => {
                     inner_len = first;
-                    self.fragment_pending = true;
+                    self.fragment_pending = Some(route);
                     self.counters.add(Counter::InnerFragmented, 1);
                 }
                 None => return Action::Drop(DropReason::TooBigForTunnel),

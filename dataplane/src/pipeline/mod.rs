@@ -11,12 +11,15 @@ pub mod counters;
 mod esp;
 mod icmp_error;
 mod mss;
+mod nat;
 mod too_big;
 
 use crate::addr::{Ipv4Cidr, Ipv6Cidr};
 use crate::neighbour::{Entry, NeighbourTable, Observation, SolicitLimiter, Snapshot, REFRESH_AFTER_MS};
 use crate::port::PacketBuf;
 use crate::esp::sa::SaEvent;
+use crate::nat::{NatCore, NatEvent};
+use crate::sad::OutboundRoute;
 use crate::sad::{OutboundRoutes, SaTable};
 use crate::wire::{ethernet, ipv4, ipv6, MacAddr, WireError};
 use crate::Side;
@@ -39,8 +42,17 @@ pub enum Action {
     Consumed,
     /// Drop, for this reason.
     Drop(DropReason),
-    /// Hand to the worker that owns the packet's SA (by its core index).
+    /// Hand to the worker that owns the packet's SA or session (by its core index).
     Handoff(u8),
+    /// Kept by the pipeline (a fragment waiting for its first fragment); the buffer is free.
+    Kept,
+}
+
+/// What a worker passes on to the manager thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    Sa(SaEvent),
+    Nat(NatEvent),
 }
 
 /// One port's addresses and routes, as the pipeline needs them.
@@ -176,11 +188,13 @@ pub struct Forwarder {
     ipv4_ident: u16,
     icmp_limiter: icmp_error::IcmpLimiter,
     /// The rest of an inner packet split to fit a tunnel, waiting for a
-    /// buffer from the worker ([`Forwarder::take_fragment`]).
+    /// buffer from the worker ([`Forwarder::process_pending`]), and its tunnel.
     fragment_rest: Vec<u8>,
-    fragment_pending: bool,
+    fragment_pending: Option<OutboundRoute>,
     /// SA lifetime events of this batch, for the worker to pass on.
     events: ArrayVec<SaEvent, MAX_PENDING_EVENTS>,
+    /// Connection tracking and NAT, when tunnels belong to tenants.
+    nat: Option<NatCore>,
     pub counters: CounterBlock,
 }
 
@@ -207,8 +221,9 @@ impl Forwarder {
             ipv4_ident: 0,
             icmp_limiter: icmp_error::IcmpLimiter::default(),
             fragment_rest: Vec::with_capacity(crate::port::memory::BUF_ROOM),
-            fragment_pending: false,
+            fragment_pending: None,
             events: ArrayVec::new(),
+            nat: None,
             counters: CounterBlock::default(),
         }
     }
@@ -219,6 +234,17 @@ impl Forwarder {
         self.routes = routes;
         self.settings = settings;
         self
+    }
+
+    /// Gives the worker its share of connection tracking and NAT.
+    pub fn with_nat(mut self, nat: NatCore) -> Self {
+        self.nat = Some(nat);
+        self
+    }
+
+    /// This worker's NAT state (for stats and tests).
+    pub fn nat(&self) -> Option<&NatCore> {
+        self.nat.as_ref()
     }
 
     /// Forwards packets outside any tunnel (plain-forwarding tests and benchmarks).
@@ -238,6 +264,9 @@ impl Forwarder {
         if !self.neighbours.is_current(&self.snapshot) {
             self.snapshot = self.neighbours.snapshot();
             self.last_hop = [None; 2];
+        }
+        if let Some(nat) = &mut self.nat {
+            nat.maintain(now_ms, &mut self.counters);
         }
     }
 
@@ -278,6 +307,11 @@ impl Forwarder {
                 return Action::Drop(DropReason::OuterFragment);
             }
             return self.addressed_to_us(buf, l4, l4_end, protocol, IpAddr::V4(src));
+        }
+        if side == Side::Inside {
+            if let Some(address) = self.nat.as_ref().and_then(|nat| nat.policy.pool_address(dst)) {
+                return self.nat_downstream(buf, address, total_len);
+            }
         }
         if self.interfaces.iter().any(|i| i.owns_ipv4(dst)) {
             return Action::Drop(DropReason::ToGateway);
@@ -348,7 +382,7 @@ impl Forwarder {
     fn policy<B: PacketBuf>(&mut self, side: Side, buf: &mut B, dst: IpAddr, total_len: usize) -> Option<Action> {
         if side == Side::Inside {
             if let Some(route) = self.routes.lookup(dst) {
-                return Some(self.outbound_esp(buf, route, total_len));
+                return Some(self.outbound_esp(buf, route, total_len, true));
             }
         }
         if self.settings.bypass {
@@ -420,40 +454,46 @@ impl Forwarder {
         }
     }
 
-    /// Writes the second part of a split inner packet (see `too_big`) into
-    /// a fresh buffer, as a frame from the inside to be processed again.
-    /// False if there is none waiting (or it does not fit the buffer).
-    pub fn take_fragment<B: PacketBuf>(&mut self, buf: &mut B) -> bool {
-        if !std::mem::take(&mut self.fragment_pending) {
-            return false;
-        }
-        let len = ethernet::HEADER_LEN + self.fragment_rest.len();
-        if !buf.set_len(len) {
-            self.counters.drop(DropReason::NoBuffer, 1);
-            return false;
-        }
-        let frame = buf.data_mut();
-        ethernet::write_header(frame, self.macs[Side::Inside as usize], MacAddr::ZERO, ethernet::ETHERTYPE_IPV4);
-        frame[ethernet::HEADER_LEN..].copy_from_slice(&self.fragment_rest);
-        true
-    }
-
-    /// The SA lifetime events raised since the last call.
-    pub fn take_events(&mut self) -> impl Iterator<Item = SaEvent> + '_ {
-        self.events.drain(..)
+    /// The SA lifetime and NAT events raised since the last call.
+    pub fn take_events(&mut self) -> impl Iterator<Item = Event> + '_ {
+        let nat = self.nat.iter_mut().flat_map(|n| n.events.drain(..)).map(Event::Nat);
+        self.events.drain(..).map(Event::Sa).chain(nat)
     }
 
     /// Forgets a split packet's rest (its first part was dropped, or no
     /// buffer was free for it), counting it as dropped.
     pub fn discard_fragment(&mut self, reason: DropReason) {
-        if std::mem::take(&mut self.fragment_pending) {
+        if self.fragment_pending.take().is_some() {
             self.counters.drop(reason, 1);
         }
     }
 
-    /// True if a split inner packet waits for [`Forwarder::take_fragment`].
+    /// True if a split inner packet's rest waits for [`Forwarder::process_pending`].
     pub fn has_fragment(&self) -> bool {
-        self.fragment_pending
+        self.fragment_pending.is_some()
+    }
+
+    /// True if a packet waits for [`Forwarder::process_pending`]: the rest
+    /// of a split packet, or a fragment released when its first one passed.
+    pub fn has_pending(&self) -> bool {
+        self.fragment_pending.is_some() || self.nat.as_ref().is_some_and(|n| n.fragments.has_released())
+    }
+
+    /// Writes a waiting packet into `buf`, a fresh buffer, and processes it:
+    /// returns the side it counts as coming from and what to do with it.
+    pub fn process_pending<B: PacketBuf>(&mut self, buf: &mut B) -> Option<(Side, Action)> {
+        if let Some(route) = self.fragment_pending.take() {
+            let len = self.fragment_rest.len();
+            if !buf.set_len(ethernet::HEADER_LEN + len) {
+                return Some((Side::Inside, Action::Drop(DropReason::NoBuffer)));
+            }
+            let frame = buf.data_mut();
+            ethernet::write_header(frame, self.macs[Side::Inside as usize], MacAddr::ZERO, ethernet::ETHERTYPE_IPV4);
+            frame[ethernet::HEADER_LEN..].copy_from_slice(&self.fragment_rest);
+            // The TTL was lowered before the packet was split.
+            return Some((Side::Inside, self.outbound_esp(buf, route, len, false)));
+        }
+        self.released_fragment(buf)
     }
 
     /// A solicitation the last batch asked for, to be written into a fresh

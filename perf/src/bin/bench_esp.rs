@@ -93,7 +93,7 @@ fn gateway(n: usize) -> Gateway {
                 ipv4: vec![subnet],
                 ipv6: vec![],
                 worker: None,
-                tenant: i as u32,
+                tenant: None,
                 copy_dscp: false,
                 lifetime: Default::default(),
                 inbound: vec![SaConfig { spi: None, key: KEY.into(), esn: false, replay_window: None }],
@@ -102,7 +102,7 @@ fn gateway(n: usize) -> Gateway {
         })
         .collect();
     let outside: Vec<IpAddr> = vec!["2001:db8:a::1".parse().unwrap()];
-    let tables = tunnels::build(&configs, 1, &outside).expect("bench tunnels");
+    let tables = tunnels::build(&configs, 1, &outside, None).expect("bench tunnels");
     let spis = tables.inbound_spis.iter().map(|(_, s)| s[0]).collect();
     let interfaces = [
         Interface { ipv6: vec!["2001:db8:a::1/64".parse().unwrap()], gateway_ipv6: Some("2001:db8:a::fe".parse().unwrap()), ..Default::default() },
@@ -141,7 +141,7 @@ impl Clinics {
     fn esp_frame(&mut self, gw: &Gateway, i: usize, size: usize, buf: &mut HeapBuf) {
         let (outer, subnet) = clinic(i);
         let inner = inner_frame(host(subnet), SERVER, size, self.seqs[i]);
-        let tunnel = Tunnel { local: IpAddr::V6(outer), remote: "2001:db8:a::1".parse().unwrap(), udp: None, copy_dscp: false, tenant: 0 };
+        let tunnel = Tunnel { local: IpAddr::V6(outer), remote: "2001:db8:a::1".parse().unwrap(), udp: None, copy_dscp: false, tenant: None };
         self.sa.spi = gw.spis[i];
         self.sa.seq = self.seqs[i];
         let inner_len = size - 14;

@@ -11,9 +11,9 @@ use crate::esp::aead::GcmKey;
 use crate::sad::SpiParts;
 use crate::tunnels::{self, TunnelConfig};
 
-const KEY_IN: &str = "0102030405060708090a0b0c0d0e0f10a1a2a3a4";
-const KEY_OUT: &str = "1112131415161718191a1b1c1d1e1f20b1b2b3b4";
-const PEER_SPI: u32 = 0xc0ffee01;
+pub(super) const KEY_IN: &str = "0102030405060708090a0b0c0d0e0f10a1a2a3a4";
+pub(super) const KEY_OUT: &str = "1112131415161718191a1b1c1d1e1f20b1b2b3b4";
+pub(super) const PEER_SPI: u32 = 0xc0ffee01;
 const SERVER: &str = "10.0.0.7";
 
 fn hex(s: &str) -> Vec<u8> {
@@ -42,20 +42,20 @@ esn = {esn}
 }
 
 /// The clinic's side of the tunnel: its SAs are the gateway's, mirrored.
-struct Clinic {
+pub(super) struct Clinic {
     tunnel: Tunnel,
     out: OutboundSa,
     inb: InboundSa,
 }
 
 impl Clinic {
-    fn new(addr: &str, gateway: &str, gateway_spi: u32, udp: bool, esn: bool) -> Clinic {
+    pub(super) fn new(addr: &str, gateway: &str, gateway_spi: u32, udp: bool, esn: bool) -> Clinic {
         let tunnel = Tunnel {
             local: addr.parse().unwrap(),
             remote: gateway.parse().unwrap(),
             udp: udp.then_some(UdpEncap { local_port: 4500, remote_port: 4500 }),
             copy_dscp: false,
-            tenant: 0,
+            tenant: None,
         };
         let out = OutboundSa::new(gateway_spi, GcmKey::new(&hex(KEY_IN)).unwrap(), esn, Selectors::default(), 0, Lifetime::default());
         let inb = InboundSa::new(PEER_SPI, GcmKey::new(&hex(KEY_OUT)).unwrap(), esn, 64, Selectors::default(), 0, Lifetime::default());
@@ -63,7 +63,7 @@ impl Clinic {
     }
 
     /// An ESP frame to the gateway carrying `inner` (an IP packet).
-    fn send(&mut self, inner: &[u8]) -> Vec<u8> {
+    pub(super) fn send(&mut self, inner: &[u8]) -> Vec<u8> {
         let prefix = tunnel::prefix_len(&self.tunnel);
         let total = tunnel::outer_len(&self.tunnel, inner.len());
         let mut frame = vec![0u8; 14 + total];
@@ -74,7 +74,7 @@ impl Clinic {
     }
 
     /// The inner packet of an ESP frame from the gateway, checking the outer headers.
-    fn receive(&mut self, frame: &[u8]) -> Vec<u8> {
+    pub(super) fn receive(&mut self, frame: &[u8]) -> Vec<u8> {
         let eth = ethernet::Frame::new_checked(frame).unwrap();
         assert_eq!((eth.dst(), eth.src()), (PEER_OUT, OUT_MAC));
         let (l4, src, dst, protocol) = match self.tunnel.remote {
@@ -107,7 +107,7 @@ impl Clinic {
 /// A gateway worker with one static tunnel and the neighbours resolved.
 fn gateway(config: TunnelConfig) -> (Worker<MemoryPort>, u32) {
     let addrs: Vec<IpAddr> = vec!["198.51.100.1".parse().unwrap(), "2001:db8:a::1".parse().unwrap()];
-    let tables = tunnels::build(&[config], 1, &addrs).unwrap();
+    let tables = tunnels::build(&[config], 1, &addrs, None).unwrap();
     let spi = tables.inbound_spis[0].1[0];
     let statics = vec![
         (Side::Outside, "198.51.100.254".parse().unwrap(), PEER_OUT),
@@ -361,7 +361,7 @@ fn both_inbound_sas_of_a_rekey_are_accepted() {
     second.key = "2122232425262728292a2b2c2d2e2f30c1c2c3c4".into();
     config.inbound.push(second);
     let addrs: Vec<IpAddr> = vec!["2001:db8:a::1".parse().unwrap()];
-    let tables = tunnels::build(&[config.clone()], 1, &addrs).unwrap();
+    let tables = tunnels::build(&[config.clone()], 1, &addrs, None).unwrap();
     let spis = tables.inbound_spis[0].1.clone();
     assert_eq!(spis.len(), 2);
     let (mut w, _) = gateway(config);
@@ -391,7 +391,7 @@ fn packets_for_another_cores_sa_are_handed_to_it_both_ways() {
     use crate::worker::Handoff;
     let config = tunnel_config("2001:db8:a::20", false, false, "worker = 1\n");
     let addrs: Vec<IpAddr> = vec!["2001:db8:a::1".parse().unwrap()];
-    let tables = tunnels::build(&[config], 2, &addrs).unwrap();
+    let tables = tunnels::build(&[config], 2, &addrs, None).unwrap();
     let spi = tables.inbound_spis[0].1[0];
     assert_eq!(SpiParts::decode(spi).core, 1);
     let routes = Arc::new(tables.routes);

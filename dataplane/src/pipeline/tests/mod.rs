@@ -298,6 +298,7 @@ fn random_frames_never_panic_and_are_all_accounted_for() {
 }
 
 mod esp;
+mod nat;
 
 #[test]
 fn hop_limit_running_out_in_plain_forwarding_gets_icmpv6_time_exceeded() {

@@ -1,0 +1,348 @@
+//! Connection tracking and NAPT of clinic traffic, per worker core.
+//!
+//! From a clinic (after decryption), a packet's session is found by
+//! (tenant, protocol, source, source port, destination, destination port);
+//! a packet that starts one must be allowed by the tenant's rules, and gets
+//! the tenant's pool address and a port from a block the tenant holds on
+//! this core. From the inside, a packet to a pool address finds its session
+//! by (pool address, port, protocol, remote address and port) on the core
+//! that owns the port ([`ports::PoolLayout::owner`]): only answers within a
+//! live session pass. Addresses and ports are rewritten in place with
+//! incremental checksums; ICMP errors are matched and translated by the
+//! packet they quote (RFC 5508 §4.2).
+
+pub mod flow;
+pub mod fragments;
+pub mod ports;
+pub mod rewrite;
+pub mod sessions;
+
+use crate::pipeline::{Counter, CounterBlock, DropReason};
+use crate::policy::rules::Verdict;
+use crate::policy::tcp::{TcpTrack, TcpVerdict};
+use crate::policy::Policy;
+use crate::Side;
+use arrayvec::ArrayVec;
+use flow::{Flow, Quoted, Transport, PROTOCOL_ICMP};
+use fragments::{FragmentKey, Fragments, Later, Translation};
+use ports::{BlockEvent, PortBlocks, PortError};
+use rewrite::End;
+use sessions::{InsideKey, NewSessionError, OutsideKey, SessionTable, Track};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+/// A session that a rule said to log, as it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct SessionStart {
+    pub tenant: u32,
+    pub protocol: u8,
+    pub inside: (Ipv4Addr, u16),
+    pub remote: (Ipv4Addr, u16),
+    pub external: (Ipv4Addr, u16),
+    pub rule: u32,
+    pub unix_ms: u64,
+}
+
+/// What NAT tells the manager thread (which writes the logs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NatEvent {
+    Block(BlockEvent),
+    Session(SessionStart),
+    /// A tenant was refused a session for want of ports (at most one a second per core).
+    Exhausted { tenant: u32, core: u8, reason: PortError },
+}
+
+impl NatEvent {
+    /// The event as one JSON line for the NAT log, tenants by name (RFC
+    /// 7422 §2: time, subscriber, pool address and port range).
+    pub fn log_line(&self, policy: &Policy) -> String {
+        let name = |t: u32| policy.names.get(t as usize).map_or("?", |n| n.as_str()).to_owned();
+        let line = match self {
+            NatEvent::Block(b) => serde_json::json!({
+                "unix_ms": b.unix_ms, "event": format!("port_block_{}", match b.action { ports::BlockAction::Allocated => "allocated", ports::BlockAction::Released => "released" }),
+                "tenant": name(b.tenant), "address": b.address, "ports": format!("{}-{}", b.first_port, b.last_port), "worker": b.core,
+            }),
+            NatEvent::Session(s) => serde_json::json!({
+                "unix_ms": s.unix_ms, "event": "session_logged", "tenant": name(s.tenant), "protocol": s.protocol,
+                "inside": format!("{}:{}", s.inside.0, s.inside.1), "remote": format!("{}:{}", s.remote.0, s.remote.1),
+                "external": format!("{}:{}", s.external.0, s.external.1), "rule": s.rule,
+            }),
+            NatEvent::Exhausted { tenant, core, reason } => serde_json::json!({
+                "unix_ms": ports::unix_ms(), "event": "ports_exhausted", "tenant": name(*tenant), "worker": core, "reason": format!("{reason:?}"),
+            }),
+        };
+        line.to_string()
+    }
+}
+
+/// Events one batch may raise; a block is never lent without room to log it.
+pub const MAX_NAT_EVENTS: usize = 256;
+
+/// Slots of the session table swept per batch.
+const SWEEP_PER_BATCH: usize = 32;
+
+/// What became of a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Translated in place; from the inside, for this tenant's tunnel.
+    Pass { tenant: u32 },
+    /// A later fragment kept until its first fragment passes.
+    Held,
+    /// Another core owns the session: hand the packet there.
+    HandOff(u8),
+    Drop(DropReason),
+}
+
+/// One core's NAT and connection-tracking state.
+pub struct NatCore {
+    pub policy: Arc<Policy>,
+    core: u8,
+    pub sessions: SessionTable,
+    pub fragments: Fragments,
+    pub events: ArrayVec<NatEvent, MAX_NAT_EVENTS>,
+    last_exhausted_ms: Option<u64>,
+}
+
+/// Keys use the echo identifier as the clinic's port and 0 as the remote's.
+#[inline]
+fn ports_of(flow: &Flow) -> (u16, u16) {
+    match flow.transport {
+        Transport::Echo { ident, .. } => (ident, 0),
+        _ => flow.ports(),
+    }
+}
+
+fn quoted_ports(q: &Quoted) -> (u16, u16) {
+    if q.protocol == PROTOCOL_ICMP {
+        (q.src_port, 0)
+    } else {
+        (q.src_port, q.dst_port)
+    }
+}
+
+impl NatCore {
+    pub fn new(policy: Arc<Policy>, core: u8) -> NatCore {
+        let ports = PortBlocks::new(policy.layout.clone(), core);
+        let sessions = SessionTable::new(policy.sessions_per_worker, ports, &policy.tenants, policy.timeouts);
+        NatCore { policy, core, sessions, fragments: Fragments::default(), events: ArrayVec::new(), last_exhausted_ms: None }
+    }
+
+    /// Once per batch: frees a few expired sessions.
+    pub fn maintain(&mut self, now_ms: u64, counters: &mut CounterBlock) {
+        let events = &mut self.events;
+        let freed = self.sessions.sweep(seconds(now_ms), SWEEP_PER_BATCH, &mut |e| events.try_push(NatEvent::Block(e)).is_ok());
+        counters.add(Counter::NatSessionsExpired, freed as u64);
+        counters.drop(DropReason::FragmentTimeout, std::mem::take(&mut self.fragments.dropped));
+    }
+
+    /// A decrypted IPv4 packet `ip` from `tenant`'s tunnel: translated in
+    /// place if its session lives or the tenant's rules allow a new one.
+    pub fn upstream(&mut self, tenant: u32, ip: &mut [u8], now_ms: u64, counters: &mut CounterBlock) -> Outcome {
+        let Ok(flow) = flow::parse(ip) else { return Outcome::Drop(DropReason::InnerInvalid) };
+        let now = seconds(now_ms);
+        let address = self.policy.tenants[tenant as usize].address;
+        let pool_address = self.policy.layout.addresses[usize::from(address)];
+        if !flow.has_transport_header() {
+            let key = FragmentKey { tenant, src: flow.src, dst: flow.dst, protocol: flow.protocol, ident: flow.fragment.map_or(0, |f| f.ident) };
+            return match self.fragments.later(key, Side::Outside, ip, now_ms) {
+                Later::Translate { address, .. } => {
+                    rewrite::set_endpoint(ip, &flow, End::Source, address, 0);
+                    Outcome::Pass { tenant }
+                }
+                Later::HandOff(core) => Outcome::HandOff(core),
+                Later::Held => {
+                    counters.add(Counter::FragmentsHeld, 1);
+                    Outcome::Held
+                }
+                Later::NoRoom => Outcome::Drop(DropReason::FragmentNoRoom),
+            };
+        }
+        let (src_port, dst_port) = ports_of(&flow);
+        let key = match flow.transport {
+            Transport::IcmpError { quoted } => {
+                // A clinic's error about a packet that came to it: the quote runs remote -> clinic.
+                let (q_src_port, q_dst_port) = quoted_ports(&quoted);
+                let key = InsideKey { tenant, protocol: quoted.protocol, inside: quoted.dst, inside_port: if quoted.protocol == PROTOCOL_ICMP { q_src_port } else { q_dst_port }, remote: quoted.src, remote_port: if quoted.protocol == PROTOCOL_ICMP { 0 } else { q_src_port } };
+                let events = &mut self.events;
+                let Some(index) = self.sessions.find_inside(&key, now, &mut |e| events.try_push(NatEvent::Block(e)).is_ok()) else {
+                    return Outcome::Drop(DropReason::NoSession);
+                };
+                let (_, port) = self.sessions.session(index).external();
+                rewrite::translate_icmp_error(ip, &flow, &quoted, End::Source, pool_address, port);
+                counters.add(Counter::NatIcmpErrorsTranslated, 1);
+                return Outcome::Pass { tenant };
+            }
+            Transport::Opaque => return Outcome::Drop(DropReason::NatUnsupported),
+            Transport::Echo { request: false, .. } => return Outcome::Drop(DropReason::NoSession),
+            _ => InsideKey { tenant, protocol: flow.protocol, inside: flow.src, inside_port: src_port, remote: flow.dst, remote_port: dst_port },
+        };
+        let events = &mut self.events;
+        let index = match self.sessions.find_inside(&key, now, &mut |e| events.try_push(NatEvent::Block(e)).is_ok()) {
+            Some(index) => {
+                if let Err(reason) = track(&mut self.sessions.session_mut(index).track, 0, &flow) {
+                    return Outcome::Drop(reason);
+                }
+                self.sessions.refresh(index, now);
+                index
+            }
+            None => match self.open(&key, &flow, now_ms, counters) {
+                Ok(index) => index,
+                Err(reason) => return Outcome::Drop(reason),
+            },
+        };
+        let (_, port) = self.sessions.session(index).external();
+        rewrite::set_endpoint(ip, &flow, End::Source, pool_address, port);
+        if flow.fragment.is_some() {
+            self.fragments.first_passed(
+                FragmentKey { tenant, src: key.inside, dst: flow.dst, protocol: flow.protocol, ident: flow.fragment.map_or(0, |f| f.ident) },
+                Translation::Local { address: pool_address, tenant },
+                now_ms,
+            );
+        }
+        Outcome::Pass { tenant }
+    }
+
+    /// A new session from a clinic, if its rules allow it and there is room.
+    fn open(&mut self, key: &InsideKey, flow: &Flow, now_ms: u64, counters: &mut CounterBlock) -> Result<u32, DropReason> {
+        let track = match flow.transport {
+            Transport::Tcp { segment, .. } => Track::Tcp(TcpTrack::open(&segment).ok_or(DropReason::TcpNotSyn)?),
+            _ => Track::Datagram { answered: false },
+        };
+        let policy = &self.policy;
+        let Some(found) = policy.rules.classify(key.tenant, key.inside, key.remote, key.protocol, key.remote_port) else {
+            return Err(DropReason::PolicyDenied);
+        };
+        if found.verdict == Verdict::Deny {
+            return Err(DropReason::PolicyDenied);
+        }
+        let limits = policy.tenants[key.tenant as usize];
+        let events = &mut self.events;
+        let created = self.sessions.create(key, &limits, track, seconds(now_ms), &mut |e| events.try_push(NatEvent::Block(e)).is_ok());
+        let index = match created {
+            Ok(index) => index,
+            Err(NewSessionError::TenantLimit) => return Err(DropReason::TenantSessionLimit),
+            Err(NewSessionError::TableFull) => return Err(DropReason::NatTableFull),
+            Err(NewSessionError::Ports(reason)) => {
+                if self.last_exhausted_ms.is_none_or(|t| now_ms >= t + 1000) && !self.events.is_full() {
+                    self.last_exhausted_ms = Some(now_ms);
+                    self.events.push(NatEvent::Exhausted { tenant: key.tenant, core: self.core, reason });
+                }
+                return Err(DropReason::NatPortsExhausted);
+            }
+        };
+        counters.add(Counter::NatSessionsCreated, 1);
+        if found.verdict == Verdict::AllowLog {
+            let session = self.sessions.session_mut(index);
+            session.logged = true;
+            let (address, port) = session.external();
+            let start = SessionStart {
+                tenant: key.tenant,
+                protocol: key.protocol,
+                inside: (key.inside, key.inside_port),
+                remote: (key.remote, key.remote_port),
+                external: (self.policy.layout.addresses[usize::from(address)], port),
+                rule: found.rule,
+                unix_ms: ports::unix_ms(),
+            };
+            if self.events.try_push(NatEvent::Session(start)).is_err() {
+                counters.add(Counter::NatEventsLost, 1);
+            }
+        }
+        Ok(index)
+    }
+
+    /// A packet `ip` from the inside to pool address `address` (its index):
+    /// translated back for its clinic if it belongs to a live session.
+    pub fn downstream(&mut self, address: u16, ip: &mut [u8], now_ms: u64, counters: &mut CounterBlock) -> Outcome {
+        let Ok(flow) = flow::parse(ip) else { return Outcome::Drop(DropReason::Ipv4Invalid) };
+        let now = seconds(now_ms);
+        let layout = &self.policy.layout;
+        if !flow.has_transport_header() {
+            let key = FragmentKey { tenant: u32::MAX, src: flow.src, dst: flow.dst, protocol: flow.protocol, ident: flow.fragment.map_or(0, |f| f.ident) };
+            return match self.fragments.later(key, Side::Inside, ip, now_ms) {
+                Later::Translate { address, tenant } => {
+                    rewrite::set_endpoint(ip, &flow, End::Destination, address, 0);
+                    Outcome::Pass { tenant }
+                }
+                Later::HandOff(core) => Outcome::HandOff(core),
+                Later::Held => {
+                    counters.add(Counter::FragmentsHeld, 1);
+                    Outcome::Held
+                }
+                Later::NoRoom => Outcome::Drop(DropReason::FragmentNoRoom),
+            };
+        }
+        let (key, quoted) = match flow.transport {
+            Transport::IcmpError { quoted } => {
+                // An error about a packet a clinic sent: the quote runs pool -> remote.
+                let (q_src_port, q_dst_port) = quoted_ports(&quoted);
+                let Some(q_address) = self.policy.pool_address(quoted.src) else { return Outcome::Drop(DropReason::NoSession) };
+                (OutsideKey { address: q_address, protocol: quoted.protocol, external_port: q_src_port, remote: quoted.dst, remote_port: q_dst_port }, Some(quoted))
+            }
+            Transport::Opaque => return Outcome::Drop(DropReason::NatUnsupported),
+            Transport::Echo { request: true, .. } => return Outcome::Drop(DropReason::NoSession),
+            _ => {
+                let (src_port, dst_port) = flow.ports();
+                let remote_port = if flow.protocol == PROTOCOL_ICMP { 0 } else { src_port };
+                (OutsideKey { address, protocol: flow.protocol, external_port: dst_port, remote: flow.src, remote_port }, None)
+            }
+        };
+        let Some(owner) = layout.owner(key.external_port) else { return Outcome::Drop(DropReason::NoSession) };
+        let fragment_key = flow.fragment.map(|f| FragmentKey { tenant: u32::MAX, src: flow.src, dst: flow.dst, protocol: flow.protocol, ident: f.ident });
+        if owner != self.core {
+            // Later fragments reach the core the first one reached (RSS hashes
+            // fragments by addresses): from there they follow it to its owner.
+            if let Some(fk) = fragment_key {
+                self.fragments.first_passed(fk, Translation::Owner(owner), now_ms);
+            }
+            return Outcome::HandOff(owner);
+        }
+        let events = &mut self.events;
+        let Some(index) = self.sessions.find_outside(&key, now, &mut |e| events.try_push(NatEvent::Block(e)).is_ok()) else {
+            return Outcome::Drop(DropReason::NoSession);
+        };
+        let session = self.sessions.session(index);
+        let (tenant, (inside, inside_port)) = (session.tenant(), session.inside());
+        if let Some(quoted) = quoted {
+            rewrite::translate_icmp_error(ip, &flow, &quoted, End::Destination, inside, inside_port);
+            counters.add(Counter::NatIcmpErrorsTranslated, 1);
+            return Outcome::Pass { tenant };
+        }
+        if let Err(reason) = track(&mut self.sessions.session_mut(index).track, 1, &flow) {
+            return Outcome::Drop(reason);
+        }
+        self.sessions.refresh(index, now);
+        rewrite::set_endpoint(ip, &flow, End::Destination, inside, inside_port);
+        if let Some(fk) = fragment_key {
+            self.fragments.first_passed(fk, Translation::Local { address: inside, tenant }, now_ms);
+        }
+        Outcome::Pass { tenant }
+    }
+}
+
+/// Moves a session's protocol state on for a packet from `side` (0: the
+/// clinic, 1: the remote end); an error is the reason to drop it.
+#[inline]
+fn track(track: &mut Track, side: usize, flow: &Flow) -> Result<(), DropReason> {
+    match (track, flow.transport) {
+        (Track::Tcp(tcp), Transport::Tcp { segment, .. }) => match tcp.update(side, &segment) {
+            TcpVerdict::Accept => Ok(()),
+            TcpVerdict::OutOfWindow => Err(DropReason::TcpOutOfWindow),
+            TcpVerdict::Invalid => Err(DropReason::TcpInvalid),
+        },
+        (Track::Datagram { answered }, _) => {
+            *answered |= side == 1;
+            Ok(())
+        }
+        // The protocol is part of the key: a TCP session only sees TCP.
+        (Track::Tcp(_), _) => Err(DropReason::TcpInvalid),
+    }
+}
+
+#[inline]
+fn seconds(now_ms: u64) -> u32 {
+    (now_ms / 1000) as u32
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,332 @@
+//! Tenants and what they may do: the policy model (as the config file and
+//! the control process give it), compiled rules, and TCP tracking.
+//!
+//! A tenant is one medical institution: its declared inside subnets (which
+//! overlap with other tenants'), its rules, its share of the NAT pool and
+//! its session limit. Rules match the inner source and destination
+//! prefixes, the protocol and destination ports; a tenant's own rules come
+//! first, then the global ones; what no rule allows is denied.
+
+pub mod rules;
+pub mod tcp;
+
+use crate::addr::Ipv4Cidr;
+use crate::nat::ports::PoolLayout;
+use crate::nat::sessions::{TenantLimits, Timeouts};
+use rules::{Rule, RuleSet, Verdict};
+use rustc_hash::{FxHashMap, FxHashSet};
+use serde::{Deserialize, Serialize};
+use std::net::Ipv4Addr;
+
+/// `[nat]`: the pool and how it is shared.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatConfig {
+    /// Pool prefixes: every address in them is used (route them to the gateway).
+    pub pool: Vec<Ipv4Cidr>,
+    /// Lowest pool port (RFC 4787 REQ-3 keeps well-known ports out).
+    #[serde(default = "default_first_port")]
+    pub first_port: u16,
+    /// Ports per block lent to a tenant.
+    #[serde(default = "default_block_size")]
+    pub block_size: u16,
+    /// Session slots per worker, allocated at start.
+    #[serde(default = "default_sessions_per_worker")]
+    pub sessions_per_worker: u32,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+}
+
+fn default_first_port() -> u16 {
+    1024
+}
+fn default_block_size() -> u16 {
+    512
+}
+fn default_sessions_per_worker() -> u32 {
+    1 << 20
+}
+
+/// `[[tenants]]`: one institution.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantConfig {
+    pub name: String,
+    /// Its inside subnets (its tunnels' selectors must lie within them).
+    pub subnets: Vec<Ipv4Cidr>,
+    /// Its NAT share: most port blocks it holds on a worker.
+    #[serde(default = "default_port_blocks")]
+    pub port_blocks: u16,
+    /// Most sessions it may have on a worker (its tunnel's, in practice).
+    #[serde(default = "default_max_sessions")]
+    pub max_sessions: u32,
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
+}
+
+fn default_port_blocks() -> u16 {
+    8
+}
+fn default_max_sessions() -> u32 {
+    20_000
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProtocolName {
+    #[default]
+    Any,
+    Tcp,
+    Udp,
+    Icmp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Action {
+    Allow,
+    Deny,
+    AllowLog,
+}
+
+/// One rule: absent fields match anything.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    pub src: Option<Ipv4Cidr>,
+    pub dst: Option<Ipv4Cidr>,
+    #[serde(default)]
+    pub protocol: ProtocolName,
+    /// Destination ports: "443" or "8000-8080" (TCP and UDP only).
+    pub ports: Option<String>,
+    pub action: Action,
+}
+
+/// A set of IPv4 prefixes, matched by one hash probe per prefix length.
+#[derive(Debug, Default)]
+pub struct PrefixSet {
+    by_len: Vec<(u8, FxHashSet<u32>)>,
+}
+
+fn mask(len: u8) -> u32 {
+    u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0)
+}
+
+impl PrefixSet {
+    pub fn insert(&mut self, prefix: Ipv4Cidr) {
+        let key = u32::from(prefix.addr) & mask(prefix.prefix_len);
+        match self.by_len.iter_mut().find(|(l, _)| *l == prefix.prefix_len) {
+            Some((_, set)) => {
+                set.insert(key);
+            }
+            None => self.by_len.push((prefix.prefix_len, FxHashSet::from_iter([key]))),
+        }
+    }
+    #[inline]
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        let ip = u32::from(ip);
+        self.by_len.iter().any(|(len, set)| set.contains(&(ip & mask(*len))))
+    }
+}
+
+/// The compiled policy, shared read-only by the workers.
+pub struct Policy {
+    pub rules: RuleSet,
+    pub tenants: Vec<TenantLimits>,
+    pub names: Vec<String>,
+    /// Each tenant's declared subnets.
+    pub subnets: Vec<Vec<Ipv4Cidr>>,
+    /// Every tenant's subnets: no clinic may send into another's.
+    pub clinic_subnets: PrefixSet,
+    pub layout: PoolLayout,
+    pool_index: FxHashMap<Ipv4Addr, u16>,
+    pub timeouts: Timeouts,
+    pub sessions_per_worker: u32,
+}
+
+impl std::fmt::Debug for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Policy").field("tenants", &self.names).field("rules", &self.rules.len()).field("layout", &self.layout).finish()
+    }
+}
+
+/// A config fault: the field (`tenants[2].rules[0].ports`) and what is wrong.
+pub type Fault = (String, String);
+
+impl Policy {
+    /// Compiles `[nat]`, `[[tenants]]` and the global `[[rules]]` for `workers` workers.
+    pub fn compile(nat: &NatConfig, tenants: &[TenantConfig], global: &[RuleConfig], workers: u8) -> Result<Policy, Fault> {
+        let fail = |field: &str, message: String| Err((field.to_owned(), message));
+        let mut addresses = Vec::new();
+        for prefix in &nat.pool {
+            let base = u32::from(prefix.addr) & mask(prefix.prefix_len);
+            let count = 1u64 << (32 - prefix.prefix_len);
+            if prefix.prefix_len < 16 || addresses.len() as u64 + count > u64::from(u16::MAX) {
+                return fail("nat.pool", format!("{prefix}: a pool has at most 65,535 addresses (prefixes of /16 or longer)"));
+            }
+            addresses.extend((0..count as u32).map(|i| Ipv4Addr::from(base + i)));
+        }
+        if addresses.is_empty() {
+            return fail("nat.pool", "needs at least one prefix".into());
+        }
+        let mut pool_index = FxHashMap::default();
+        for (i, a) in addresses.iter().enumerate() {
+            if pool_index.insert(*a, i as u16).is_some() {
+                return fail("nat.pool", format!("{a} is in two prefixes"));
+            }
+        }
+        if nat.first_port < 1024 {
+            return fail("nat.first_port", "must be 1024 or more: well-known ports are never mapped (RFC 4787 REQ-3)".into());
+        }
+        if !(64..=16384).contains(&nat.block_size) {
+            return fail("nat.block_size", format!("{} is not between 64 and 16384", nat.block_size));
+        }
+        let layout = PoolLayout { addresses, first_port: nat.first_port, block_size: nat.block_size, workers };
+        if layout.blocks_per_address() < u32::from(workers) {
+            return fail("nat.block_size", format!("leaves {} blocks per address, fewer than the {workers} workers", layout.blocks_per_address()));
+        }
+        if nat.sessions_per_worker == 0 || nat.sessions_per_worker > 1 << 26 {
+            return fail("nat.sessions_per_worker", "must be between 1 and 67,108,864".into());
+        }
+        let t = &nat.timeouts;
+        for (name, value, least) in [("tcp_established", t.tcp_established, 7440), ("tcp_transitory", t.tcp_transitory, 240), ("udp", t.udp, 120), ("icmp", t.icmp, 60)] {
+            if value < least {
+                return fail(&format!("nat.timeouts.{name}"), format!("{value} s is below the {least} s that RFC 5382/4787/5508 require"));
+            }
+        }
+
+        let mut rules = Vec::new();
+        let mut names: Vec<String> = Vec::new();
+        let mut limits = Vec::new();
+        let mut clinic_subnets = PrefixSet::default();
+        for (i, tenant) in tenants.iter().enumerate() {
+            let field = |name: &str| format!("tenants[{i}].{name}");
+            if tenant.name.is_empty() || names.contains(&tenant.name) {
+                return fail(&field("name"), format!("'{}' is empty or names another tenant too", tenant.name));
+            }
+            if tenant.subnets.is_empty() {
+                return fail(&field("subnets"), "a tenant needs at least one inside subnet".into());
+            }
+            if tenant.port_blocks == 0 || tenant.max_sessions == 0 {
+                return fail(&field("port_blocks"), "port_blocks and max_sessions must be at least 1".into());
+            }
+            for (r, rule) in tenant.rules.iter().enumerate() {
+                rules.push(compile_rule(rule, Some(i as u32)).map_err(|m| (field(&format!("rules[{r}].ports")), m))?);
+            }
+            tenant.subnets.iter().for_each(|s| clinic_subnets.insert(*s));
+            names.push(tenant.name.clone());
+            limits.push(TenantLimits {
+                address: (i % layout.addresses.len()) as u16,
+                blocks: tenant.port_blocks,
+                sessions: tenant.max_sessions,
+            });
+        }
+        for (r, rule) in global.iter().enumerate() {
+            rules.push(compile_rule(rule, None).map_err(|m| (format!("rules[{r}].ports"), m))?);
+        }
+        Ok(Policy {
+            rules: RuleSet::compile(&rules),
+            tenants: limits,
+            names,
+            subnets: tenants.iter().map(|t| t.subnets.clone()).collect(),
+            clinic_subnets,
+            layout,
+            pool_index,
+            timeouts: nat.timeouts,
+            sessions_per_worker: nat.sessions_per_worker,
+        })
+    }
+
+    /// The index of a pool address.
+    #[inline]
+    pub fn pool_address(&self, ip: Ipv4Addr) -> Option<u16> {
+        self.pool_index.get(&ip).copied()
+    }
+
+    pub fn tenant_by_name(&self, name: &str) -> Option<u32> {
+        self.names.iter().position(|n| n == name).map(|i| i as u32)
+    }
+}
+
+fn compile_rule(rule: &RuleConfig, tenant: Option<u32>) -> Result<Rule, String> {
+    let any = Ipv4Cidr { addr: Ipv4Addr::UNSPECIFIED, prefix_len: 0 };
+    let protocol = match rule.protocol {
+        ProtocolName::Any => None,
+        ProtocolName::Tcp => Some(6),
+        ProtocolName::Udp => Some(17),
+        ProtocolName::Icmp => Some(1),
+    };
+    let dst_ports = match &rule.ports {
+        None => 0..=u16::MAX,
+        Some(_) if !matches!(rule.protocol, ProtocolName::Tcp | ProtocolName::Udp) => {
+            return Err("ports need protocol = \"tcp\" or \"udp\"".into());
+        }
+        Some(text) => parse_ports(text)?,
+    };
+    let verdict = match rule.action {
+        Action::Allow => Verdict::Allow,
+        Action::Deny => Verdict::Deny,
+        Action::AllowLog => Verdict::AllowLog,
+    };
+    Ok(Rule { tenant, src: rule.src.unwrap_or(any), dst: rule.dst.unwrap_or(any), protocol, dst_ports, verdict })
+}
+
+fn parse_ports(text: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
+    let port = |s: &str| s.trim().parse::<u16>().map_err(|_| format!("'{text}' is not a port or a range like 8000-8080"));
+    let (low, high) = match text.split_once('-') {
+        Some((a, b)) => (port(a)?, port(b)?),
+        None => (port(text)?, port(text)?),
+    };
+    if low > high {
+        return Err(format!("'{text}': the range runs backwards"));
+    }
+    Ok(low..=high)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nat() -> NatConfig {
+        toml::from_str("pool = [\"100.64.0.0/30\"]").unwrap()
+    }
+
+    fn tenant(name: &str, rules: &str) -> TenantConfig {
+        toml::from_str(&format!("name = \"{name}\"\nsubnets = [\"192.168.1.0/24\"]\n{rules}")).unwrap()
+    }
+
+    #[test]
+    fn compiles_tenants_rules_and_the_pool() {
+        let a = tenant("a", "[[rules]]\ndst = \"10.1.0.0/16\"\nprotocol = \"tcp\"\nports = \"443\"\naction = \"allow\"");
+        let b = tenant("b", "[[rules]]\nprotocol = \"icmp\"\naction = \"allow-log\"");
+        let global: Vec<RuleConfig> = vec![toml::from_str("dst = \"203.0.113.0/24\"\nprotocol = \"tcp\"\nports = \"80-443\"\naction = \"allow\"").unwrap()];
+        let p = Policy::compile(&nat(), &[a, b], &global, 2).unwrap();
+        assert_eq!(p.layout.addresses.len(), 4);
+        assert_eq!((p.tenants[0].address, p.tenants[1].address), (0, 1), "tenants spread over the pool");
+        assert_eq!(p.pool_address("100.64.0.3".parse().unwrap()), Some(3));
+        assert!(p.clinic_subnets.contains("192.168.1.77".parse().unwrap()));
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        let verdict = |t, d: &str, proto, port| p.rules.classify(t, ip("192.168.1.5"), ip(d), proto, port).map(|m| m.verdict);
+        assert_eq!(verdict(0, "10.1.2.3", 6, 443), Some(Verdict::Allow));
+        assert_eq!(verdict(1, "10.1.2.3", 6, 443), None, "a's rule is not b's");
+        assert_eq!(verdict(1, "10.1.2.3", 1, 0), Some(Verdict::AllowLog));
+        assert_eq!(verdict(0, "203.0.113.9", 6, 80), Some(Verdict::Allow), "global rule");
+        assert_eq!(verdict(0, "203.0.113.9", 6, 444), None);
+    }
+
+    #[test]
+    fn faults_name_the_field() {
+        let bad_ports = tenant("a", "[[rules]]\nprotocol = \"icmp\"\nports = \"80\"\naction = \"allow\"");
+        assert_eq!(Policy::compile(&nat(), &[bad_ports], &[], 1).unwrap_err().0, "tenants[0].rules[0].ports");
+        let backwards = tenant("a", "[[rules]]\nprotocol = \"udp\"\nports = \"90-80\"\naction = \"allow\"");
+        assert!(Policy::compile(&nat(), &[backwards], &[], 1).unwrap_err().1.contains("backwards"));
+        let twice = [tenant("a", ""), tenant("a", "")];
+        assert_eq!(Policy::compile(&nat(), &twice, &[], 1).unwrap_err().0, "tenants[1].name");
+        let mut short = nat();
+        short.timeouts.udp = 30;
+        assert_eq!(Policy::compile(&short, &[], &[], 1).unwrap_err().0, "nat.timeouts.udp");
+        let mut low = nat();
+        low.first_port = 80;
+        assert_eq!(Policy::compile(&low, &[], &[], 1).unwrap_err().0, "nat.first_port");
+    }
+}
