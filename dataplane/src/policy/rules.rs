@@ -1,30 +1,34 @@
-//! Per-tenant firewall rules, compiled for a first-match lookup whose cost
-//! does not grow with the number of rules.
+//! Per-tenant firewall rules, compiled for a first-match lookup that does
+//! not scan the rule list.
 //!
-//! Design: tuple space search (Srinivasan, Suri, Varghese 1999) with the
-//! table merging of TupleMerge (Daly, Torng 2019) and the priority-ordered
-//! early exit of Open vSwitch's classifier.
+//! Design: tuple space search (Srinivasan, Suri, Varghese 1999) with Open
+//! vSwitch's priority-ordered early exit, and tables shared by rules of
+//! different prefix lengths and port ranges as in TupleMerge (Daly, Torng
+//! 2019):
 //!
-//! - Each tenant's rules and the global rules form separate classifiers. All
-//!   of a tenant's rules come before every global rule, so a tenant match
-//!   ends the search and a tenant never sees another tenant's tables.
-//! - A classifier is a few hash tables. A table hashes on the top bits of
-//!   source and destination, optionally the protocol, and optionally the
-//!   port (exact or 256-port block). A rule goes into the first table that
-//!   hashes on no more bits than the rule fixes, so one table holds rules of
-//!   many prefix lengths and port ranges; a bucket's candidates are checked
-//!   in full, in priority order. Plain tuple space search instead needs one
-//!   table per exact (prefix lengths, port prefix) combination, and with
-//!   port ranges split into aligned prefixes that is hundreds of tables for
-//!   varied rule sets.
-//! - A bucket holding `BUCKET_LIMIT` rules takes no more: later rules go to
-//!   another table, so candidate lists stay short.
-//! - Tables are probed in the order of the first rule each holds, and the
-//!   search stops at a table whose first rule comes after the best match.
+//! - Each tenant's rules and the global rules are separate classifiers.
+//!   Every tenant rule comes before every global rule, so a tenant match
+//!   ends the search, and a packet never meets another tenant's rules.
+//! - A classifier is a few tables. A table hashes on the leading bits of
+//!   source and destination and, maybe, the protocol and the port (exact or
+//!   its 256-port block). It holds any rule that fixes at least those bits,
+//!   whatever its own prefix lengths and port range, and each candidate in a
+//!   packet's slot is checked in full, in rule order. Plain tuple space
+//!   search needs one table per exact combination of prefix lengths and
+//!   port prefix (a range splits into up to 30 of those): hundreds of
+//!   tables, one probe each, for varied rules.
+//! - Compiling picks tables greedily: the shape, from a small grid, whose
+//!   table takes the most remaining rules with at most `BUCKET_LIMIT` per
+//!   key, then narrowed to every bit its rules share. Rules that no shape
+//!   takes `MIN_TABLE_RULES` of (wide, overlapping ones) form a last table.
+//! - A table is an array of slots without keys, since the full check
+//!   rejects rules of other keys anyway: a probe is one hash and one load.
+//! - Tables are probed in the order of the first rule each holds, stopping
+//!   at one whose first rule comes after the best match so far.
 //!
-//! So a lookup costs one probe per table (tens at most for ten thousand
-//! varied rules, a handful for typical ones) plus a short candidate check,
-//! and allocates nothing.
+//! A lookup thus costs a few probes and short candidate lists however many
+//! rules there are, and allocates nothing. Compiling is not on the fast
+//! path: a few passes over the rules per table, milliseconds for 10,000.
 
 use std::net::Ipv4Addr;
 use std::ops::RangeInclusive;
@@ -84,8 +88,8 @@ impl RuleSet {
             }
         }
         RuleSet {
-            tenants: tenant_rules.into_iter().map(|(tenant, rules)| (tenant, Classifier::build(&rules))).collect(),
-            global: Classifier::build(&global_rules),
+            tenants: tenant_rules.into_iter().map(|(tenant, rules)| (tenant, Classifier::build(rules))).collect(),
+            global: Classifier::build(global_rules),
             len: rules.len(),
         }
     }
@@ -107,35 +111,6 @@ impl RuleSet {
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }
-
-    pub fn debug_probe(&self, tenant: u32, src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, dst_port: u16) -> (usize, usize, usize) {
-        let packet = Packet::new(src, dst, protocol, dst_port);
-        let mut counts = (0, 0, 0);
-        for c in self.tenants.get(&tenant).into_iter().chain(std::iter::once(&self.global)) {
-            let mut best_index = u32::MAX;
-            for table in &c.tables {
-                if table.first_rule >= best_index { break; }
-                counts.0 += 1;
-                let span = table.slots[table.slot(table.masks.packet_key(&packet))];
-                if span.start == span.end { continue; }
-                counts.1 += 1;
-                for rule in &c.candidates[span.start as usize..span.end as usize] {
-                    if rule.index >= best_index { break; }
-                    counts.2 += 1;
-                    if rule.matches(&packet) { best_index = rule.index; break; }
-                }
-            }
-            if best_index != u32::MAX { break; }
-        }
-        counts
-    }
-
-    pub fn debug_stats(&self) -> (usize, usize, usize, usize) {
-        let all = self.tenants.values().chain(std::iter::once(&self.global));
-        let tables: Vec<usize> = all.clone().map(|c| c.tables.len()).collect();
-        let longest = all.clone().flat_map(|c| c.tables.iter().flat_map(|t| t.slots.iter().map(|sp| (sp.end - sp.start) as usize))).max().unwrap_or(0);
-        (tables.iter().sum(), tables.iter().copied().max().unwrap_or(0), longest, all.map(|c| c.candidates.len()).sum())
-    }
 }
 
 const TCP: u8 = 6;
@@ -145,19 +120,20 @@ const UDP: u8 = 17;
 /// so only "any port" rules contain it.
 const NO_PORT: u32 = 1 << 16;
 
-/// A bucket takes at most this many rules, except in the last list.
+/// A key takes at most this many rules, except in a classifier's last table.
 const BUCKET_LIMIT: usize = 4;
-/// A table holding fewer rules costs more to probe than checking them in the last list.
-const MIN_TABLE_RULES: usize = 8;
-/// The prefix lengths tables hash on.
-const PREFIX_LENGTHS: [u8; 7] = [0,2,4,8,16,24,32];
-/// Port keys: the exact port, a 256-port block, or none.
-const PORT_SHIFTS: [u32; 3] = [0, 8, PORT_UNKEYED];
+/// A table taking fewer rules costs more to probe than checking them in the last table.
+const MIN_TABLE_RULES: usize = 16;
+/// The prefix lengths the greedy choice tries.
+const PREFIX_LENGTHS: [u8; 5] = [0, 8, 16, 24, 32];
+/// A shift that leaves the port out of the key (every port, `NO_PORT` too, shifts to 0).
 const PORT_UNKEYED: u32 = 17;
-/// Slots a table has for each key it holds (rounded up to a power of two).
-const SLOTS_PER_KEY: usize = 4;
+/// Port keys, finest first: the exact port, its 256-port block, none.
+const PORT_SHIFTS: [u32; 3] = [0, 8, PORT_UNKEYED];
 /// A rule is stored under at most this many port keys of a table.
 const MAX_PORT_KEYS: u32 = 4;
+/// Slots a table has per key (rounded up to a power of two): few keys share a slot.
+const SLOTS_PER_KEY: usize = 4;
 
 fn has_ports(protocol: u8) -> bool {
     protocol == TCP || protocol == UDP
@@ -178,6 +154,7 @@ struct Packet {
 
 impl Packet {
     fn new(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, dst_port: u16) -> Packet {
+        // A stray port on, say, ICMP must not match port rules.
         let port = if has_ports(protocol) { u32::from(dst_port) } else { NO_PORT };
         Packet { src: src.into(), dst: dst.into(), protocol, port }
     }
@@ -191,6 +168,7 @@ struct CompiledRule {
     dst: u32,
     dst_mask: u32,
     port_low: u32,
+    /// `NO_PORT` for "any port".
     port_high: u32,
     /// Position in the slice given to `compile`; lower wins.
     index: u32,
@@ -226,12 +204,19 @@ impl CompiledRule {
     }
 
     fn matches(&self, packet: &Packet) -> bool {
-        // `&`, not `&&`: one branch instead of five that mispredict on varied candidates.
-        (packet.src & self.src_mask == self.src)
-            & (packet.dst & self.dst_mask == self.dst)
-            & (packet.protocol & self.protocol_mask == self.protocol)
-            & (self.port_low <= packet.port)
-            & (packet.port <= self.port_high)
+        packet.src & self.src_mask == self.src
+            && packet.dst & self.dst_mask == self.dst
+            && packet.protocol & self.protocol_mask == self.protocol
+            && self.port_low <= packet.port
+            && packet.port <= self.port_high
+    }
+
+    fn src_len(&self) -> u8 {
+        self.src_mask.leading_ones() as u8
+    }
+
+    fn dst_len(&self) -> u8 {
+        self.dst_mask.leading_ones() as u8
     }
 }
 
@@ -241,16 +226,13 @@ struct Shape {
     src_len: u8,
     dst_len: u8,
     protocol_keyed: bool,
-    /// The port key is `port >> port_shift`; `PORT_UNKEYED` leaves it out.
+    /// The port key is `port >> port_shift`.
     port_shift: u32,
 }
 
 impl Shape {
-    /// Hashes on nothing: every packet lands in the one bucket.
-    const MATCH_ALL: Shape = Shape { src_len: 0, dst_len: 0, protocol_keyed: false, port_shift: PORT_UNKEYED };
-
-    /// The shapes tables may have.
-    fn all() -> Vec<Shape> {
+    /// The grid the greedy choice tries.
+    fn grid() -> Vec<Shape> {
         let mut shapes = Vec::new();
         for src_len in PREFIX_LENGTHS {
             for dst_len in PREFIX_LENGTHS {
@@ -264,29 +246,42 @@ impl Shape {
         shapes
     }
 
-    /// The shape whose table would take the most of `rules`, preferring
-    /// the one that hashes on more bits; `None` if none would take
-    /// `MIN_TABLE_RULES`. `counts` is scratch space.
-    fn best(shapes: &[Shape], rules: &[CompiledRule], counts: &mut FxHashMap<u128, usize>) -> Option<Shape> {
+    /// The shape hashing on every bit that all of `rules` fix.
+    fn shared_by(rules: &[CompiledRule]) -> Shape {
+        Shape {
+            src_len: rules.iter().map(CompiledRule::src_len).min().unwrap_or(0),
+            dst_len: rules.iter().map(CompiledRule::dst_len).min().unwrap_or(0),
+            protocol_keyed: rules.iter().all(|rule| rule.protocol_mask != 0),
+            port_shift: PORT_SHIFTS
+                .into_iter()
+                .find(|&shift| rules.iter().all(|rule| Shape::port_keys(rule, shift) <= MAX_PORT_KEYS))
+                .expect("every rule has one key when the port is left out"),
+        }
+    }
+
+    /// The grid shape whose table would take the most of `rules`; `None` if
+    /// none would take `MIN_TABLE_RULES`. `counts` is scratch space.
+    fn best(grid: &[Shape], rules: &[CompiledRule], counts: &mut FxHashMap<u128, usize>) -> Option<Shape> {
         // A table takes at most the rules that fit its shape: try shapes
-        // from the largest such bound and stop once none can do better.
+        // from the largest such bound (the most specific first among
+        // equals) and stop once none can do better.
         let mut bounded: Vec<(usize, Shape)> =
-            shapes.iter().map(|&shape| (rules.iter().filter(|rule| shape.fits(rule)).count(), shape)).collect();
-        bounded.sort_by_key(|&(bound, _)| std::cmp::Reverse(bound));
+            grid.iter().map(|&shape| (rules.iter().filter(|rule| shape.fits(rule)).count(), shape)).collect();
+        bounded.sort_by_key(|&(bound, shape)| std::cmp::Reverse((bound, shape.hashed_bits())));
         let mut best: Option<(usize, Shape)> = None;
         for (bound, shape) in bounded {
-            if bound < best.map_or(MIN_TABLE_RULES, |(taken, _)| taken) {
+            if bound <= best.map_or(MIN_TABLE_RULES - 1, |(taken, _)| taken) {
                 break;
             }
             let taken = shape.rules_taken(rules, counts);
-            if best.is_none_or(|(best_taken, best_shape)| (taken, shape.hashed_bits()) > (best_taken, best_shape.hashed_bits())) {
+            if best.is_none_or(|(best_taken, _)| taken > best_taken) {
                 best = Some((taken, shape));
             }
         }
         best.filter(|&(taken, _)| taken >= MIN_TABLE_RULES).map(|(_, shape)| shape)
     }
 
-    /// How many of `rules`, in order, a new table of this shape would take.
+    /// How many of `rules`, in order, a table of this shape would take.
     fn rules_taken(&self, rules: &[CompiledRule], counts: &mut FxHashMap<u128, usize>) -> usize {
         counts.clear();
         let masks = self.masks();
@@ -314,8 +309,8 @@ impl Shape {
 
     /// Whether the rule fixes every bit this shape hashes on.
     fn fits(&self, rule: &CompiledRule) -> bool {
-        self.src_len as u32 <= rule.src_mask.leading_ones()
-            && self.dst_len as u32 <= rule.dst_mask.leading_ones()
+        self.src_len <= rule.src_len()
+            && self.dst_len <= rule.dst_len()
             && (!self.protocol_keyed || rule.protocol_mask != 0)
             && Shape::port_keys(rule, self.port_shift) <= MAX_PORT_KEYS
     }
@@ -352,13 +347,13 @@ impl KeyMasks {
     }
 
     fn rule_keys(&self, rule: &CompiledRule) -> impl Iterator<Item = u128> + Clone + '_ {
-        let ports = (rule.port_low >> self.port_shift)..=(rule.port_high >> self.port_shift);
+        let port_keys = (rule.port_low >> self.port_shift)..=(rule.port_high >> self.port_shift);
         let (src, dst, protocol) = (rule.src, rule.dst, rule.protocol);
-        ports.map(move |port_key| self.key(src, dst, protocol, port_key))
+        port_keys.map(move |port_key| self.key(src, dst, protocol, port_key))
     }
 }
 
-/// Mixes a key's 120 bits into 64 (multiply-xorshift, as in MurmurHash3's finaliser).
+/// Mixes a key into 64 bits (multiply and xor-shift, as MurmurHash3's finaliser).
 fn hash(key: u128) -> u64 {
     let mut hash = ((key >> 64) as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ key as u64;
     hash ^= hash >> 32;
@@ -367,7 +362,6 @@ fn hash(key: u128) -> u64 {
 }
 
 /// One tenant's rules, or the global ones.
-#[derive(Default)]
 struct Classifier {
     /// In the order of the first rule each holds.
     tables: Vec<Table>,
@@ -382,9 +376,9 @@ struct Span {
     end: u32,
 }
 
-/// A hash table without keys: a packet's slot lists every rule stored
-/// under its key, and maybe under other keys hashing there, which the full
-/// check of each candidate weeds out. One load finds a packet's candidates.
+/// A hash table without keys: a packet's slot lists the rules stored under
+/// its key, and under any other key hashing there, which the full check of
+/// each candidate turns away.
 struct Table {
     masks: KeyMasks,
     /// The lowest rule index in the table: once a match at or before it is
@@ -400,7 +394,7 @@ impl Table {
     }
 }
 
-/// A table while rules are added to it.
+/// A table while it is filled.
 struct TableBuilder {
     shape: Shape,
     masks: KeyMasks,
@@ -413,7 +407,17 @@ impl TableBuilder {
         TableBuilder { shape, masks: shape.masks(), first_rule: u32::MAX, buckets: FxHashMap::default() }
     }
 
-    /// Adds the rule if it fits the shape and its buckets are below `limit`.
+    /// A table of `rules` hashing on all the bits they share, with no limit per key.
+    fn narrowest(rules: &[CompiledRule]) -> TableBuilder {
+        let mut table = TableBuilder::new(Shape::shared_by(rules));
+        for rule in rules {
+            let inserted = table.try_insert(rule, usize::MAX);
+            assert!(inserted, "every rule fits the shape all of them share");
+        }
+        table
+    }
+
+    /// Adds the rule if it fits the shape and its keys hold fewer than `limit` rules.
     fn try_insert(&mut self, rule: &CompiledRule, limit: usize) -> bool {
         if !self.shape.fits(rule) {
             return false;
@@ -429,9 +433,16 @@ impl TableBuilder {
         true
     }
 
+    /// The rules added, in order.
+    fn rules(&self) -> Vec<CompiledRule> {
+        let mut rules: Vec<CompiledRule> = self.buckets.values().flatten().copied().collect();
+        rules.sort_by_key(|rule| rule.index);
+        rules.dedup_by_key(|rule| rule.index);
+        rules
+    }
+
     /// Lays the buckets out as slots over `candidates`.
     fn finish(self, candidates: &mut Vec<CompiledRule>) -> Table {
-        // Four slots a key keeps most keys in slots of their own.
         let slot_count = (self.buckets.len() * SLOTS_PER_KEY).next_power_of_two();
         let mut table = Table {
             masks: self.masks,
@@ -447,45 +458,35 @@ impl TableBuilder {
             // A rule stored under several port keys may meet itself here.
             rules.sort_by_key(|rule| rule.index);
             rules.dedup_by_key(|rule| rule.index);
-            let start = candidates.len() as u32;
+            let start = candidate_offset(candidates);
             candidates.extend(rules);
-            *slot = Span { start, end: candidates.len() as u32 };
+            *slot = Span { start, end: candidate_offset(candidates) };
         }
         table
     }
 }
 
+fn candidate_offset(candidates: &[CompiledRule]) -> u32 {
+    u32::try_from(candidates.len()).expect("fewer than 2^32 candidates")
+}
+
 impl Classifier {
-    /// `rules` in priority order.
-    fn build(rules: &[CompiledRule]) -> Classifier {
-        let shapes = Shape::all();
+    /// `rules` in rule order.
+    fn build(mut remaining: Vec<CompiledRule>) -> Classifier {
+        let grid = Shape::grid();
         let mut counts = FxHashMap::default();
-        let mut remaining = rules.to_vec();
         let mut builders = Vec::new();
         while remaining.len() > BUCKET_LIMIT {
-            let Some(shape) = Shape::best(&shapes, &remaining, &mut counts) else { break };
-            let mut table = TableBuilder::new(shape);
-            remaining.retain(|rule| !table.try_insert(rule, BUCKET_LIMIT));
-            builders.push(table);
+            let Some(shape) = Shape::best(&grid, &remaining, &mut counts) else { break };
+            let mut taken = TableBuilder::new(shape);
+            remaining.retain(|rule| !taken.try_insert(rule, BUCKET_LIMIT));
+            // Hashing on more bits than the grid shape only thins the slots.
+            builders.push(TableBuilder::narrowest(&taken.rules()));
         }
         if !remaining.is_empty() {
-            // Too few, or too alike in every bit a table hashes on, to be
-            // worth another table: one list, checked in order.
-            let mut list = TableBuilder::new(Shape::MATCH_ALL);
-            for rule in &remaining {
-                list.try_insert(rule, usize::MAX);
-            }
-            builders.push(list);
+            builders.push(TableBuilder::narrowest(&remaining));
         }
         builders.sort_by_key(|table| table.first_rule);
-        if std::env::var_os("RULES_DEBUG").is_some() && rules.len() > 1000 {
-            for b in &builders {
-                let n: usize = b.buckets.values().map(|v| v.len()).sum();
-                let longest = b.buckets.values().map(|v| v.len()).max().unwrap_or(0);
-                eprintln!("  table {:?} first {} keys {} entries {} longest {}", b.shape, b.first_rule, b.buckets.len(), n, longest);
-            }
-        }
-
         let mut candidates = Vec::new();
         let tables = builders.into_iter().map(|builder| builder.finish(&mut candidates)).collect();
         Classifier { tables, candidates }
@@ -528,7 +529,14 @@ mod tests {
         text.parse().unwrap()
     }
 
-    fn rule(tenant: Option<u32>, src: &str, dst: &str, protocol: Option<u8>, ports: RangeInclusive<u16>, verdict: Verdict) -> Rule {
+    fn rule(
+        tenant: Option<u32>,
+        src: &str,
+        dst: &str,
+        protocol: Option<u8>,
+        ports: RangeInclusive<u16>,
+        verdict: Verdict,
+    ) -> Rule {
         Rule { tenant, src: cidr(src), dst: cidr(dst), protocol, dst_ports: ports, verdict }
     }
 
@@ -710,9 +718,81 @@ mod tests {
             .collect();
         let set = RuleSet::compile(&rules);
         for i in 0..100u16 {
-            assert_eq!(hit(&set, 3, "10.0.0.1", "10.0.0.2", TCP, i * 600 + 300).map(|(index, _)| index), Some(u32::from(i)));
+            let found = hit(&set, 3, "10.0.0.1", "10.0.0.2", TCP, i * 600 + 300);
+            assert_eq!(found.map(|(index, _)| index), Some(u32::from(i)));
         }
         assert_eq!(hit(&set, 3, "10.0.0.1", "10.0.0.2", TCP, 60000), None);
+    }
+
+    /// The most tables a packet can probe in `set`, and the longest slot.
+    fn lookup_bounds(set: &RuleSet) -> (usize, usize) {
+        let tenant_tables = set.tenants.values().map(|classifier| classifier.tables.len()).max().unwrap_or(0);
+        let tables = tenant_tables + set.global.tables.len();
+        let classifiers: Vec<&Classifier> = set.tenants.values().chain([&set.global]).collect();
+        let longest = classifiers
+            .iter()
+            .flat_map(|classifier| classifier.tables.iter())
+            .flat_map(|table| table.slots.iter().map(|span| (span.end - span.start) as usize))
+            .max()
+            .unwrap_or(0);
+        (tables, longest)
+    }
+
+    #[test]
+    fn lookup_cost_does_not_grow_with_the_rules() {
+        let mut random = Random(0x5eed);
+        let host = |random: &mut Random| Ipv4Cidr { addr: Ipv4Addr::from(random.next() as u32), prefix_len: 32 };
+        let host_pairs: Vec<Rule> = (0..10_000)
+            .map(|_| Rule {
+                tenant: Some(1),
+                src: host(&mut random),
+                dst: host(&mut random),
+                protocol: Some(TCP),
+                dst_ports: 443..=443,
+                verdict: Verdict::Allow,
+            })
+            .collect();
+        let (tables, longest) = lookup_bounds(&RuleSet::compile(&host_pairs));
+        assert!(tables <= 2 && longest <= 4, "{tables} tables, {longest} candidates in a slot");
+
+        // Subnets of one /24 that no grid length fits: the table narrows to /30.
+        let quarter = |random: &mut Random| {
+            Ipv4Cidr { addr: Ipv4Addr::from(0x0a00_0000 | random.next() as u32 & 0xfc), prefix_len: 30 }
+        };
+        let subnets: Vec<Rule> = (0..2_000)
+            .map(|_| Rule {
+                tenant: None,
+                src: quarter(&mut random),
+                dst: quarter(&mut random),
+                protocol: None,
+                dst_ports: 0..=65535,
+                verdict: Verdict::Deny,
+            })
+            .collect();
+        let (tables, longest) = lookup_bounds(&RuleSet::compile(&subnets));
+        assert!(tables <= 2 && longest <= 10, "{tables} tables, {longest} candidates in a slot");
+
+        // Typical policy: prefixes of common lengths, services, a few tenants.
+        let typical: Vec<Rule> = (0..10_000)
+            .map(|_| {
+                let mut prefix = |lengths: &[u8]| {
+                    Ipv4Cidr { addr: Ipv4Addr::from(random.next() as u32), prefix_len: random.pick(lengths) }
+                };
+                let src = prefix(&[16, 24, 24, 32]);
+                let dst = prefix(&[0, 8, 16, 24, 32, 32]);
+                let service = random.pick(&[22u16, 53, 80, 443, 3389, 5432, 8080]);
+                Rule {
+                    tenant: Some(random.below(8) as u32),
+                    src,
+                    dst,
+                    protocol: Some(random.pick(&[TCP, UDP])),
+                    dst_ports: if random.below(4) == 0 { 8000..=8099 } else { service..=service },
+                    verdict: Verdict::Allow,
+                }
+            })
+            .collect();
+        let (tables, longest) = lookup_bounds(&RuleSet::compile(&typical));
+        assert!(tables <= 4 && longest <= 6, "{tables} tables, {longest} candidates in a slot");
     }
 
     /// The first-match semantics straight from the `Rule` fields.
@@ -818,7 +898,8 @@ mod tests {
                 let protocol = aim.protocol.unwrap_or_else(|| random.protocol());
                 let port = random.below(u64::from(aim.dst_ports.end() - aim.dst_ports.start()) + 1) as u16;
                 let tenant = aim.tenant.unwrap_or_else(|| random.below(u64::from(tenants) + 1) as u32);
-                (tenant, within(&mut random, aim.src), within(&mut random, aim.dst), protocol, aim.dst_ports.start() + port)
+                let (src, dst) = (within(&mut random, aim.src), within(&mut random, aim.dst));
+                (tenant, src, dst, protocol, aim.dst_ports.start() + port)
             } else {
                 let tenant = random.below(u64::from(tenants) + 1) as u32;
                 (tenant, random.address(), random.address(), random.protocol(), random.port())
