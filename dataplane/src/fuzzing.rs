@@ -167,3 +167,102 @@ impl Default for Harness {
     }
 }
 
+
+/// Connection tracking and NAT fed arbitrary inner packets: one core, two
+/// tenants with the same subnet, and a live UDP, TCP and echo session each.
+pub struct NatHarness {
+    nat: crate::nat::NatCore,
+    now_ms: u64,
+}
+
+/// The sessions' far end and the pool the harness uses.
+const NAT_SERVER: [u8; 4] = [10, 1, 0, 5];
+const NAT_HOST: [u8; 4] = [192, 168, 1, 10];
+
+impl Default for NatHarness {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl NatHarness {
+    pub fn new() -> NatHarness {
+        use crate::policy::{NatConfig, Policy, TenantConfig};
+        let nat: NatConfig = toml::from_str("pool = [\"100.64.0.0/31\"]\nblock_size = 64\nsessions_per_worker = 256").expect("fuzz nat");
+        let tenant = |name: &str| -> TenantConfig {
+            toml::from_str(&format!("name = \"{name}\"\nsubnets = [\"192.168.1.0/24\"]\nmax_sessions = 200\n[[rules]]\ndst = \"10.1.0.0/16\"\naction = \"allow\"")).expect("fuzz tenant")
+        };
+        let policy = Policy::compile(&nat, &[tenant("a"), tenant("b")], &[], 1).expect("fuzz policy");
+        let mut harness = NatHarness { nat: crate::nat::NatCore::new(Arc::new(policy), 0), now_ms: 0 };
+        for packet in nat_packets(NAT_HOST, NAT_SERVER) {
+            for tenant in 0..2 {
+                harness.run(&[&[tenant][..], &packet[..]].concat());
+            }
+        }
+        harness
+    }
+
+    /// `data[0]`: bit 0 picks the tenant, bit 1 the direction (set: from the
+    /// inside), bits 2..7 advance the clock by that many seconds; the rest is
+    /// an IPv4 packet. Whatever passes must carry a valid IP header checksum.
+    pub fn run(&mut self, data: &[u8]) {
+        use crate::nat::Outcome;
+        let Some((&selector, packet)) = data.split_first() else { return };
+        self.now_ms += u64::from(selector >> 2) * 1000;
+        let mut ip = packet.to_vec();
+        let mut counters = crate::pipeline::CounterBlock::default();
+        // The pipeline hands NAT only packets whose IPv4 header validated.
+        let Ok(header) = crate::wire::ipv4::Packet::new_checked(&ip[..]) else { return };
+        let (dst, total) = (header.dst(), header.total_len());
+        ip.truncate(total);
+        let outcome = if selector & 2 == 0 {
+            self.nat.upstream(u32::from(selector & 1), &mut ip, self.now_ms, &mut counters)
+        } else {
+            let Some(address) = self.nat.policy.pool_address(dst) else { return };
+            self.nat.downstream(address, &mut ip, self.now_ms, &mut counters)
+        };
+        if let Outcome::Pass { tenant } = outcome {
+            assert!(tenant < 2);
+            assert_eq!(crate::wire::checksum::checksum(&ip[..usize::from(ip[0] & 0x0f) * 4]), 0, "header checksum after translation");
+        }
+        // Released fragments go round again, as the worker sends them.
+        while let Some(h) = self.nat.fragments.take_released() {
+            self.nat.fragments.free(h);
+        }
+        self.nat.maintain(self.now_ms, &mut counters);
+        self.nat.events.clear();
+        assert!(self.nat.sessions.len() <= self.nat.sessions.capacity());
+    }
+}
+
+/// A UDP datagram, a TCP SYN and an echo request from `host` to `server`.
+fn nat_packets(host: [u8; 4], server: [u8; 4]) -> Vec<Vec<u8>> {
+    let build = |protocol: u8, l4: &[u8]| {
+        let mut p = vec![0u8; 20 + l4.len()];
+        crate::wire::ipv4::write_header(&mut p, (20 + l4.len()) as u16, protocol, 64, 1, host.into(), server.into());
+        p[20..].copy_from_slice(l4);
+        p
+    };
+    let udp = [0x13, 0x88, 0, 53, 0, 12, 0, 0, 1, 2, 3, 4];
+    let mut tcp = [0u8; 20];
+    tcp[0..4].copy_from_slice(&[0x9c, 0x40, 1, 0xbb]);
+    tcp[12] = 5 << 4;
+    tcp[13] = 0x02;
+    let echo = [8, 0, 0, 0, 0x42, 0x42, 0, 1];
+    vec![build(17, &udp), build(6, &tcp), build(1, &echo)]
+}
+
+/// Seeds for the `nat_inner` target: the sessions' packets both ways.
+pub fn nat_seeds() -> Vec<Vec<u8>> {
+    let mut seeds = Vec::new();
+    for packet in nat_packets(NAT_HOST, NAT_SERVER) {
+        seeds.push([&[0u8][..], &packet].concat());
+    }
+    // Answers to the pool's first address and first ports.
+    for mut packet in nat_packets(NAT_SERVER, [100, 64, 0, 0]) {
+        packet[22..24].copy_from_slice(&1024u16.to_be_bytes());
+        crate::wire::ipv4::set_checksum(&mut packet);
+        seeds.push([&[2u8][..], &packet].concat());
+    }
+    seeds
+}

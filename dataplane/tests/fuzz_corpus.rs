@@ -2,12 +2,11 @@
 //! points, so every CI run checks the inputs the fuzzers found, without a
 //! fuzzing engine or a nightly compiler.
 
-use sekisho_dataplane::fuzzing::Harness;
+use sekisho_dataplane::fuzzing::{Harness, NatHarness};
 use std::path::Path;
 
-fn replay(target: &str, run: impl Fn(&mut Harness, &[u8])) {
+fn replay<H>(target: &str, mut harness: H, run: impl Fn(&mut H, &[u8])) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus").join(target);
-    let mut harness = Harness::new();
     let mut count = 0;
     for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
         let path = entry.unwrap().path();
@@ -19,12 +18,17 @@ fn replay(target: &str, run: impl Fn(&mut Harness, &[u8])) {
 
 #[test]
 fn frame_corpus() {
-    replay("frame", Harness::frame);
+    replay("frame", Harness::new(), Harness::frame);
 }
 
 #[test]
 fn esp_plaintext_corpus() {
-    replay("esp_plaintext", Harness::esp_plaintext);
+    replay("esp_plaintext", Harness::new(), Harness::esp_plaintext);
+}
+
+#[test]
+fn nat_inner_corpus() {
+    replay("nat_inner", NatHarness::new(), NatHarness::run);
 }
 
 /// Writes the seed inputs into the corpus folders (run by hand once:
@@ -34,7 +38,7 @@ fn esp_plaintext_corpus() {
 fn write_seeds() {
     let (frames, plaintexts) = sekisho_dataplane::fuzzing::seeds();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
-    for (target, inputs) in [("frame", frames), ("esp_plaintext", plaintexts)] {
+    for (target, inputs) in [("frame", frames), ("esp_plaintext", plaintexts), ("nat_inner", sekisho_dataplane::fuzzing::nat_seeds())] {
         std::fs::create_dir_all(root.join(target)).unwrap();
         for (i, input) in inputs.iter().enumerate() {
             std::fs::write(root.join(target).join(format!("seed-{i}")), input).unwrap();

@@ -7,7 +7,12 @@
 //! With [`Traffic::Esp`] its outside port is the clinics' router at the far
 //! end of a static tunnel: it encrypts what it sends and decrypts what it
 //! receives there (with the dataplane's ESP code; scapy checks that code
-//! independently in tests/scapy_interop).
+//! independently in tests/scapy_interop). With [`Traffic::Nat`] the clinics
+//! send every packet; its inside port checks each as the server gets it
+//! (byte for byte but for the translated source and the checksums, which it
+//! recomputes itself; one pool address and port per flow, never shared) and
+//! answers it, and the clinics' end checks that the answer comes back
+//! through the tunnel as the server sent it, to the clinic's own address.
 
 use crate::topology::{self, Traffic};
 use sekisho_dataplane::craft::{forward_in_place, read_seq, write_udp_frame, Flow};
@@ -16,7 +21,9 @@ use sekisho_dataplane::esp::decrypt;
 use sekisho_dataplane::esp::sa::{InboundSa, Lifetime, OutboundSa, Selectors, Tunnel};
 use sekisho_dataplane::esp::tunnel::{self, OuterFields};
 use sekisho_dataplane::tunnels::decode_hex;
-use sekisho_dataplane::wire::{ethernet, ipv6};
+use sekisho_dataplane::wire::{checksum, ethernet, ipv4, ipv6};
+use sekisho_dataplane::addr::Ipv4Cidr;
+use std::collections::HashMap;
 use sekisho_dataplane::neighbour::NeighbourTable;
 use sekisho_dataplane::pipeline::{is_neighbour_frame, Action, Forwarder, Interface};
 use sekisho_dataplane::port::dpdk::{DpdkQueue, Mbuf};
@@ -45,10 +52,13 @@ pub const MAX_TUNNELLED_FRAME: usize = ethernet::HEADER_LEN + 1426;
 
 /// Where packet `seq` of a verify run enters, its flow and its frame length
 /// (64 to `max_frame` bytes; IPv6 frames start at their minimum of 70).
-pub fn plan(seq: u64, max_frame: usize) -> (Side, Flow, usize) {
+/// Behind NAT every packet comes from a clinic, over IPv4.
+pub fn plan(seq: u64, max_frame: usize, traffic: Traffic) -> (Side, Flow, usize) {
     let h = splitmix(seq);
-    let side = if h & 1 == 0 { Side::Outside } else { Side::Inside };
-    let flow = topology::flow(side, ((h >> 1) % u64::from(FLOWS)) as u16);
+    let nat = traffic == Traffic::Nat;
+    let side = if h & 1 == 0 || nat { Side::Outside } else { Side::Inside };
+    let index = ((h >> 1) % u64::from(FLOWS)) as u16;
+    let flow = topology::flow(side, if nat { index & !1 } else { index });
     let len = MIN_FRAME + ((h >> 16) % (max_frame - MIN_FRAME + 1) as u64) as usize;
     (side, flow, len.max(flow.min_frame_len()))
 }
@@ -115,8 +125,10 @@ pub struct VerifyReport {
     pub missing: u64,
     pub corrupted: u64,
     pub duplicates: u64,
-    /// Came out of the port it went into, or carried a sequence never sent.
+    /// Came out of the wrong port, or carried a sequence never sent.
     pub misrouted: u64,
+    /// Behind NAT: packets the server got, translated as they should be.
+    pub translated: u64,
     pub bytes: u64,
     pub seconds: f64,
     pub control_frames: u64,
@@ -148,6 +160,10 @@ pub struct Generator<'a> {
     pub control_frames: u64,
     /// The tunnel's far end, when the outside link carries ESP.
     clinic: Option<ClinicEnd>,
+    traffic: Traffic,
+    /// Behind NAT: the pool address and port each flow (by its clinic port) was given, and the reverse.
+    mappings: HashMap<u16, ([u8; 4], u16)>,
+    mapped: HashMap<([u8; 4], u16), u16>,
 }
 
 impl<'a> Generator<'a> {
@@ -160,8 +176,19 @@ impl<'a> Generator<'a> {
         };
         let neighbours = Arc::new(NeighbourTable::new([]));
         let host = Forwarder::new([interface(0), interface(1)], [outside.mac(), inside.mac()], neighbours.clone());
-        let clinic = (traffic == Traffic::Esp).then(ClinicEnd::new);
-        Generator { ports: [outside, inside], host, neighbours, gateway_mac: [MacAddr::ZERO; 2], clock: Instant::now(), control_frames: 0, clinic }
+        let clinic = matches!(traffic, Traffic::Esp | Traffic::Nat).then(ClinicEnd::new);
+        Generator {
+            ports: [outside, inside],
+            host,
+            neighbours,
+            gateway_mac: [MacAddr::ZERO; 2],
+            clock: Instant::now(),
+            control_frames: 0,
+            clinic,
+            traffic,
+            mappings: HashMap::new(),
+            mapped: HashMap::new(),
+        }
     }
 
     fn now_ms(&self) -> u64 {
@@ -270,7 +297,7 @@ impl<'a> Generator<'a> {
             // Fill the send batches up to the window.
             let mut room = window.saturating_sub(in_flight + pending.iter().map(|b| b.len() as u64).sum::<u64>());
             while room > 0 && next_seq < packets {
-                let (side, flow, len) = plan(next_seq, max_frame);
+                let (side, flow, len) = plan(next_seq, max_frame, self.traffic);
                 if pending[side as usize].is_full() {
                     break;
                 }
@@ -294,6 +321,7 @@ impl<'a> Generator<'a> {
                 let sent = self.ports[side as usize].tx_burst(&mut pending[side as usize]);
                 report.sent += sent as u64;
             }
+            let mut answers: Batch<Mbuf> = Batch::new();
             for side in [Side::Outside, Side::Inside] {
                 let mut rx = Batch::new();
                 if self.ports[side as usize].rx_burst(&mut rx) > 0 {
@@ -301,6 +329,12 @@ impl<'a> Generator<'a> {
                 }
                 for buf in rx.drain(..) {
                     let Some(mut buf) = self.control(side, buf) else { continue };
+                    if self.traffic == Traffic::Nat && side == Side::Inside {
+                        if let Some(answer) = self.answer(buf, max_frame, &mut expected, &mut report) {
+                            answers.push(answer);
+                        }
+                        continue;
+                    }
                     let (eth, ip) = match (&mut self.clinic, side) {
                         // From the tunnel: the outer headers are the gateway's, the inner packet the server's.
                         (Some(clinic), Side::Outside) => match clinic.open(buf.data_mut()) {
@@ -316,6 +350,8 @@ impl<'a> Generator<'a> {
                     self.check(side, eth.map(|r| &frame[r]), &frame[ip], max_frame, &mut seen, &mut expected, &mut report);
                 }
             }
+            // What the inside port cannot take now is lost, as on a wire.
+            self.ports[Side::Inside as usize].tx_burst(&mut answers);
             let done = report.received() >= packets;
             let all_sent = next_seq >= packets && pending.iter().all(|b| b.is_empty());
             if done || (all_sent && last_change.elapsed() > Duration::from_millis(400)) {
@@ -353,10 +389,15 @@ impl<'a> Generator<'a> {
             report.misrouted += 1;
             return;
         };
-        let (sent_on, flow, len) = plan(seq, max_frame);
-        if sent_on != side.other() {
+        let (sent_on, mut flow, len) = plan(seq, max_frame, self.traffic);
+        // Behind NAT what comes back to the clinics is the server's answer.
+        let nat = self.traffic == Traffic::Nat;
+        if (nat && side != Side::Outside) || (!nat && sent_on != side.other()) {
             report.misrouted += 1;
             return;
+        }
+        if nat {
+            flow = Flow { src: flow.dst, dst: flow.src, src_port: flow.dst_port, dst_port: flow.src_port };
         }
         let (word, bit) = ((seq / 64) as usize, 1u64 << (seq % 64));
         if seen[word] & bit != 0 {
@@ -374,6 +415,59 @@ impl<'a> Generator<'a> {
         } else {
             report.corrupted += 1;
         }
+    }
+
+    /// Behind NAT, a clinic's packet as the server gets it: checked against
+    /// what was sent, with the source translated onto the pool (the same
+    /// pool address and port for every packet of a flow, and no two flows
+    /// sharing one) and both checksums recomputed here; then turned into
+    /// the server's answer, in the same buffer.
+    fn answer(&mut self, mut buf: Mbuf, max_frame: usize, expected: &mut Vec<u8>, report: &mut VerifyReport) -> Option<Mbuf> {
+        const IP: usize = ethernet::HEADER_LEN;
+        let frame = buf.data();
+        let Some(seq) = frame.get(IP..).and_then(read_seq).filter(|&s| s < report.packets) else {
+            report.misrouted += 1;
+            return None;
+        };
+        let (_, flow, len) = plan(seq, max_frame, self.traffic);
+        expected.resize(len, 0);
+        write_udp_frame(expected, self.ports[1].mac(), self.gateway_mac[1], &flow, seq);
+        forward_in_place(&mut expected[IP..]);
+        let pool: Ipv4Cidr = topology::POOL.parse().expect("pool prefix");
+        let source: [u8; 4] = frame[IP + 12..IP + 16].try_into().ok()?;
+        let port = u16::from_be_bytes([frame[IP + 20], frame[IP + 21]]);
+        // Everything but the source address and port and the two checksums as sent.
+        let same = |r: std::ops::Range<usize>| frame.get(r.clone()) == expected.get(r);
+        let intact = frame.len() == len
+            && same(0..IP + 10)
+            && same(IP + 16..IP + 20)
+            && same(IP + 22..IP + 26)
+            && same(IP + 28..len)
+            && checksum::checksum(&frame[IP..IP + 20]) == 0
+            && {
+                let udp = &frame[IP + 20..len];
+                let pseudo = checksum::sum(0, &frame[IP + 12..IP + 20]) + 17 + udp.len() as u32;
+                checksum::finish(checksum::sum(pseudo, udp)) == 0
+            }
+            && pool.contains(source.into());
+        let mapping_kept = *self.mappings.entry(flow.src_port).or_insert((source, port)) == (source, port)
+            && *self.mapped.entry((source, port)).or_insert(flow.src_port) == flow.src_port;
+        if !intact || !mapping_kept {
+            report.corrupted += 1;
+            return None;
+        }
+        report.translated += 1;
+        // The answer: addresses and ports swapped (checksums unchanged by that), a fresh TTL.
+        let frame = buf.data_mut();
+        for i in 0..4 {
+            frame.swap(IP + 12 + i, IP + 16 + i);
+        }
+        frame.swap(IP + 20, IP + 22);
+        frame.swap(IP + 21, IP + 23);
+        frame[IP + 8] = 64;
+        ipv4::set_checksum(&mut frame[IP..]);
+        ethernet::write_header(frame, self.gateway_mac[1], self.ports[1].mac(), ethernet::ETHERTYPE_IPV4);
+        Some(buf)
     }
 
     /// Sends `frame_len`-byte IPv4 frames from the outside port as fast as it
@@ -443,7 +537,7 @@ mod tests {
     fn plan_covers_sizes_sides_and_families() {
         let (mut min, mut max, mut sides, mut v6) = (usize::MAX, 0, [0; 2], 0);
         for seq in 0..100_000 {
-            let (side, flow, len) = plan(seq, MAX_FRAME);
+            let (side, flow, len) = plan(seq, MAX_FRAME, Traffic::Esp);
             min = min.min(len);
             max = max.max(len);
             sides[side as usize] += 1;
@@ -453,5 +547,10 @@ mod tests {
         assert_eq!((min, max), (MIN_FRAME, MAX_FRAME));
         assert!(sides[0] > 45_000 && sides[1] > 45_000);
         assert!(v6 > 45_000 && v6 < 55_000);
+        // Behind NAT: all from the clinics, all IPv4.
+        assert!((0..1000).all(|seq| {
+            let (side, flow, _) = plan(seq, MAX_FRAME, Traffic::Nat);
+            side == Side::Outside && flow.src.is_ipv4()
+        }));
     }
 }

@@ -45,6 +45,10 @@ pub enum Traffic {
     Esp,
     /// Plain IP both ways (the gateway under `bypass`), to measure forwarding alone.
     Plain,
+    /// The gateway's main job: the clinics (one tenant) open sessions through
+    /// the ESP tunnel to the servers, translated onto the NAT pool, and the
+    /// servers answer each packet (IPv4 inside only, as NAT translates it).
+    Nat,
 }
 
 /// The static tunnel: its SPIs and AES-128-GCM keys (key and salt) in each direction.
@@ -56,14 +60,30 @@ pub const KEY_TO_CLINIC: &str = "c11a1c0ffee0000c11a1c0ffee0000c1d4c3b2a1";
 pub const CLINICS_V4: &str = "203.0.113.0/24";
 pub const CLINICS_V6: &str = "2001:db8:c::/64";
 
-/// The gateway's side of the static tunnel, as config.
-pub fn tunnel_config() -> String {
-    format!(
-        "[[tunnels]]\nname = \"clinics\"\nremote = \"{}\"\nipv4 = [\"{CLINICS_V4}\"]\nipv6 = [\"{CLINICS_V6}\"]\n\
-         [[tunnels.inbound]]\nspi = {SPI_AT_GATEWAY:#x}\nkey = \"{KEY_TO_GATEWAY}\"\nesn = true\n\
-         [tunnels.outbound]\nspi = {SPI_AT_CLINIC:#x}\nkey = \"{KEY_TO_CLINIC}\"\nesn = true\n",
-        ROUTER_V6[0]
-    )
+/// The NAT pool (routed to the gateway by the servers' router).
+pub const POOL: &str = "100.64.0.0/30";
+/// The servers' subnet, which the clinics' tenant may reach.
+pub const SERVERS_V4: &str = "192.0.2.0/24";
+
+/// The gateway's side of the static tunnel, as config; with NAT, the
+/// clinics are one tenant whose rule lets them reach the servers.
+pub fn tunnel_config(traffic: Traffic) -> String {
+    let tunnel = |subnets: &str, tenant: &str| {
+        format!(
+            "[[tunnels]]\nname = \"clinics\"\nremote = \"{}\"\n{subnets}{tenant}\
+             [[tunnels.inbound]]\nspi = {SPI_AT_GATEWAY:#x}\nkey = \"{KEY_TO_GATEWAY}\"\nesn = true\n\
+             [tunnels.outbound]\nspi = {SPI_AT_CLINIC:#x}\nkey = \"{KEY_TO_CLINIC}\"\nesn = true\n",
+            ROUTER_V6[0]
+        )
+    };
+    match traffic {
+        Traffic::Nat => format!(
+            "[nat]\npool = [\"{POOL}\"]\n\n[[tenants]]\nname = \"clinics\"\nsubnets = [\"{CLINICS_V4}\"]\n\
+             [[tenants.rules]]\ndst = \"{SERVERS_V4}\"\nprotocol = \"udp\"\naction = \"allow\"\n\n{}",
+            tunnel(&format!("ipv4 = [\"{CLINICS_V4}\"]\n"), "tenant = \"clinics\"\n")
+        ),
+        _ => tunnel(&format!("ipv4 = [\"{CLINICS_V4}\"]\nipv6 = [\"{CLINICS_V6}\"]\n"), ""),
+    }
 }
 
 /// A dataplane config for this network, its ports being `virtio_user`
@@ -95,7 +115,7 @@ pub fn dataplane_config(
          {}\n{}{}",
         run_dir.display(),
         match traffic {
-            Traffic::Esp => tunnel_config(),
+            Traffic::Esp | Traffic::Nat => tunnel_config(traffic),
             Traffic::Plain => "# Plain forwarding between the ports, to measure it alone.\n[esp]\nbypass = true\n".to_owned(),
         },
         side(0, "outside", "virtio_user0", outside_sock),

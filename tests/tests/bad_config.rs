@@ -92,3 +92,41 @@ fn bad_tunnels_are_refused_by_field() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("tunnel clinics: inbound SPI {:#010x}", topology::SPI_AT_GATEWAY)));
 }
+
+#[test]
+fn bad_tenants_rules_and_pools_are_refused_by_field() {
+    let s = Scratch::new("badnat");
+    let nat_config = |tweak: &dyn Fn(String) -> String| {
+        let text = topology::dataplane_config(Path::new("/nonexistent/o.sock"), Path::new("/nonexistent/i.sock"), &s.path("run"), "badnat", 1, 0, topology::Traffic::Nat);
+        let path = s.path("dataplane.toml");
+        std::fs::write(&path, tweak(text)).unwrap();
+        path
+    };
+    let check = |path: &Path| {
+        let mut c = Command::new(bin("sekisho-dataplane"));
+        c.args(["check", "--config", path.to_str().unwrap()]);
+        c
+    };
+    let cases: [(&str, &str, &[&str]); 6] = [
+        ("tenant = \"clinics\"", "tenant = \"nobody\"", &["tunnels[0].tenant", "'nobody' is not a tenant"]),
+        ("tenant = \"clinics\"\n", "", &["tunnels[0].tenant", "every tunnel names its tenant"]),
+        ("protocol = \"udp\"", "protocol = \"icmp\"\nports = \"53\"", &["tenants[0].rules[0].ports", "tcp"]),
+        ("protocol = \"udp\"", "protocol = \"udp\"\nports = \"99-10\"", &["tenants[0].rules[0].ports", "backwards"]),
+        (topology::POOL, "10.0.0.0/30", &["nat.pool", "10.0.0.1 is an address of a port"]),
+        ("subnets = [\"203.0.113.0/24\"]", "subnets = [\"203.0.113.0/25\"]", &["tunnels[0].ipv4", "not within the subnets of tenant 'clinics'"]),
+    ];
+    for (from, to, expected) in cases {
+        let path = nat_config(&|t: String| {
+            assert!(t.contains(from), "{from} not in the config");
+            t.replacen(from, to, 1)
+        });
+        fails_with(&mut check(&path), expected);
+    }
+    // Tenants need the pool.
+    let path = nat_config(&|t: String| t.replace("[nat]\npool = [\"100.64.0.0/30\"]\n", ""));
+    fails_with(&mut check(&path), &["tenants", "[nat]"]);
+    let path = nat_config(&|t: String| t);
+    let out = check(&path).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 tenants"));
+}

@@ -18,6 +18,11 @@ fn a_million_packets_through_the_tunnel_both_ways() {
 }
 
 #[test]
+fn a_million_packets_through_nat_and_the_tunnel_and_their_answers_back() {
+    run(topology::Traffic::Nat);
+}
+
+#[test]
 fn a_million_packets_forwarded_plainly_under_bypass() {
     run(topology::Traffic::Plain);
 }
@@ -73,6 +78,10 @@ fn run(traffic: topology::Traffic) {
     let r = &gen_report["report"];
     assert_eq!(r["sent"], PACKETS, "{gen_report}");
     assert_eq!(r["received_intact"], PACKETS, "every packet back, byte for byte but for L2 and the TTL: {gen_report}");
+    let nat = traffic == topology::Traffic::Nat;
+    if nat {
+        assert_eq!(r["translated"], PACKETS, "every packet reached the server translated onto the pool: {gen_report}");
+    }
     for field in ["missing", "corrupted", "duplicates", "misrouted"] {
         assert_eq!(r[field], 0, "{field}: {gen_report}");
     }
@@ -83,9 +92,21 @@ fn run(traffic: topology::Traffic) {
     assert_eq!(status.code(), Some(0), "dataplane exit on SIGTERM: {stderr}");
     let summary = last_json(&stdout);
     let counters = &summary["counters"];
-    assert_eq!(counters["forwarded"], PACKETS, "{summary}");
+    // Behind NAT each packet crosses twice: the clinic's, and the server's answer.
+    let crossings = if nat { 2 * PACKETS } else { PACKETS };
+    assert_eq!(counters["forwarded"], crossings, "{summary}");
     assert_eq!(counters["dropped"], 0, "{summary}");
-    if traffic == topology::Traffic::Esp {
+    if nat {
+        for counter in ["esp_decrypted", "esp_encrypted", "nat_translated_up", "nat_translated_down"] {
+            assert_eq!(counters[counter], PACKETS, "{counter}: {summary}");
+        }
+        // One session per flow (the generator's four IPv4 flows), one port block lent and logged.
+        assert_eq!(counters["nat_sessions_created"], 4, "{summary}");
+        let log = std::fs::read_to_string(run_dir.join("nat.jsonl")).expect("NAT log");
+        let blocks: Vec<&str> = log.lines().filter(|l| l.contains("port_block_allocated")).collect();
+        assert_eq!(blocks.len(), 1, "{log}");
+        assert!(blocks[0].contains("\"tenant\":\"clinics\"") && blocks[0].contains("\"ports\":\"1024-1535\""), "{log}");
+    } else if traffic == topology::Traffic::Esp {
         // Half the packets come from the clinics, half from the servers.
         let (decrypted, encrypted) = (counters["esp_decrypted"].as_u64().unwrap(), counters["esp_encrypted"].as_u64().unwrap());
         assert_eq!(decrypted + encrypted, PACKETS, "{summary}");
@@ -115,6 +136,6 @@ fn run(traffic: topology::Traffic) {
     assert!(out.status.success());
     let snap = last_json(&String::from_utf8_lossy(&out.stdout));
     assert_eq!(snap["running"], false);
-    assert_eq!(snap["counters"]["forwarded"], PACKETS);
+    assert_eq!(snap["counters"]["forwarded"], crossings);
     assert_eq!(snap["mempool_in_use"], 0);
 }

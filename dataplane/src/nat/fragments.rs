@@ -12,7 +12,7 @@
 
 use crate::Side;
 use arrayvec::ArrayVec;
-use hashbrown::HashTable;
+use super::index::Index;
 use std::net::Ipv4Addr;
 
 /// Fragmented datagrams whose translation a core remembers.
@@ -86,7 +86,7 @@ pub enum Later {
 /// One core's fragment state.
 pub struct Fragments {
     flows: Vec<Flow>,
-    index: HashTable<u16>,
+    index: Index,
     /// Next flow slot to use (the oldest).
     next: usize,
     held: Vec<Held>,
@@ -98,10 +98,10 @@ pub struct Fragments {
 }
 
 fn hash(k: &FragmentKey) -> u64 {
-    let a = u64::from(u32::from(k.src)) << 32 | u64::from(u32::from(k.dst));
-    let b = u64::from(k.tenant) << 24 | u64::from(k.ident) << 8 | u64::from(k.protocol);
-    let x = (a ^ b.rotate_left(21)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    x ^ (x >> 29)
+    super::sessions::hash_words([
+        u64::from(u32::from(k.src)) << 32 | u64::from(u32::from(k.dst)),
+        u64::from(k.tenant) << 24 | u64::from(k.ident) << 8 | u64::from(k.protocol),
+    ])
 }
 
 impl Default for Fragments {
@@ -116,7 +116,7 @@ impl Default for Fragments {
                     live: false,
                 })
                 .collect(),
-            index: HashTable::with_capacity(FLOWS),
+            index: Index::with_capacity(FLOWS),
             next: 0,
             held: (0..HELD).map(|_| Held { side: Side::Inside, tenant: 0, len: 0, bytes: Box::new([0; HELD_BYTES]) }).collect(),
             free_held: (0..HELD as u16).rev().collect(),
@@ -129,7 +129,7 @@ impl Default for Fragments {
 impl Fragments {
     fn find(&mut self, key: &FragmentKey, now_ms: u64) -> Option<usize> {
         let flows = &self.flows;
-        let slot = usize::from(*self.index.find(hash(key), |&i| flows[usize::from(i)].key == *key)?);
+        let slot = self.index.find(hash(key), |i| flows[i as usize].key == *key)? as usize;
         if self.flows[slot].expires_ms < now_ms {
             self.forget(slot);
             return None;
@@ -147,9 +147,7 @@ impl Fragments {
         let key = flow.key;
         self.dropped += flow.held.len() as u64;
         self.free_held.extend(flow.held.drain(..));
-        if let Ok(entry) = self.index.find_entry(hash(&key), |&i| usize::from(i) == slot) {
-            entry.remove();
-        }
+        self.index.remove(hash(&key), slot as u32);
     }
 
     /// Takes the oldest slot for `key`.
@@ -157,8 +155,7 @@ impl Fragments {
         let slot = self.next;
         self.next = (self.next + 1) % FLOWS;
         self.forget(slot);
-        let flows = &self.flows;
-        self.index.insert_unique(hash(&key), slot as u16, |&i| hash(&flows[usize::from(i)].key));
+        self.index.insert(hash(&key), slot as u32);
         let flow = &mut self.flows[slot];
         flow.key = key;
         flow.translation = None;

@@ -80,8 +80,9 @@ const FREE: u32 = u32::MAX;
 struct Block {
     /// The tenant holding it, or FREE.
     tenant: u32,
-    /// Ports in use, over all protocols.
+    /// Ports in use, over all protocols, and in each port space.
     used: u32,
+    used_in: [u16; PORT_SPACES],
     /// Where the next search starts in each port space, so that a port just
     /// freed is not handed out again at once.
     cursor: [u16; PORT_SPACES],
@@ -118,7 +119,7 @@ impl PortBlocks {
         let words = usize::from(layout.block_size).div_ceil(64);
         let addresses = layout.addresses.len();
         let blocks = (0..addresses)
-            .map(|_| (0..owned).map(|_| Block { tenant: FREE, used: 0, cursor: [0; PORT_SPACES] }).collect())
+            .map(|_| (0..owned).map(|_| Block { tenant: FREE, used: 0, used_in: [0; PORT_SPACES], cursor: [0; PORT_SPACES] }).collect())
             .collect();
         // Lowest blocks first.
         let free = (0..addresses).map(|_| (0..owned as u32).rev().collect()).collect();
@@ -184,14 +185,32 @@ impl PortBlocks {
         Ok(self.take_port(address, local, space).expect("a fresh block has free ports"))
     }
 
+    /// A free port of a block, searched a word at a time from its cursor.
     fn take_port(&mut self, address: u16, local: u32, space: usize) -> Option<u16> {
         let size = usize::from(self.layout.block_size);
-        let start = usize::from(self.blocks[usize::from(address)][local as usize].cursor[space]);
+        let block = &self.blocks[usize::from(address)][local as usize];
+        if usize::from(block.used_in[space]) >= size {
+            return None;
+        }
+        let start = usize::from(block.cursor[space]);
+        let words = self.words;
         let bits = self.bits(address, local, space);
-        let offset = (0..size).map(|i| (start + i) % size).find(|&o| bits[o / 64] & (1 << (o % 64)) == 0)?;
+        // One more step than words: the first word again, for the bits below the cursor.
+        let offset = (0..=words).find_map(|step| {
+            let w = (start / 64 + step) % words;
+            let mut free = !bits[w];
+            if step == 0 {
+                free &= u64::MAX << (start % 64);
+            }
+            if (w + 1) * 64 > size {
+                free &= (1u64 << (size % 64)) - 1;
+            }
+            (free != 0).then(|| w * 64 + free.trailing_zeros() as usize)
+        })?;
         bits[offset / 64] |= 1 << (offset % 64);
         let block = &mut self.blocks[usize::from(address)][local as usize];
         block.used += 1;
+        block.used_in[space] += 1;
         block.cursor[space] = ((offset + 1) % size) as u16;
         Some(self.layout.first_port_of(self.global(local)) + offset as u16)
     }
@@ -208,6 +227,7 @@ impl PortBlocks {
         bits[offset / 64] &= !(1 << (offset % 64));
         let block = &mut self.blocks[usize::from(address)][local as usize];
         block.used -= 1;
+        block.used_in[space(protocol)] -= 1;
         if block.used == 0 {
             let tenant = block.tenant;
             if log(self.event(BlockAction::Released, tenant, address, local)) {

@@ -6,14 +6,15 @@
 //! REQ-1). Return traffic must match a session (address-and-port-dependent
 //! filtering, RFC 4787 §5: the stricter choice, as a firewall needs).
 //!
-//! Sessions and mappings live in slabs allocated at start; the indexes are
-//! hash tables of slab indices sized for the slab, so nothing allocates per
+//! Sessions and mappings live in slabs allocated at start, their free slots
+//! chained through the slabs themselves; the indexes ([`Index`]) map hashes
+//! to slab slots and are sized for the slabs, so nothing allocates per
 //! packet. Expiry is lazy: a lookup that finds an expired session frees it,
 //! and [`SessionTable::sweep`] walks a few slots per batch.
 
+use super::index::Index;
 use super::ports::{BlockEvent, PortBlocks, PortError};
 use crate::policy::tcp::TcpTrack;
-use hashbrown::HashTable;
 use std::net::Ipv4Addr;
 
 /// Idle timeouts in seconds.
@@ -76,19 +77,19 @@ pub enum Track {
     Datagram { answered: bool },
 }
 
-/// One session (72 bytes).
+/// One session: one cache line (64 bytes). Its pool address is its tenant's.
 #[derive(Debug, Clone, Copy)]
 pub struct Session {
     inside: Ipv4Addr,
     remote: Ipv4Addr,
     tenant: u32,
+    /// Its mapping; while the slot is free, the next free slot.
     mapping: u32,
-    /// Second (of the table's clock) after which the session is gone.
+    /// Second (of the table's clock) after which the session is gone; 0: a free slot.
     expires: u32,
     inside_port: u16,
     remote_port: u16,
     external_port: u16,
-    address: u16,
     protocol: u8,
     /// Log each packet's session start (a rule said allow-and-log).
     pub logged: bool,
@@ -99,15 +100,20 @@ impl Session {
     pub fn inside_key(&self) -> InsideKey {
         InsideKey { tenant: self.tenant, protocol: self.protocol, inside: self.inside, inside_port: self.inside_port, remote: self.remote, remote_port: self.remote_port }
     }
-    pub fn outside_key(&self) -> OutsideKey {
-        OutsideKey { address: self.address, protocol: self.protocol, external_port: self.external_port, remote: self.remote, remote_port: self.remote_port }
+    #[inline]
+    fn is_outside(&self, address: u16, key: &OutsideKey) -> bool {
+        address == key.address
+            && self.external_port == key.external_port
+            && self.remote == key.remote
+            && self.remote_port == key.remote_port
+            && self.protocol == key.protocol
     }
     pub fn tenant(&self) -> u32 {
         self.tenant
     }
-    /// The pool address index and port the clinic's endpoint appears as.
-    pub fn external(&self) -> (u16, u16) {
-        (self.address, self.external_port)
+    /// The pool port the clinic's endpoint appears as.
+    pub fn external_port(&self) -> u16 {
+        self.external_port
     }
     /// The clinic's own address and port.
     pub fn inside(&self) -> (Ipv4Addr, u16) {
@@ -118,17 +124,20 @@ impl Session {
     }
 }
 
-/// The pool port of one clinic endpoint (12+8 bytes).
+/// The pool port of one clinic endpoint (20 bytes).
 #[derive(Debug, Clone, Copy)]
 struct Mapping {
     tenant: u32,
     inside: Ipv4Addr,
+    /// Sessions using it; while the slot is free, the next free slot.
+    sessions: u32,
     inside_port: u16,
     external_port: u16,
     protocol: u8,
-    address: u16,
-    sessions: u32,
 }
+
+/// The end of a chain of free slots.
+const NONE: u32 = u32::MAX;
 
 /// Why a session could not be made.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,47 +149,61 @@ pub enum NewSessionError {
     Ports(PortError),
 }
 
-/// Per tenant on this core: sessions, and the blocks it holds.
+/// Per tenant on this core: its pool address, sessions, and the blocks it holds.
 #[derive(Debug, Clone, Default)]
 struct TenantUse {
+    address: u16,
     sessions: u32,
     blocks: Vec<u32>,
 }
 
+/// Hashes key words: each is folded in by a multiply, whose top bits depend
+/// on every bit of its input (and those top bits pick the slot and the tag),
+/// then a shift brings them down for the next word. A plain XOR of the words
+/// would not do: keys vary in the same low bits of addresses and ports, and
+/// would cancel out into a few values.
 #[inline]
-fn mix(a: u64, b: u64) -> u64 {
-    let x = (a ^ b.rotate_left(29)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    (x ^ (x >> 32)).wrapping_mul(0xd6e8_feb8_6659_fd93) ^ (x >> 17)
+pub(crate) fn hash_words<const N: usize>(words: [u64; N]) -> u64 {
+    let mut h = 0u64;
+    for w in words {
+        h = (h ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        h ^= h >> 32;
+    }
+    h
 }
 
 #[inline]
 fn hash_inside(k: &InsideKey) -> u64 {
-    let a = u64::from(k.tenant) << 32 | u64::from(u32::from(k.inside));
-    let b = u64::from(u32::from(k.remote)) << 32 | u64::from(k.inside_port) << 16 | u64::from(k.remote_port);
-    mix(mix(a, b), u64::from(k.protocol))
+    hash_words([
+        u64::from(k.tenant) << 32 | u64::from(u32::from(k.inside)),
+        u64::from(u32::from(k.remote)) << 32 | u64::from(k.inside_port) << 16 | u64::from(k.remote_port),
+        u64::from(k.protocol),
+    ])
 }
 
 #[inline]
 fn hash_outside(k: &OutsideKey) -> u64 {
-    let a = u64::from(k.address) << 32 | u64::from(k.external_port) << 8 | u64::from(k.protocol);
-    let b = u64::from(u32::from(k.remote)) << 16 | u64::from(k.remote_port);
-    mix(a, b)
+    hash_words([
+        u64::from(k.address) << 32 | u64::from(k.external_port) << 8 | u64::from(k.protocol),
+        u64::from(u32::from(k.remote)) << 16 | u64::from(k.remote_port),
+    ])
 }
 
 #[inline]
 fn hash_mapping(tenant: u32, protocol: u8, inside: Ipv4Addr, inside_port: u16) -> u64 {
-    mix(u64::from(tenant) << 32 | u64::from(u32::from(inside)), u64::from(inside_port) << 8 | u64::from(protocol))
+    hash_words([u64::from(tenant) << 32 | u64::from(u32::from(inside)), u64::from(inside_port) << 8 | u64::from(protocol)])
 }
 
 /// One core's sessions, mappings and pool ports.
 pub struct SessionTable {
     sessions: Vec<Session>,
-    free_sessions: Vec<u32>,
-    by_inside: HashTable<u32>,
-    by_outside: HashTable<u32>,
+    free_session: u32,
+    live: usize,
+    by_inside: Index,
+    by_outside: Index,
     mappings: Vec<Mapping>,
-    free_mappings: Vec<u32>,
-    mapping_by_inside: HashTable<u32>,
+    free_mapping: u32,
+    mapping_by_inside: Index,
     ports: PortBlocks,
     tenants: Vec<TenantUse>,
     timeouts: Timeouts,
@@ -190,41 +213,56 @@ pub struct SessionTable {
 impl SessionTable {
     /// A table for `capacity` sessions (and as many mappings), allocated now.
     pub fn new(capacity: u32, ports: PortBlocks, tenants: &[TenantLimits], timeouts: Timeouts) -> SessionTable {
-        let n = capacity as usize;
-        let empty = Session {
-            inside: Ipv4Addr::UNSPECIFIED,
-            remote: Ipv4Addr::UNSPECIFIED,
-            tenant: 0,
-            mapping: 0,
-            expires: 0,
-            inside_port: 0,
-            remote_port: 0,
-            external_port: 0,
-            address: 0,
-            protocol: 0,
-            logged: false,
-            track: Track::Datagram { answered: false },
-        };
+        let n = capacity.max(1) as usize;
+        let sessions = (0..n as u32)
+            .map(|i| Session {
+                inside: Ipv4Addr::UNSPECIFIED,
+                remote: Ipv4Addr::UNSPECIFIED,
+                tenant: 0,
+                mapping: if i + 1 < n as u32 { i + 1 } else { NONE },
+                expires: 0,
+                inside_port: 0,
+                remote_port: 0,
+                external_port: 0,
+                protocol: 0,
+                logged: false,
+                track: Track::Datagram { answered: false },
+            })
+            .collect();
+        let mappings = (0..n as u32)
+            .map(|i| Mapping {
+                tenant: 0,
+                inside: Ipv4Addr::UNSPECIFIED,
+                sessions: if i + 1 < n as u32 { i + 1 } else { NONE },
+                inside_port: 0,
+                external_port: 0,
+                protocol: 0,
+            })
+            .collect();
         SessionTable {
-            sessions: vec![empty; n],
-            free_sessions: (0..capacity).rev().collect(),
-            by_inside: HashTable::with_capacity(n),
-            by_outside: HashTable::with_capacity(n),
-            mappings: vec![Mapping { tenant: 0, inside: Ipv4Addr::UNSPECIFIED, inside_port: 0, external_port: 0, protocol: 0, address: 0, sessions: 0 }; n],
-            free_mappings: (0..capacity).rev().collect(),
-            mapping_by_inside: HashTable::with_capacity(n),
+            sessions,
+            free_session: 0,
+            live: 0,
+            by_inside: Index::with_capacity(n),
+            by_outside: Index::with_capacity(n),
+            mappings,
+            free_mapping: 0,
+            mapping_by_inside: Index::with_capacity(n),
             ports,
-            tenants: tenants.iter().map(|t| TenantUse { sessions: 0, blocks: Vec::with_capacity(usize::from(t.blocks)) }).collect(),
+            tenants: tenants
+                .iter()
+                .map(|t| TenantUse { address: t.address, sessions: 0, blocks: Vec::with_capacity(usize::from(t.blocks)) })
+                .collect(),
             timeouts,
             sweep_at: 0,
         }
     }
 
     pub fn len(&self) -> usize {
-        self.sessions.len() - self.free_sessions.len()
+        self.live
     }
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.live == 0
     }
     pub fn capacity(&self) -> usize {
         self.sessions.len()
@@ -243,22 +281,49 @@ impl SessionTable {
         self.tenants.get(tenant as usize).map_or(0, |t| t.sessions)
     }
 
+    /// First stage of prefetching a lookup: the index slots.
+    #[inline]
+    pub fn prefetch_inside(&self, key: &InsideKey) {
+        self.by_inside.prefetch(hash_inside(key));
+    }
+    #[inline]
+    pub fn prefetch_outside(&self, key: &OutsideKey) {
+        self.by_outside.prefetch(hash_outside(key));
+    }
+    /// Second stage: the session the index points to (its slots now cached).
+    #[inline]
+    pub fn prefetch_inside_session(&self, key: &InsideKey) {
+        if let Some(i) = self.by_inside.candidate(hash_inside(key)) {
+            dpdk_sys::prefetch(&self.sessions[i as usize]);
+        }
+    }
+    #[inline]
+    pub fn prefetch_outside_session(&self, key: &OutsideKey) {
+        if let Some(i) = self.by_outside.candidate(hash_outside(key)) {
+            dpdk_sys::prefetch(&self.sessions[i as usize]);
+        }
+    }
+
     /// The live session of a packet from the clinic's side.
     #[inline]
     pub fn find_inside(&mut self, key: &InsideKey, now: u32, log: &mut impl FnMut(BlockEvent) -> bool) -> Option<u32> {
         let sessions = &self.sessions;
-        let index = *self.by_inside.find(hash_inside(key), |&i| sessions[i as usize].inside_key() == *key)?;
+        let index = self.by_inside.find(hash_inside(key), |i| sessions[i as usize].inside_key() == *key)?;
         self.live(index, now, log)
     }
 
     /// The live session of a packet from the remote side.
     #[inline]
     pub fn find_outside(&mut self, key: &OutsideKey, now: u32, log: &mut impl FnMut(BlockEvent) -> bool) -> Option<u32> {
-        let sessions = &self.sessions;
-        let index = *self.by_outside.find(hash_outside(key), |&i| sessions[i as usize].outside_key() == *key)?;
+        let (sessions, tenants) = (&self.sessions, &self.tenants);
+        let index = self.by_outside.find(hash_outside(key), |i| {
+            let s = &sessions[i as usize];
+            s.is_outside(tenants[s.tenant as usize].address, key)
+        })?;
         self.live(index, now, log)
     }
 
+    #[inline]
     fn live(&mut self, index: u32, now: u32, log: &mut impl FnMut(BlockEvent) -> bool) -> Option<u32> {
         if self.sessions[index as usize].expires < now {
             self.remove(index, log);
@@ -267,47 +332,49 @@ impl SessionTable {
         Some(index)
     }
 
+    fn outside_key(&self, s: &Session) -> OutsideKey {
+        OutsideKey { address: self.tenants[s.tenant as usize].address, protocol: s.protocol, external_port: s.external_port, remote: s.remote, remote_port: s.remote_port }
+    }
+
     /// Starts a session for a packet from the clinic, mapping its endpoint
     /// to the pool port it already has, or to a new one.
     pub fn create(&mut self, key: &InsideKey, limits: &TenantLimits, track: Track, now: u32, log: &mut impl FnMut(BlockEvent) -> bool) -> Result<u32, NewSessionError> {
         if self.tenants[key.tenant as usize].sessions >= limits.sessions {
             return Err(NewSessionError::TenantLimit);
         }
-        if self.free_sessions.is_empty() {
+        if self.free_session == NONE {
             return Err(NewSessionError::TableFull);
         }
-        let mapping = match self.find_mapping(key) {
+        let mapping_hash = hash_mapping(key.tenant, key.protocol, key.inside, key.inside_port);
+        let mappings = &self.mappings;
+        let found = self.mapping_by_inside.find(mapping_hash, |i| {
+            let m = &mappings[i as usize];
+            m.tenant == key.tenant && m.protocol == key.protocol && m.inside == key.inside && m.inside_port == key.inside_port
+        });
+        let mapping = match found {
             Some(m) => m,
             None => {
-                let Some(&m) = self.free_mappings.last() else { return Err(NewSessionError::TableFull) };
+                let m = self.free_mapping;
+                if m == NONE {
+                    return Err(NewSessionError::TableFull);
+                }
                 let port = self
                     .ports
                     .allocate(key.tenant, limits.address, key.protocol, &mut self.tenants[key.tenant as usize].blocks, usize::from(limits.blocks), log)
                     .map_err(NewSessionError::Ports)?;
-                self.free_mappings.pop();
-                self.mappings[m as usize] = Mapping {
-                    tenant: key.tenant,
-                    inside: key.inside,
-                    inside_port: key.inside_port,
-                    external_port: port,
-                    protocol: key.protocol,
-                    address: limits.address,
-                    sessions: 0,
-                };
-                let mappings = &self.mappings;
-                self.mapping_by_inside.insert_unique(hash_mapping(key.tenant, key.protocol, key.inside, key.inside_port), m, |&i| {
-                    let x = &mappings[i as usize];
-                    hash_mapping(x.tenant, x.protocol, x.inside, x.inside_port)
-                });
+                self.free_mapping = self.mappings[m as usize].sessions;
+                self.mappings[m as usize] =
+                    Mapping { tenant: key.tenant, inside: key.inside, sessions: 0, inside_port: key.inside_port, external_port: port, protocol: key.protocol };
+                self.mapping_by_inside.insert(mapping_hash, m);
                 m
             }
         };
         let map = &mut self.mappings[mapping as usize];
-        let outside = OutsideKey { address: map.address, protocol: key.protocol, external_port: map.external_port, remote: key.remote, remote_port: key.remote_port };
         // Two clinic endpoints never share a pool port, so the outside key
         // is free unless this very session exists already (callers look first).
         map.sessions += 1;
-        let index = self.free_sessions.pop().expect("checked above");
+        let index = self.free_session;
+        self.free_session = self.sessions[index as usize].mapping;
         self.sessions[index as usize] = Session {
             inside: key.inside,
             remote: key.remote,
@@ -316,28 +383,18 @@ impl SessionTable {
             expires: 1,
             inside_port: key.inside_port,
             remote_port: key.remote_port,
-            external_port: outside.external_port,
-            address: outside.address,
+            external_port: map.external_port,
             protocol: key.protocol,
             logged: false,
             track,
         };
         self.refresh(index, now);
-        let sessions = &self.sessions;
-        self.by_inside.insert_unique(hash_inside(key), index, |&i| hash_inside(&sessions[i as usize].inside_key()));
-        self.by_outside.insert_unique(hash_outside(&outside), index, |&i| hash_outside(&sessions[i as usize].outside_key()));
+        let outside = self.outside_key(&self.sessions[index as usize]);
+        self.by_inside.insert(hash_inside(key), index);
+        self.by_outside.insert(hash_outside(&outside), index);
         self.tenants[key.tenant as usize].sessions += 1;
+        self.live += 1;
         Ok(index)
-    }
-
-    fn find_mapping(&self, key: &InsideKey) -> Option<u32> {
-        let mappings = &self.mappings;
-        self.mapping_by_inside
-            .find(hash_mapping(key.tenant, key.protocol, key.inside, key.inside_port), |&i| {
-                let m = &mappings[i as usize];
-                m.tenant == key.tenant && m.protocol == key.protocol && m.inside == key.inside && m.inside_port == key.inside_port
-            })
-            .copied()
     }
 
     /// Moves a session's expiry on from `now` by its protocol and state's timeout.
@@ -361,28 +418,23 @@ impl SessionTable {
         if s.is_free() {
             return;
         }
-        let hash = hash_inside(&s.inside_key());
-        if let Ok(entry) = self.by_inside.find_entry(hash, |&i| i == index) {
-            entry.remove();
-        }
-        let hash = hash_outside(&s.outside_key());
-        if let Ok(entry) = self.by_outside.find_entry(hash, |&i| i == index) {
-            entry.remove();
-        }
-        self.sessions[index as usize].expires = 0;
-        self.free_sessions.push(index);
+        self.by_inside.remove(hash_inside(&s.inside_key()), index);
+        self.by_outside.remove(hash_outside(&self.outside_key(&s)), index);
+        let slot = &mut self.sessions[index as usize];
+        slot.expires = 0;
+        slot.mapping = self.free_session;
+        self.free_session = index;
+        self.live -= 1;
         let tenant = &mut self.tenants[s.tenant as usize];
         tenant.sessions -= 1;
         let m = &mut self.mappings[s.mapping as usize];
         m.sessions -= 1;
         if m.sessions == 0 {
             let m = *m;
-            let hash = hash_mapping(m.tenant, m.protocol, m.inside, m.inside_port);
-            if let Ok(entry) = self.mapping_by_inside.find_entry(hash, |&i| i == s.mapping) {
-                entry.remove();
-            }
-            self.free_mappings.push(s.mapping);
-            self.ports.release(m.address, m.protocol, m.external_port, &mut tenant.blocks, log);
+            self.mapping_by_inside.remove(hash_mapping(m.tenant, m.protocol, m.inside, m.inside_port), s.mapping);
+            self.mappings[s.mapping as usize].sessions = self.free_mapping;
+            self.free_mapping = s.mapping;
+            self.ports.release(tenant.address, m.protocol, m.external_port, &mut tenant.blocks, log);
         }
     }
 
@@ -402,11 +454,21 @@ impl SessionTable {
     }
 
     /// Bytes of memory per session slot: the slot, its mapping slot and the
-    /// three indexes' buckets and control bytes.
+    /// three indexes' slots.
     pub fn bytes_per_session(&self) -> usize {
-        let buckets = |t: &HashTable<u32>| t.capacity() * 8 / 7;
-        let index_bytes = [&self.by_inside, &self.by_outside, &self.mapping_by_inside].iter().map(|t| buckets(t) * (4 + 1)).sum::<usize>();
-        let total = self.sessions.len() * (std::mem::size_of::<Session>() + std::mem::size_of::<Mapping>() + 8) + index_bytes;
-        total / self.sessions.len().max(1)
+        let indexes = self.by_inside.bytes() + self.by_outside.bytes() + self.mapping_by_inside.bytes();
+        let total = self.sessions.len() * (std::mem::size_of::<Session>() + std::mem::size_of::<Mapping>()) + indexes;
+        total / self.sessions.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_is_one_cache_line_and_a_mapping_twenty_bytes() {
+        assert_eq!(std::mem::size_of::<Session>(), 64);
+        assert_eq!(std::mem::size_of::<Mapping>(), 20);
     }
 }

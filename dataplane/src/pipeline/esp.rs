@@ -110,6 +110,12 @@ impl Forwarder {
                     self.sad.prefetch_slot(spi);
                 }
             }
+            // Behind NAT: the index slots of the session of a packet to the pool.
+            Side::Inside if self.nat.is_some() => {
+                if let Some(nat) = &self.nat {
+                    nat.prefetch_index(Side::Inside, 0, buf.data().get(ethernet::HEADER_LEN..).unwrap_or_default());
+                }
+            }
             // One stage: the route lookup that finds the SA is itself the
             // slow part, and doing it twice would cost more than it saves.
             Side::Inside => {
@@ -120,11 +126,14 @@ impl Forwarder {
         }
     }
 
-    /// Second stage, nearer: what the SA points to (key, replay window).
+    /// Second stage, nearer: what the SA points to (key, replay window), or
+    /// behind NAT, the session of a packet to the pool.
     #[inline]
     pub fn prefetch_sa<B: PacketBuf>(&self, side: Side, buf: &B) {
         if let Some(spi) = peek_spi(side, buf.data()) {
             self.sad.prefetch_sa(spi, buf.data().len());
+        } else if let (Side::Inside, Some(nat)) = (side, &self.nat) {
+            nat.prefetch_session(Side::Inside, 0, buf.data().get(ethernet::HEADER_LEN..).unwrap_or_default());
         }
     }
 

@@ -14,7 +14,7 @@ use crate::addr::Ipv4Cidr;
 use crate::nat::ports::PoolLayout;
 use crate::nat::sessions::{TenantLimits, Timeouts};
 use rules::{Rule, RuleSet, Verdict};
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashSet;
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
 
@@ -139,7 +139,8 @@ pub struct Policy {
     /// Every tenant's subnets: no clinic may send into another's.
     pub clinic_subnets: PrefixSet,
     pub layout: PoolLayout,
-    pool_index: FxHashMap<Ipv4Addr, u16>,
+    /// The pool's prefixes: first address, address count, index of the first.
+    pool_ranges: Vec<(u32, u32, u16)>,
     pub timeouts: Timeouts,
     pub sessions_per_worker: u32,
 }
@@ -158,22 +159,21 @@ impl Policy {
     pub fn compile(nat: &NatConfig, tenants: &[TenantConfig], global: &[RuleConfig], workers: u8) -> Result<Policy, Fault> {
         let fail = |field: &str, message: String| Err((field.to_owned(), message));
         let mut addresses = Vec::new();
+        let mut pool_ranges = Vec::new();
         for prefix in &nat.pool {
             let base = u32::from(prefix.addr) & mask(prefix.prefix_len);
             let count = 1u64 << (32 - prefix.prefix_len);
             if prefix.prefix_len < 16 || addresses.len() as u64 + count > u64::from(u16::MAX) {
                 return fail("nat.pool", format!("{prefix}: a pool has at most 65,535 addresses (prefixes of /16 or longer)"));
             }
+            if let Some(other) = nat.pool.iter().find(|p| *p != prefix && (p.contains(prefix.addr) || prefix.contains(p.addr))) {
+                return fail("nat.pool", format!("{prefix} overlaps {other}"));
+            }
+            pool_ranges.push((base, count as u32, addresses.len() as u16));
             addresses.extend((0..count as u32).map(|i| Ipv4Addr::from(base + i)));
         }
         if addresses.is_empty() {
             return fail("nat.pool", "needs at least one prefix".into());
-        }
-        let mut pool_index = FxHashMap::default();
-        for (i, a) in addresses.iter().enumerate() {
-            if pool_index.insert(*a, i as u16).is_some() {
-                return fail("nat.pool", format!("{a} is in two prefixes"));
-            }
         }
         if nat.first_port < 1024 {
             return fail("nat.first_port", "must be 1024 or more: well-known ports are never mapped (RFC 4787 REQ-3)".into());
@@ -231,7 +231,7 @@ impl Policy {
             subnets: tenants.iter().map(|t| t.subnets.clone()).collect(),
             clinic_subnets,
             layout,
-            pool_index,
+            pool_ranges,
             timeouts: nat.timeouts,
             sessions_per_worker: nat.sessions_per_worker,
         })
@@ -240,7 +240,8 @@ impl Policy {
     /// The index of a pool address.
     #[inline]
     pub fn pool_address(&self, ip: Ipv4Addr) -> Option<u16> {
-        self.pool_index.get(&ip).copied()
+        let ip = u32::from(ip);
+        self.pool_ranges.iter().find_map(|&(base, count, first)| Some(ip.wrapping_sub(base)).filter(|&o| o < count).map(|o| first + o as u16))
     }
 
     pub fn tenant_by_name(&self, name: &str) -> Option<u32> {

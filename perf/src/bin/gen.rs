@@ -31,9 +31,11 @@ struct Cli {
     /// Seconds to wait for the gateway to connect and answer ARP/ND.
     #[arg(long, default_value_t = 60.0)]
     connect_timeout: f64,
-    /// ESP: be the clinics' router at the far end of the static tunnel
-    /// (topology.rs); plain: send IP as it is (the gateway under bypass).
-    #[arg(long, value_enum, default_value_t = Traffic::Esp)]
+    /// nat (the gateway's job): be the clinics' router at the far end of the
+    /// static tunnel and the servers answering them through the NAT pool;
+    /// esp: the same tunnel, routed both ways, IPv4 and IPv6 inside (no NAT);
+    /// plain: send IP as it is (the gateway under bypass). See topology.rs.
+    #[arg(long, value_enum, default_value_t = Traffic::Nat)]
     traffic: Traffic,
     #[command(subcommand)]
     mode: Mode,
@@ -42,7 +44,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Mode {
     /// Print the gateway's config for this test network (ports on the two
-    /// sockets, and with --traffic esp the static tunnel) and exit.
+    /// sockets, the static tunnel, and with --traffic nat the pool and tenant) and exit.
     Config {
         #[arg(long)]
         run_dir: PathBuf,
@@ -105,7 +107,7 @@ fn progress_line(report: &VerifyReport, last: &mut (f64, u64, u64), gateway_stat
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    if matches!(cli.mode, Mode::Rate { .. }) && cli.traffic == Traffic::Esp {
+    if matches!(cli.mode, Mode::Rate { .. }) && cli.traffic != Traffic::Plain {
         bail!("rate mode sends plain traffic only: add --traffic plain");
     }
     if let Mode::Config { run_dir, file_prefix, worker_lcore, main_lcore } = &cli.mode {
