@@ -202,15 +202,16 @@ fn run(config: &Config) -> Result<()> {
     // Packets for an SA owned by another worker travel to it through a ring.
     let handoff = Arc::new(Handoff::<Mbuf>::new(d.workers.len(), HANDOFF_RING));
     let events = Arc::new(ArrayQueue::<Event>::new(EVENT_QUEUE));
-    // Each worker's per-SA counters, handed over as it stops.
+    // Each worker's per-SA counters and NAT use, handed over as it stops.
     let sa_report = Arc::new(Mutex::new(Vec::new()));
+    let nat_report = Arc::new(Mutex::new(Vec::new()));
 
     let clock = Instant::now();
     let now_ms = move || clock.elapsed().as_millis() as u64;
     eal.scope(|scope| -> Result<()> {
         for (index, &lcore) in d.workers.iter().enumerate() {
             let (sad, routes, handoff) = (sa_tables.next().expect("one SA table per worker"), routes.clone(), handoff.clone());
-            let (events, sa_report, policy) = (events.clone(), sa_report.clone(), policy.clone());
+            let (events, sa_report, nat_report, policy) = (events.clone(), sa_report.clone(), nat_report.clone(), policy.clone());
             let (ports, pool, stats, stop, neighbours) = (&ports, &pool, &stats, &stop, neighbours.clone());
             let interfaces = [config.ports.outside.interface(), config.ports.inside.interface()];
             scope.launch(lcore, move || {
@@ -235,6 +236,11 @@ fn run(config: &Config) -> Result<()> {
                 }
                 stats.publish(index, &worker.forwarder.counters);
                 sa_report.lock().expect("no worker panics (panic = abort)").extend(sa_counters(worker.forwarder.sad()));
+                if let Some(nat) = worker.forwarder.nat() {
+                    let (blocks, ports) = nat.sessions.ports().usage();
+                    nat_report.lock().expect("no worker panics (panic = abort)").push(serde_json::json!({
+                        "worker": index, "sessions": nat.sessions.len(), "port_blocks": blocks, "ports": ports }));
+                }
                 0
             })?;
         }
@@ -284,6 +290,7 @@ fn run(config: &Config) -> Result<()> {
     summary["event"] = "stopped".into();
     summary["ports"] = serde_json::json!({ "outside": port_stats[0], "inside": port_stats[1] });
     summary["sas"] = serde_json::Value::Array(std::mem::take(&mut *sa_report.lock().expect("workers joined")));
+    summary["nat"] = serde_json::Value::Array(std::mem::take(&mut *nat_report.lock().expect("workers joined")));
     summary["mempool"] = serde_json::json!({ "size": d.mempool_size, "in_use_before_traffic": in_use_before,
         "in_use_after_traffic": in_use_after, "in_use_after_close": in_use_closed, "tx_reclaimed": reclaimed });
     println!("{summary}");

@@ -112,6 +112,7 @@ pub fn build(tunnels: &[TunnelConfig], workers: usize, outside_addrs: &[IpAddr],
     let mut next_index = vec![0u32; workers];
     let mut used_spis: Vec<u32> = Vec::new();
     let mut inbound_spis = Vec::new();
+    let mut tenant_prefixes: rustc_hash::FxHashMap<u32, Vec<Ipv4Cidr>> = Default::default();
     for (t, tc) in tunnels.iter().enumerate() {
         let field = |name: &str| format!("tunnels[{t}].{name}");
         let fail = |name: &str, message: String| Err((field(name), message));
@@ -224,11 +225,15 @@ pub fn build(tunnels: &[TunnelConfig], workers: usize, outside_addrs: &[IpAddr],
         );
         let route = OutboundRoute { core, sa: tunnel_index };
         if let Some(tenant) = tenant {
-            // Behind NAT, a packet from the inside finds its tenant through its session.
+            // Behind NAT, a packet from the inside finds its tenant through
+            // its session, then the tunnel by its destination: one per address.
             for prefix in &tc.ipv4 {
-                if routes.insert_tenant_ipv4(tenant, *prefix, route).is_some() {
-                    return fail("ipv4", format!("{prefix} is already the subnet of another tunnel of this tenant"));
+                let own = tenant_prefixes.entry(tenant).or_default();
+                if own.iter().any(|p| prefix.contains(p.addr) || p.contains(prefix.addr)) {
+                    return fail("ipv4", format!("{prefix} overlaps the subnet of another tunnel of this tenant"));
                 }
+                own.push(*prefix);
+                routes.insert_tenant_ipv4(tenant, *prefix, route);
             }
             continue;
         }

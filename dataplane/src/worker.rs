@@ -102,9 +102,13 @@ impl<P: Port> Worker<P> {
         taken
     }
 
-    /// A received burst, with each packet's SA prefetched a few packets ahead.
+    /// A received burst, with each packet's SA prefetched a few packets ahead;
+    /// behind NAT, the decrypted packets then go through NAT together, each
+    /// one's session prefetched a few packets ahead.
     fn process_received(&mut self, side: Side, rx: Batch<P::Buf>) {
         let mut out: [Batch<P::Buf>; 2] = [Batch::new(), Batch::new()];
+        let mut deferred: Batch<P::Buf> = Batch::new();
+        self.forwarder.defer_nat(side == Side::Outside);
         let mut packets = rx.into_iter();
         for ahead in packets.as_slice().iter().take(PREFETCH_SLOT_AHEAD) {
             self.forwarder.prefetch_slot(side, ahead);
@@ -120,9 +124,44 @@ impl<P: Port> Worker<P> {
             if let Some(ahead) = rest.get(PREFETCH_SA_AHEAD - 1) {
                 self.forwarder.prefetch_sa(side, ahead);
             }
-            self.handle(side, buf, &mut out);
+            let mut buf = buf;
+            let action = self.forwarder.process(side, &mut buf);
+            if action == Action::Deferred {
+                deferred.push(buf);
+                continue;
+            }
+            self.dispatch(side, buf, action, &mut out);
+            self.process_pending(action, &mut out);
         }
+        self.forwarder.defer_nat(false);
+        self.finish_deferred(deferred, &mut out);
         self.flush(&mut out);
+    }
+
+    /// The NAT stage of a burst's decrypted packets, in their order.
+    fn finish_deferred(&mut self, deferred: Batch<P::Buf>, out: &mut [Batch<P::Buf>; 2]) {
+        for (index, ahead) in deferred.iter().enumerate().take(PREFETCH_SLOT_AHEAD) {
+            self.forwarder.prefetch_deferred(index, ahead, false);
+        }
+        for (index, ahead) in deferred.iter().enumerate().take(PREFETCH_SA_AHEAD) {
+            self.forwarder.prefetch_deferred(index, ahead, true);
+        }
+        let mut packets = deferred.into_iter();
+        let mut index = 0;
+        while let Some(mut buf) = packets.next() {
+            let rest = packets.as_slice();
+            if let Some(ahead) = rest.get(PREFETCH_SLOT_AHEAD - 1) {
+                self.forwarder.prefetch_deferred(index + PREFETCH_SLOT_AHEAD, ahead, false);
+            }
+            if let Some(ahead) = rest.get(PREFETCH_SA_AHEAD - 1) {
+                self.forwarder.prefetch_deferred(index + PREFETCH_SA_AHEAD, ahead, true);
+            }
+            let action = self.forwarder.finish_deferred(index, &mut buf);
+            self.dispatch(Side::Outside, buf, action, out);
+            self.process_pending(action, out);
+            index += 1;
+        }
+        self.forwarder.end_deferred();
     }
 
     fn process_burst(&mut self, packets: impl Iterator<Item = (Side, P::Buf)>) {
@@ -174,6 +213,8 @@ impl<P: Port> Worker<P> {
             Action::Drop(reason) => return self.forwarder.counters.drop(reason, 1),
             Action::Handoff(core) => return self.hand_off(core, side, buf),
             Action::Kept => return,
+            // Only process_received defers, and it keeps such buffers itself.
+            Action::Deferred => unreachable!("a deferred packet is finished by its burst"),
         };
         // Fragments can make a burst produce more than it received: send when full.
         if out[to as usize].is_full() {

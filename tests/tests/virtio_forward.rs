@@ -102,6 +102,8 @@ fn run(traffic: topology::Traffic) {
         }
         // One session per flow (the generator's four IPv4 flows), one port block lent and logged.
         assert_eq!(counters["nat_sessions_created"], 4, "{summary}");
+        assert_eq!(summary["nat"][0]["sessions"], 4, "still live at the end: {summary}");
+        assert_eq!(summary["nat"][0]["port_blocks"], 1, "{summary}");
         let log = std::fs::read_to_string(run_dir.join("nat.jsonl")).expect("NAT log");
         let blocks: Vec<&str> = log.lines().filter(|l| l.contains("port_block_allocated")).collect();
         assert_eq!(blocks.len(), 1, "{log}");

@@ -95,10 +95,13 @@ pub struct Fragments {
     released: ArrayVec<u16, HELD>,
     /// Held fragments dropped since last asked (timeout or eviction).
     pub dropped: u64,
+    /// Next flow slot [`Fragments::sweep`] looks at.
+    sweep_at: usize,
+    seed: u64,
 }
 
-fn hash(k: &FragmentKey) -> u64 {
-    super::sessions::hash_words([
+fn hash(seed: u64, k: &FragmentKey) -> u64 {
+    super::sessions::hash_words(seed, [
         u64::from(u32::from(k.src)) << 32 | u64::from(u32::from(k.dst)),
         u64::from(k.tenant) << 24 | u64::from(k.ident) << 8 | u64::from(k.protocol),
     ])
@@ -122,6 +125,8 @@ impl Default for Fragments {
             free_held: (0..HELD as u16).rev().collect(),
             released: ArrayVec::new(),
             dropped: 0,
+            sweep_at: 0,
+            seed: super::sessions::random_seed(),
         }
     }
 }
@@ -129,7 +134,7 @@ impl Default for Fragments {
 impl Fragments {
     fn find(&mut self, key: &FragmentKey, now_ms: u64) -> Option<usize> {
         let flows = &self.flows;
-        let slot = self.index.find(hash(key), |i| flows[i as usize].key == *key)? as usize;
+        let slot = self.index.find(hash(self.seed, key), |i| flows[i as usize].key == *key)? as usize;
         if self.flows[slot].expires_ms < now_ms {
             self.forget(slot);
             return None;
@@ -147,7 +152,7 @@ impl Fragments {
         let key = flow.key;
         self.dropped += flow.held.len() as u64;
         self.free_held.extend(flow.held.drain(..));
-        self.index.remove(hash(&key), slot as u32);
+        self.index.remove(hash(self.seed, &key), slot as u32);
     }
 
     /// Takes the oldest slot for `key`.
@@ -155,7 +160,7 @@ impl Fragments {
         let slot = self.next;
         self.next = (self.next + 1) % FLOWS;
         self.forget(slot);
-        self.index.insert(hash(&key), slot as u32);
+        self.index.insert(hash(self.seed, &key), slot as u32);
         let flow = &mut self.flows[slot];
         flow.key = key;
         flow.translation = None;
@@ -173,6 +178,7 @@ impl Fragments {
         };
         let flow = &mut self.flows[slot];
         flow.translation = Some(translation);
+        flow.expires_ms = now_ms + TIMEOUT_MS;
         for held in flow.held.drain(..) {
             self.released.push(held);
         }
@@ -180,18 +186,23 @@ impl Fragments {
 
     /// A later fragment (`packet`, its IP packet) from `side`.
     pub fn later(&mut self, key: FragmentKey, side: Side, packet: &[u8], now_ms: u64) -> Later {
-        let slot = match self.find(&key, now_ms) {
+        let found = self.find(&key, now_ms);
+        if let Some(slot) = found {
+            match self.flows[slot].translation {
+                Some(Translation::Local { address, tenant }) => return Later::Translate { address, tenant },
+                Some(Translation::Owner(core)) => return Later::HandOff(core),
+                None => {}
+            }
+        }
+        // Room is checked first: a fragment that cannot be held takes no slot from others.
+        let flow_full = found.is_some_and(|slot| self.flows[slot].held.is_full());
+        if packet.len() > HELD_BYTES || flow_full || self.released.is_full() || self.free_held.is_empty() {
+            return Later::NoRoom;
+        }
+        let slot = match found {
             Some(slot) => slot,
             None => self.insert(key, now_ms),
         };
-        match self.flows[slot].translation {
-            Some(Translation::Local { address, tenant }) => return Later::Translate { address, tenant },
-            Some(Translation::Owner(core)) => return Later::HandOff(core),
-            None => {}
-        }
-        if packet.len() > HELD_BYTES || self.flows[slot].held.is_full() || self.released.is_full() {
-            return Later::NoRoom;
-        }
         let Some(h) = self.free_held.pop() else { return Later::NoRoom };
         let held = &mut self.held[usize::from(h)];
         held.side = side;
@@ -200,6 +211,18 @@ impl Fragments {
         held.bytes[..packet.len()].copy_from_slice(packet);
         self.flows[slot].held.push(h);
         Later::Held
+    }
+
+    /// Forgets expired datagrams among the next `budget` flow slots, so that
+    /// held fragments never outlive [`TIMEOUT_MS`] by much.
+    pub fn sweep(&mut self, now_ms: u64, budget: usize) {
+        for _ in 0..budget {
+            let slot = self.sweep_at;
+            self.sweep_at = (self.sweep_at + 1) % FLOWS;
+            if self.flows[slot].live && self.flows[slot].expires_ms < now_ms {
+                self.forget(slot);
+            }
+        }
     }
 
     /// The next released fragment, with its translation; call
@@ -247,8 +270,11 @@ mod tests {
         f.first_passed(key(1), T, 0);
         assert_eq!(f.later(key(1), Side::Outside, &[0; 100], 5), Later::Translate { address: Ipv4Addr::new(100, 64, 0, 1), tenant: 3 });
         assert_eq!(f.later(key(2), Side::Outside, &[0; 100], 5), Later::Held, "another datagram");
-        // After the timeout the translation is gone.
-        assert_eq!(f.later(key(1), Side::Outside, &[0; 100], TIMEOUT_MS + 1), Later::Held);
+        // The timeout runs from the first fragment's passing.
+        f.first_passed(key(1), T, 9_000);
+        assert!(matches!(f.later(key(1), Side::Outside, &[0; 100], TIMEOUT_MS + 5_000), Later::Translate { .. }));
+        // After it the translation is gone.
+        assert_eq!(f.later(key(1), Side::Outside, &[0; 100], 9_000 + TIMEOUT_MS + 1), Later::Held);
     }
 
     #[test]
@@ -281,8 +307,10 @@ mod tests {
         }
         assert_eq!(f.later(key(9999), Side::Outside, &[0; 10], 0), Later::NoRoom, "pool full");
         // The first datagram's first fragment never comes: its fragments go at the timeout.
+        f.sweep(TIMEOUT_MS + 1, FLOWS);
+        assert_eq!(f.dropped, HELD as u64);
+        assert_eq!(f.held_count(), 0);
         assert_eq!(f.later(key(1), Side::Outside, &[0; 10], TIMEOUT_MS + 1), Later::Held);
-        assert_eq!(f.dropped, HELD_PER_FLOW as u64);
         // Many datagrams: the oldest slots are reused, never more than FLOWS.
         for i in 0..(FLOWS as u32 * 2) {
             f.first_passed(FragmentKey { ident: i as u16, tenant: i, ..key(0) }, T, 20_000);

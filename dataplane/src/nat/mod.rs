@@ -83,6 +83,9 @@ pub const MAX_NAT_EVENTS: usize = 256;
 /// prefetching only costs (about 10 ns a packet, measured by bench_nat).
 const PREFETCH_FROM_SESSIONS: usize = 16_384;
 
+/// Slots of the fragment table swept per batch (all of it in 1,024 batches).
+const FRAGMENT_SWEEP_PER_BATCH: usize = fragments::FLOWS / 1024;
+
 /// Slots of the session table swept per batch.
 const SWEEP_PER_BATCH: usize = 32;
 
@@ -181,6 +184,7 @@ impl NatCore {
         let events = &mut self.events;
         let freed = self.sessions.sweep(seconds(now_ms), SWEEP_PER_BATCH, &mut |e| events.try_push(NatEvent::Block(e)).is_ok());
         counters.add(Counter::NatSessionsExpired, freed as u64);
+        self.fragments.sweep(now_ms, FRAGMENT_SWEEP_PER_BATCH);
         counters.drop(DropReason::FragmentTimeout, std::mem::take(&mut self.fragments.dropped));
     }
 
@@ -209,7 +213,12 @@ impl NatCore {
         let (src_port, dst_port) = ports_of(&flow);
         let key = match flow.transport {
             Transport::IcmpError { quoted } => {
-                // A clinic's error about a packet that came to it: the quote runs remote -> clinic.
+                // A clinic's error about a packet that came to it: the quote
+                // runs remote -> clinic, and the error goes back to that
+                // remote only (else it would carry anything anywhere, past the rules).
+                if flow.dst != quoted.src {
+                    return Outcome::Drop(DropReason::NoSession);
+                }
                 let (q_src_port, q_dst_port) = quoted_ports(&quoted);
                 let key = InsideKey { tenant, protocol: quoted.protocol, inside: quoted.dst, inside_port: if quoted.protocol == PROTOCOL_ICMP { q_src_port } else { q_dst_port }, remote: quoted.src, remote_port: if quoted.protocol == PROTOCOL_ICMP { 0 } else { q_src_port } };
                 let events = &mut self.events;
@@ -326,7 +335,8 @@ impl NatCore {
             Transport::IcmpError { quoted } => {
                 // An error about a packet a clinic sent: the quote runs pool -> remote.
                 let (q_src_port, q_dst_port) = quoted_ports(&quoted);
-                let Some(q_address) = self.policy.pool_address(quoted.src) else { return Outcome::Drop(DropReason::NoSession) };
+                let q_address = self.policy.pool_address(quoted.src).filter(|&a| a == address);
+                let Some(q_address) = q_address else { return Outcome::Drop(DropReason::NoSession) };
                 (OutsideKey { address: q_address, protocol: quoted.protocol, external_port: q_src_port, remote: quoted.dst, remote_port: q_dst_port }, Some(quoted))
             }
             Transport::Opaque => return Outcome::Drop(DropReason::NatUnsupported),

@@ -111,6 +111,8 @@ pub struct PortBlocks {
     bitmap: Vec<u64>,
     words: usize,
     per_address: usize,
+    /// Blocks that emptied while the log was full, still lent (at most all).
+    unreturned: Vec<(u16, u32)>,
 }
 
 impl PortBlocks {
@@ -123,7 +125,16 @@ impl PortBlocks {
             .collect();
         // Lowest blocks first.
         let free = (0..addresses).map(|_| (0..owned as u32).rev().collect()).collect();
-        PortBlocks { bitmap: vec![0; addresses * owned * PORT_SPACES * words], layout, core, blocks, free, words, per_address: owned }
+        PortBlocks {
+            bitmap: vec![0; addresses * owned * PORT_SPACES * words],
+            layout,
+            core,
+            blocks,
+            free,
+            words,
+            per_address: owned,
+            unreturned: Vec::with_capacity(addresses * owned),
+        }
     }
 
     pub fn layout(&self) -> &PoolLayout {
@@ -216,7 +227,8 @@ impl PortBlocks {
     }
 
     /// Returns a port; a block left empty goes back to the core's free list
-    /// (and out of `held`) if the log can record it, else the tenant keeps it.
+    /// (and out of `held`) if the log can record it, else the tenant keeps it
+    /// until [`PortBlocks::retry_release`] succeeds.
     pub fn release(&mut self, address: u16, protocol: u8, port: u16, held: &mut Vec<u32>, log: &mut impl FnMut(BlockEvent) -> bool) {
         let Some(global) = self.layout.block_of(port) else { return };
         debug_assert_eq!(global % u32::from(self.layout.workers), u32::from(self.core), "a port of another core");
@@ -228,14 +240,44 @@ impl PortBlocks {
         let block = &mut self.blocks[usize::from(address)][local as usize];
         block.used -= 1;
         block.used_in[space(protocol)] -= 1;
-        if block.used == 0 {
-            let tenant = block.tenant;
-            if log(self.event(BlockAction::Released, tenant, address, local)) {
-                self.blocks[usize::from(address)][local as usize].tenant = FREE;
-                self.free[usize::from(address)].push(local);
-                held.retain(|&b| b != local);
-            }
+        if block.used == 0 && !self.return_block(address, local, held, log) {
+            self.unreturned.push((address, local));
         }
+    }
+
+    /// Gives an empty block back to the core, logged; false if the log is full.
+    fn return_block(&mut self, address: u16, local: u32, held: &mut Vec<u32>, log: &mut impl FnMut(BlockEvent) -> bool) -> bool {
+        let tenant = self.blocks[usize::from(address)][local as usize].tenant;
+        if !log(self.event(BlockAction::Released, tenant, address, local)) {
+            return false;
+        }
+        self.blocks[usize::from(address)][local as usize].tenant = FREE;
+        self.free[usize::from(address)].push(local);
+        held.retain(|&b| b != local);
+        true
+    }
+
+    /// Retries returning a block the log could not record when it emptied:
+    /// gives the tenant whose `held` list to update, or None if there is
+    /// nothing to retry, or it was used again meanwhile (it stays lent).
+    pub fn unreturned(&mut self) -> Option<(u32, u16, u32)> {
+        while let Some(&(address, local)) = self.unreturned.last() {
+            let block = &self.blocks[usize::from(address)][local as usize];
+            if block.used == 0 && block.tenant != FREE {
+                return Some((block.tenant, address, local));
+            }
+            self.unreturned.pop();
+        }
+        None
+    }
+
+    /// Second half of a retry: returns the block if the log can take it now.
+    pub fn retry_release(&mut self, address: u16, local: u32, held: &mut Vec<u32>, log: &mut impl FnMut(BlockEvent) -> bool) -> bool {
+        if self.return_block(address, local, held, log) {
+            self.unreturned.pop();
+            return true;
+        }
+        false
     }
 
     /// Blocks lent out and ports in use on this core (for stats and tests).
@@ -311,6 +353,22 @@ mod tests {
         // Only 2 blocks exist above 64512 with size 512.
         let mut c = Vec::new();
         assert_eq!(blocks.allocate(3, 0, 6, &mut c, 5, &mut |_| true), Err(PortError::PoolExhausted));
+    }
+
+    #[test]
+    fn a_block_emptied_while_the_log_is_full_is_returned_later() {
+        let mut blocks = PortBlocks::new(layout(1), 0);
+        let mut held = Vec::new();
+        let port = blocks.allocate(1, 0, 17, &mut held, 1, &mut |_| true).unwrap();
+        blocks.release(0, 17, port, &mut held, &mut |_| false);
+        assert_eq!((held.len(), blocks.usage().0), (1, 1), "kept, as the log says");
+        let (tenant, address, local) = blocks.unreturned().unwrap();
+        assert_eq!(tenant, 1);
+        assert!(!blocks.retry_release(address, local, &mut held, &mut |_| false));
+        let mut log = Vec::new();
+        assert!(blocks.retry_release(address, local, &mut held, &mut |e| { log.push(e); true }));
+        assert_eq!((held.len(), blocks.usage().0, log[0].action), (0, 0, BlockAction::Released));
+        assert_eq!(blocks.unreturned(), None);
     }
 
     #[test]

@@ -161,10 +161,11 @@ struct TenantUse {
 /// on every bit of its input (and those top bits pick the slot and the tag),
 /// then a shift brings them down for the next word. A plain XOR of the words
 /// would not do: keys vary in the same low bits of addresses and ports, and
-/// would cancel out into a few values.
+/// would cancel out into a few values. The secret `seed` keeps a clinic from
+/// choosing ports that all land on one slot (hash flooding).
 #[inline]
-pub(crate) fn hash_words<const N: usize>(words: [u64; N]) -> u64 {
-    let mut h = 0u64;
+pub(crate) fn hash_words<const N: usize>(seed: u64, words: [u64; N]) -> u64 {
+    let mut h = seed;
     for w in words {
         h = (h ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         h ^= h >> 32;
@@ -172,9 +173,15 @@ pub(crate) fn hash_words<const N: usize>(words: [u64; N]) -> u64 {
     h
 }
 
+/// A secret per table, from the standard library's randomly keyed hasher.
+pub(crate) fn random_seed() -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(0u32)
+}
+
 #[inline]
-fn hash_inside(k: &InsideKey) -> u64 {
-    hash_words([
+fn hash_inside(seed: u64, k: &InsideKey) -> u64 {
+    hash_words(seed, [
         u64::from(k.tenant) << 32 | u64::from(u32::from(k.inside)),
         u64::from(u32::from(k.remote)) << 32 | u64::from(k.inside_port) << 16 | u64::from(k.remote_port),
         u64::from(k.protocol),
@@ -182,16 +189,16 @@ fn hash_inside(k: &InsideKey) -> u64 {
 }
 
 #[inline]
-fn hash_outside(k: &OutsideKey) -> u64 {
-    hash_words([
+fn hash_outside(seed: u64, k: &OutsideKey) -> u64 {
+    hash_words(seed, [
         u64::from(k.address) << 32 | u64::from(k.external_port) << 8 | u64::from(k.protocol),
         u64::from(u32::from(k.remote)) << 16 | u64::from(k.remote_port),
     ])
 }
 
 #[inline]
-fn hash_mapping(tenant: u32, protocol: u8, inside: Ipv4Addr, inside_port: u16) -> u64 {
-    hash_words([u64::from(tenant) << 32 | u64::from(u32::from(inside)), u64::from(inside_port) << 8 | u64::from(protocol)])
+fn hash_mapping(seed: u64, tenant: u32, protocol: u8, inside: Ipv4Addr, inside_port: u16) -> u64 {
+    hash_words(seed, [u64::from(tenant) << 32 | u64::from(u32::from(inside)), u64::from(inside_port) << 8 | u64::from(protocol)])
 }
 
 /// One core's sessions, mappings and pool ports.
@@ -208,6 +215,7 @@ pub struct SessionTable {
     tenants: Vec<TenantUse>,
     timeouts: Timeouts,
     sweep_at: usize,
+    seed: u64,
 }
 
 impl SessionTable {
@@ -255,6 +263,7 @@ impl SessionTable {
                 .collect(),
             timeouts,
             sweep_at: 0,
+            seed: random_seed(),
         }
     }
 
@@ -284,22 +293,22 @@ impl SessionTable {
     /// First stage of prefetching a lookup: the index slots.
     #[inline]
     pub fn prefetch_inside(&self, key: &InsideKey) {
-        self.by_inside.prefetch(hash_inside(key));
+        self.by_inside.prefetch(hash_inside(self.seed, key));
     }
     #[inline]
     pub fn prefetch_outside(&self, key: &OutsideKey) {
-        self.by_outside.prefetch(hash_outside(key));
+        self.by_outside.prefetch(hash_outside(self.seed, key));
     }
     /// Second stage: the session the index points to (its slots now cached).
     #[inline]
     pub fn prefetch_inside_session(&self, key: &InsideKey) {
-        if let Some(i) = self.by_inside.candidate(hash_inside(key)) {
+        if let Some(i) = self.by_inside.candidate(hash_inside(self.seed, key)) {
             dpdk_sys::prefetch(&self.sessions[i as usize]);
         }
     }
     #[inline]
     pub fn prefetch_outside_session(&self, key: &OutsideKey) {
-        if let Some(i) = self.by_outside.candidate(hash_outside(key)) {
+        if let Some(i) = self.by_outside.candidate(hash_outside(self.seed, key)) {
             dpdk_sys::prefetch(&self.sessions[i as usize]);
         }
     }
@@ -308,7 +317,7 @@ impl SessionTable {
     #[inline]
     pub fn find_inside(&mut self, key: &InsideKey, now: u32, log: &mut impl FnMut(BlockEvent) -> bool) -> Option<u32> {
         let sessions = &self.sessions;
-        let index = self.by_inside.find(hash_inside(key), |i| sessions[i as usize].inside_key() == *key)?;
+        let index = self.by_inside.find(hash_inside(self.seed, key), |i| sessions[i as usize].inside_key() == *key)?;
         self.live(index, now, log)
     }
 
@@ -316,7 +325,7 @@ impl SessionTable {
     #[inline]
     pub fn find_outside(&mut self, key: &OutsideKey, now: u32, log: &mut impl FnMut(BlockEvent) -> bool) -> Option<u32> {
         let (sessions, tenants) = (&self.sessions, &self.tenants);
-        let index = self.by_outside.find(hash_outside(key), |i| {
+        let index = self.by_outside.find(hash_outside(self.seed, key), |i| {
             let s = &sessions[i as usize];
             s.is_outside(tenants[s.tenant as usize].address, key)
         })?;
@@ -345,7 +354,7 @@ impl SessionTable {
         if self.free_session == NONE {
             return Err(NewSessionError::TableFull);
         }
-        let mapping_hash = hash_mapping(key.tenant, key.protocol, key.inside, key.inside_port);
+        let mapping_hash = hash_mapping(self.seed, key.tenant, key.protocol, key.inside, key.inside_port);
         let mappings = &self.mappings;
         let found = self.mapping_by_inside.find(mapping_hash, |i| {
             let m = &mappings[i as usize];
@@ -390,8 +399,8 @@ impl SessionTable {
         };
         self.refresh(index, now);
         let outside = self.outside_key(&self.sessions[index as usize]);
-        self.by_inside.insert(hash_inside(key), index);
-        self.by_outside.insert(hash_outside(&outside), index);
+        self.by_inside.insert(hash_inside(self.seed, key), index);
+        self.by_outside.insert(hash_outside(self.seed, &outside), index);
         self.tenants[key.tenant as usize].sessions += 1;
         self.live += 1;
         Ok(index)
@@ -418,8 +427,8 @@ impl SessionTable {
         if s.is_free() {
             return;
         }
-        self.by_inside.remove(hash_inside(&s.inside_key()), index);
-        self.by_outside.remove(hash_outside(&self.outside_key(&s)), index);
+        self.by_inside.remove(hash_inside(self.seed, &s.inside_key()), index);
+        self.by_outside.remove(hash_outside(self.seed, &self.outside_key(&s)), index);
         let slot = &mut self.sessions[index as usize];
         slot.expires = 0;
         slot.mapping = self.free_session;
@@ -431,15 +440,21 @@ impl SessionTable {
         m.sessions -= 1;
         if m.sessions == 0 {
             let m = *m;
-            self.mapping_by_inside.remove(hash_mapping(m.tenant, m.protocol, m.inside, m.inside_port), s.mapping);
+            self.mapping_by_inside.remove(hash_mapping(self.seed, m.tenant, m.protocol, m.inside, m.inside_port), s.mapping);
             self.mappings[s.mapping as usize].sessions = self.free_mapping;
             self.free_mapping = s.mapping;
             self.ports.release(tenant.address, m.protocol, m.external_port, &mut tenant.blocks, log);
         }
     }
 
-    /// Frees expired sessions among the next `budget` slots; returns how many.
+    /// Frees expired sessions among the next `budget` slots, and returns
+    /// blocks whose return the log could not take before; returns how many sessions.
     pub fn sweep(&mut self, now: u32, budget: usize, log: &mut impl FnMut(BlockEvent) -> bool) -> usize {
+        while let Some((tenant, address, local)) = self.ports.unreturned() {
+            if !self.ports.retry_release(address, local, &mut self.tenants[tenant as usize].blocks, log) {
+                break;
+            }
+        }
         let mut freed = 0;
         for _ in 0..budget.min(self.sessions.len()) {
             let index = self.sweep_at;

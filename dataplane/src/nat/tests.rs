@@ -228,6 +228,12 @@ fn rfc_behaviours() {
             // An error about no session is dropped.
             let stray = udp(SERVER, 99, HOST, 5000);
             assert_eq!(up(&mut n, A, icmp_error(HOST, SERVER, &stray), 1).0, Outcome::Drop(DropReason::NoSession));
+            // Only to the remote it is about: never a way around the rules.
+            assert_eq!(up(&mut n, A, icmp_error(HOST, [10, 2, 0, 1], &reply_as_received), 1).0, Outcome::Drop(DropReason::NoSession));
+            // From the inside, the quoted source must be the pool address the error is sent to.
+            let sent = udp(pool, port, SERVER, 53);
+            let other_pool = if pool[3] == 0 { [100, 64, 0, 1] } else { [100, 64, 0, 0] };
+            assert_eq!(down(&mut n, icmp_error(SERVER, other_pool, &sent), 2).0, Outcome::Drop(DropReason::NoSession));
         }),
     ];
     for (name, case) in cases {

@@ -52,6 +52,22 @@ impl TunnelSettings {
     }
 }
 
+/// A decrypted packet from a clinic that passed every check: where its inner
+/// packet lies in the frame, its EtherType and destination.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Decrypted {
+    pub(super) inner_start: usize,
+    pub(super) inner_len: usize,
+    ethertype: u16,
+    dst: IpAddr,
+}
+
+impl Decrypted {
+    pub(super) fn inner<'a>(&self, frame: &'a mut [u8]) -> &'a mut [u8] {
+        &mut frame[self.inner_start..self.inner_start + self.inner_len]
+    }
+}
+
 /// Where a received ESP packet's bytes lie in the frame.
 struct EspAt {
     start: usize,
@@ -248,20 +264,33 @@ impl Forwarder {
                 self.counters.add(Counter::MssClamped, 1);
             }
         }
+        let ethertype = if opened.next_header == NEXT_HEADER_IPV4 { ethernet::ETHERTYPE_IPV4 } else { ethernet::ETHERTYPE_IPV6 };
+        let decrypted = Decrypted { inner_start, inner_len, ethertype, dst };
         if let Some(tenant) = tenant {
             if opened.next_header != NEXT_HEADER_IPV4 {
                 return Action::Drop(DropReason::NatUnsupported);
+            }
+            // NAT runs over the burst once all of it is decrypted, so that
+            // each packet's session can be prefetched while others are worked on.
+            if self.defer_nat && !self.deferred.is_full() {
+                self.deferred.push((tenant, decrypted));
+                return Action::Deferred;
             }
             if let Some(action) = self.nat_upstream(tenant, &mut buf.data_mut()[inner_start..inner_start + inner_len]) {
                 return action;
             }
         }
-        // Outer headers off: the new Ethernet header goes right before the inner packet.
+        self.forward_decrypted(buf, decrypted)
+    }
+
+    /// The decrypted packet out of the inside port: outer headers off, the
+    /// new Ethernet header right before the inner packet.
+    pub(super) fn forward_decrypted<B: PacketBuf>(&mut self, buf: &mut B, d: Decrypted) -> Action {
+        let (inner_start, inner_len, ethertype, dst) = (d.inner_start, d.inner_len, d.ethertype, d.dst);
         let eth_start = inner_start - ethernet::HEADER_LEN;
         if !buf.trim_front(eth_start) || !buf.set_len(ethernet::HEADER_LEN + inner_len) {
             return Action::Drop(DropReason::Truncated);
         }
-        let ethertype = if opened.next_header == NEXT_HEADER_IPV4 { ethernet::ETHERTYPE_IPV4 } else { ethernet::ETHERTYPE_IPV6 };
         let Some(next_hop) = self.interfaces[Side::Inside as usize].next_hop(dst) else {
             return Action::Drop(DropReason::NoRoute);
         };

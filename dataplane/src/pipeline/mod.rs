@@ -46,6 +46,9 @@ pub enum Action {
     Handoff(u8),
     /// Kept by the pipeline (a fragment waiting for its first fragment); the buffer is free.
     Kept,
+    /// Decrypted, waiting for the NAT stage of its burst: keep the buffer
+    /// and pass it to [`Forwarder::finish_deferred`] after the burst.
+    Deferred,
 }
 
 /// What a worker passes on to the manager thread.
@@ -195,6 +198,10 @@ pub struct Forwarder {
     events: ArrayVec<SaEvent, MAX_PENDING_EVENTS>,
     /// Connection tracking and NAT, when tunnels belong to tenants.
     nat: Option<NatCore>,
+    /// While set, decrypted packets of tenants wait for their burst's NAT
+    /// stage ([`Action::Deferred`]), in order, with their tenant.
+    defer_nat: bool,
+    deferred: ArrayVec<(u32, esp::Decrypted), { crate::port::BURST }>,
     pub counters: CounterBlock,
 }
 
@@ -224,6 +231,8 @@ impl Forwarder {
             fragment_pending: None,
             events: ArrayVec::new(),
             nat: None,
+            defer_nat: false,
+            deferred: ArrayVec::new(),
             counters: CounterBlock::default(),
         }
     }

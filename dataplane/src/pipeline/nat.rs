@@ -3,13 +3,28 @@
 //! to its clinic (before encryption). The tracking and translation
 //! themselves are in [`crate::nat`].
 
-use super::{Action, Forwarder};
-use crate::nat::{NatCore, Outcome};
+use super::icmp_error::IcmpError;
+use super::{too_big, Action, Forwarder};
+use crate::esp::tunnel;
+use crate::nat::{flow, rewrite, NatCore, Outcome};
 use crate::pipeline::{Counter, DropReason};
 use crate::port::PacketBuf;
 use crate::wire::{ethernet, MacAddr};
 use crate::Side;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
+
+/// The destination address and port (or echo identifier) of a TCP, UDP or
+/// echo packet, as it arrives: what undoing its translation restores.
+fn original_destination(ip: &[u8]) -> Option<(Ipv4Addr, u16)> {
+    let l4 = usize::from(ip.first()? & 0x0f) * 4;
+    let at = match ip.get(9)? {
+        6 | 17 => l4 + 2,
+        1 => l4 + 4,
+        _ => return None,
+    };
+    let port = ip.get(at..at + 2)?;
+    Some((Ipv4Addr::from(<[u8; 4]>::try_from(ip.get(16..20)?).ok()?), u16::from_be_bytes([port[0], port[1]])))
+}
 
 /// Whether a clinic may send to `dst` as far as NAT is concerned: not to
 /// the pool (no hairpin) and not into any tenant's subnets.
@@ -36,11 +51,53 @@ impl Forwarder {
         }
     }
 
+    /// Lets decrypted packets of tenants wait for their burst's NAT stage
+    /// (while `on`); the worker sets it for the bursts it receives.
+    pub fn defer_nat(&mut self, on: bool) {
+        self.defer_nat = on && self.nat.is_some();
+    }
+
+    /// Prefetching for the `index`th deferred packet (`buf`), a few ahead of
+    /// the one being finished: first its session's index slots, then the session.
+    #[inline]
+    pub fn prefetch_deferred<B: PacketBuf>(&self, index: usize, buf: &B, session: bool) {
+        let (Some(nat), Some(&(tenant, d))) = (&self.nat, self.deferred.get(index)) else { return };
+        let Some(ip) = buf.data().get(d.inner_start..d.inner_start + d.inner_len) else { return };
+        if session {
+            nat.prefetch_session(Side::Outside, tenant, ip);
+        } else {
+            nat.prefetch_index(Side::Outside, tenant, ip);
+        }
+    }
+
+    /// The NAT stage and forwarding of the `index`th deferred packet of the
+    /// burst; after the last, [`Forwarder::end_deferred`].
+    pub fn finish_deferred<B: PacketBuf>(&mut self, index: usize, buf: &mut B) -> Action {
+        let (tenant, d) = self.deferred[index];
+        if let Some(action) = self.nat_upstream(tenant, d.inner(buf.data_mut())) {
+            return action;
+        }
+        self.forward_decrypted(buf, d)
+    }
+
+    /// Forgets the burst's deferred packets (all finished).
+    pub fn end_deferred(&mut self) {
+        self.deferred.clear();
+    }
+
     /// A packet from the inside to pool address `address` (its index), of
     /// `total_len` bytes: back to its clinic through the tenant's tunnel.
     pub(super) fn nat_downstream<B: PacketBuf>(&mut self, buf: &mut B, address: u16, total_len: usize) -> Action {
+        let ip_range = ethernet::HEADER_LEN..ethernet::HEADER_LEN + total_len;
+        // ICMP errors the gateway sends about the packet quote it as the
+        // server sent it: the TTL is checked before translation, and the
+        // translation is undone for a packet too big for the tunnel.
+        if buf.data()[ip_range.start + 8] <= 1 {
+            return self.icmp_error(Side::Inside, buf, IcmpError::TimeExceeded);
+        }
         let Some(nat) = self.nat.as_mut() else { return Action::Drop(DropReason::NoSession) };
-        let ip = &mut buf.data_mut()[ethernet::HEADER_LEN..ethernet::HEADER_LEN + total_len];
+        let ip = &mut buf.data_mut()[ip_range.clone()];
+        let original = original_destination(ip);
         let tenant = match nat.downstream(address, ip, self.now_ms, &mut self.counters) {
             Outcome::Pass { tenant } => tenant,
             Outcome::Held => return Action::Kept,
@@ -48,7 +105,7 @@ impl Forwarder {
             Outcome::Drop(reason) => return Action::Drop(reason),
         };
         self.counters.add(Counter::NatTranslatedDown, 1);
-        let dst = std::net::Ipv4Addr::from(<[u8; 4]>::try_from(&ip[16..20]).expect("4 bytes"));
+        let dst = Ipv4Addr::from(<[u8; 4]>::try_from(&ip[16..20]).expect("4 bytes"));
         let Some(route) = self.routes.lookup_tenant_ipv4(tenant, dst) else {
             return Action::Drop(DropReason::NoTunnel);
         };
@@ -56,6 +113,18 @@ impl Forwarder {
         // unless the tunnel moved since.
         if route.core != self.sad.core() {
             return Action::Drop(DropReason::TunnelElsewhere);
+        }
+        if let Some((_, tunnel)) = self.sad.outbound(route.sa) {
+            let tunnel = *tunnel;
+            if tunnel::outer_len(&tunnel, total_len) > usize::from(self.settings.outer_mtu) && !too_big::may_fragment(&buf.data()[ip_range.clone()]) {
+                let ip = &mut buf.data_mut()[ip_range];
+                match (original, flow::parse(ip)) {
+                    (Some((addr, port)), Ok(f)) => rewrite::set_endpoint(ip, &f, rewrite::End::Destination, addr, port),
+                    _ => return Action::Drop(DropReason::TooBigForTunnel),
+                }
+                let mtu = tunnel::max_inner(&tunnel, self.settings.outer_mtu);
+                return self.icmp_error(Side::Inside, buf, IcmpError::TooBig { mtu });
+            }
         }
         self.outbound_esp(buf, route, total_len, true)
     }

@@ -160,13 +160,13 @@ impl Policy {
         let fail = |field: &str, message: String| Err((field.to_owned(), message));
         let mut addresses = Vec::new();
         let mut pool_ranges = Vec::new();
-        for prefix in &nat.pool {
+        for (i, prefix) in nat.pool.iter().enumerate() {
             let base = u32::from(prefix.addr) & mask(prefix.prefix_len);
             let count = 1u64 << (32 - prefix.prefix_len);
             if prefix.prefix_len < 16 || addresses.len() as u64 + count > u64::from(u16::MAX) {
                 return fail("nat.pool", format!("{prefix}: a pool has at most 65,535 addresses (prefixes of /16 or longer)"));
             }
-            if let Some(other) = nat.pool.iter().find(|p| *p != prefix && (p.contains(prefix.addr) || prefix.contains(p.addr))) {
+            if let Some(other) = nat.pool[..i].iter().find(|p| p.contains(prefix.addr) || prefix.contains(p.addr)) {
                 return fail("nat.pool", format!("{prefix} overlaps {other}"));
             }
             pool_ranges.push((base, count as u32, addresses.len() as u16));
@@ -326,6 +326,9 @@ mod tests {
         let mut short = nat();
         short.timeouts.udp = 30;
         assert_eq!(Policy::compile(&short, &[], &[], 1).unwrap_err().0, "nat.timeouts.udp");
+        let mut twice = nat();
+        twice.pool.push(twice.pool[0]);
+        assert!(Policy::compile(&twice, &[], &[], 1).unwrap_err().1.contains("overlaps"));
         let mut low = nat();
         low.first_port = 80;
         assert_eq!(Policy::compile(&low, &[], &[], 1).unwrap_err().0, "nat.first_port");

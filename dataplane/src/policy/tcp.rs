@@ -34,6 +34,8 @@ pub struct TcpSide {
     max_window: u32,
     scale: u8,
     seen: bool,
+    /// This side has sent its FIN.
+    fin: bool,
 }
 
 /// A connection's tracking state (36 bytes).
@@ -80,6 +82,7 @@ impl TcpTrack {
             max_window: u32::from(segment.window).max(1),
             scale: segment.window_scale.unwrap_or(0),
             seen: true,
+            fin: false,
         };
         let mut sides = [opener, TcpSide::default()];
         // Remember whether the opener offered scaling: the answer decides.
@@ -90,20 +93,42 @@ impl TcpTrack {
     /// Checks a segment from `side` and moves the state on if it is accepted.
     pub fn update(&mut self, side: usize, segment: &TcpSegment) -> TcpVerdict {
         let flags = segment.flags;
-        // A new connection on the same ports after the old one closed.
-        if side == 0 && flags & (TCP_SYN | TCP_ACK) == TCP_SYN && matches!(self.state, TcpState::TimeWait | TcpState::Closed) {
-            return match TcpTrack::open(segment) {
-                Some(fresh) => {
-                    *self = fresh;
-                    TcpVerdict::Accept
+        // The opener's SYN: a retransmission, or a new connection on the same
+        // ports (after the old one closed, with a new initial sequence
+        // number, or out of the old one's window: a rebooted device). Only
+        // the clinic's own session is affected.
+        if side == 0 && flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) == TCP_SYN {
+            let same_syn = segment.seq.wrapping_add(1).wrapping_add(segment.data_len) == self.sides[0].end;
+            let reopen = match self.state {
+                TcpState::TimeWait | TcpState::Closed => true,
+                TcpState::SynSent => !same_syn,
+                _ => {
+                    let mut trial = *self;
+                    trial.update_in_window(0, segment) == TcpVerdict::OutOfWindow
                 }
-                None => TcpVerdict::Invalid,
             };
+            if reopen {
+                *self = TcpTrack::open(segment).expect("a pure SYN opens");
+                return TcpVerdict::Accept;
+            }
+            if self.state == TcpState::SynSent {
+                return TcpVerdict::Accept;
+            }
         }
+        self.update_in_window(side, segment)
+    }
+
+    fn update_in_window(&mut self, side: usize, segment: &TcpSegment) -> TcpVerdict {
+        let flags = segment.flags;
         let other = 1 - side;
         if !self.sides[side].seen {
-            // The answerer's first segment must be its SYN (RFC 9293 §3.5),
-            // acknowledging the opener's SYN if it carries an ACK.
+            // A closed port's answer to the SYN: RST with the SYN acknowledged.
+            if flags & (TCP_RST | TCP_ACK) == TCP_RST | TCP_ACK && segment.ack == self.sides[other].end {
+                self.state = TcpState::Closed;
+                return TcpVerdict::Accept;
+            }
+            // Else the answerer's first segment must be its SYN (RFC 9293
+            // §3.5), acknowledging the opener's SYN if it carries an ACK.
             if flags & TCP_SYN == 0 || flags & TCP_RST != 0 {
                 return TcpVerdict::Invalid;
             }
@@ -119,6 +144,7 @@ impl TcpTrack {
                 max_window: window,
                 scale: if scaled { segment.window_scale.unwrap_or(0) } else { 0 },
                 seen: true,
+                fin: false,
             };
             if !scaled {
                 self.sides[other].scale = 0;
@@ -130,8 +156,8 @@ impl TcpTrack {
             return TcpVerdict::Accept;
         }
         if !self.sides[other].seen {
-            // Until the answer comes, only the opener's SYN may be repeated.
-            return if flags & (TCP_SYN | TCP_ACK | TCP_RST) == TCP_SYN { TcpVerdict::Accept } else { TcpVerdict::Invalid };
+            // Until the answer comes, only the opener's SYN may come again.
+            return TcpVerdict::Invalid;
         }
         let (sender, receiver) = (self.sides[side], self.sides[other]);
         let seq = segment.seq;
@@ -158,9 +184,11 @@ impl TcpTrack {
         if flags & TCP_ACK != 0 && after(ack.wrapping_add(window.max(1)), self.sides[other].max_end) {
             self.sides[other].max_end = ack.wrapping_add(window.max(1));
         }
+        self.sides[side].fin |= flags & TCP_FIN != 0;
+        let both_fins = self.sides[0].fin && self.sides[1].fin;
         self.state = match (self.state, flags) {
             (_, f) if f & TCP_RST != 0 => TcpState::Closed,
-            (TcpState::Closing, f) if f & TCP_FIN != 0 => TcpState::TimeWait,
+            (TcpState::Closing, f) if f & TCP_FIN != 0 && both_fins => TcpState::TimeWait,
             (TcpState::SynReceived | TcpState::Established, f) if f & TCP_FIN != 0 => TcpState::Closing,
             (TcpState::SynReceived, f) if f & TCP_ACK != 0 && side == 0 => TcpState::Established,
             (TcpState::SynSent, f) if f & TCP_SYN != 0 && side == 1 => TcpState::SynReceived,
@@ -211,9 +239,49 @@ mod tests {
         let mut t = TcpTrack::open(&seg(TCP_SYN, 1000, 0, 0)).unwrap();
         assert_eq!(t.update(0, &seg(TCP_ACK, 1001, 7, 10)), TcpVerdict::Invalid, "data before the answer");
         assert_eq!(t.update(0, &seg(TCP_SYN, 1000, 0, 0)), TcpVerdict::Accept, "SYN retransmitted");
+        assert_eq!(t.sides[0].end, 1001);
         assert_eq!(t.update(1, &seg(TCP_ACK, 5000, 1001, 0)), TcpVerdict::Invalid, "answer without SYN");
         assert_eq!(t.update(1, &seg(TCP_SYN | TCP_ACK, 5000, 999, 0)), TcpVerdict::OutOfWindow, "acks the wrong SYN");
         assert_eq!(t.state, TcpState::SynSent);
+    }
+
+    #[test]
+    fn a_closed_ports_reset_ends_the_attempt() {
+        let mut t = TcpTrack::open(&seg(TCP_SYN, 1000, 0, 0)).unwrap();
+        assert_eq!(t.update(1, &seg(TCP_RST | TCP_ACK, 0, 999, 0)), TcpVerdict::Invalid, "a reset not for this SYN");
+        assert_eq!(t.update(1, &seg(TCP_RST | TCP_ACK, 0, 1001, 0)), TcpVerdict::Accept);
+        assert_eq!(t.state, TcpState::Closed);
+    }
+
+    #[test]
+    fn the_opener_may_start_over_with_a_new_syn() {
+        // A new initial sequence number before any answer.
+        let mut t = TcpTrack::open(&seg(TCP_SYN, 1000, 0, 0)).unwrap();
+        assert_eq!(t.update(0, &seg(TCP_SYN, 777_777, 0, 0)), TcpVerdict::Accept);
+        assert_eq!(t.update(1, &seg(TCP_SYN | TCP_ACK, 5000, 777_778, 0)), TcpVerdict::Accept);
+        // A rebooted device reuses its ports mid-connection: a SYN far out of the window.
+        t.update(0, &seg(TCP_ACK, 777_778, 5001, 0));
+        assert!(t.is_established());
+        assert_eq!(t.update(0, &seg(TCP_SYN, 3_000_000_000, 0, 0)), TcpVerdict::Accept);
+        assert_eq!(t.state, TcpState::SynSent);
+        // The answerer cannot do that.
+        let mut t = TcpTrack::open(&seg(TCP_SYN, 1000, 0, 0)).unwrap();
+        t.update(1, &seg(TCP_SYN | TCP_ACK, 5000, 1001, 0));
+        t.update(0, &seg(TCP_ACK, 1001, 5001, 0));
+        assert_eq!(t.update(1, &seg(TCP_SYN, 3_000_000_000, 0, 0)), TcpVerdict::OutOfWindow);
+        assert!(t.is_established());
+    }
+
+    #[test]
+    fn a_repeated_fin_from_one_side_does_not_close_both() {
+        let mut t = TcpTrack::open(&seg(TCP_SYN, 1000, 0, 0)).unwrap();
+        t.update(1, &seg(TCP_SYN | TCP_ACK, 5000, 1001, 0));
+        t.update(0, &seg(TCP_ACK, 1001, 5001, 0));
+        assert_eq!(t.update(0, &seg(TCP_ACK | TCP_FIN, 1001, 5001, 0)), TcpVerdict::Accept);
+        assert_eq!(t.update(0, &seg(TCP_ACK | TCP_FIN, 1001, 5001, 0)), TcpVerdict::Accept);
+        assert_eq!(t.state, TcpState::Closing);
+        t.update(1, &seg(TCP_ACK | TCP_FIN, 5001, 1002, 0));
+        assert_eq!(t.state, TcpState::TimeWait);
     }
 
     #[test]

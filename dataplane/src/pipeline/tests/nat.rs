@@ -139,3 +139,114 @@ fn a_fragment_before_its_first_is_held_and_sent_after_it() {
     assert_eq!(crate::wire::checksum::checksum(&later[..20]), 0);
     assert_eq!(w.forwarder.counters.get(Counter::FragmentsReleased), 1);
 }
+
+#[test]
+fn a_burst_of_clinic_packets_goes_through_nat_together_in_order() {
+    let (mut w, mut clinics, _) = gateway();
+    // 30 packets in one burst from both clinics, numbered in their IP
+    // identification: NAT runs once the burst is decrypted, in burst order.
+    for i in 0..30u16 {
+        let mut inner = udp(HOST, 6000 + i, SERVER, 53);
+        inner[4..6].copy_from_slice(&i.to_be_bytes());
+        crate::wire::ipv4::set_checksum(&mut inner);
+        let frame = clinics[usize::from(i % 2)].send(&inner);
+        w.ports[Side::Outside as usize].rx.push_back(frame);
+    }
+    w.poll(1);
+    let inside = std::mem::take(&mut w.ports[Side::Inside as usize].tx);
+    assert_eq!(inside.len(), 30, "{:?}", w.forwarder.counters.to_json());
+    let idents: Vec<u16> = inside.iter().map(|f| u16::from_be_bytes([f[18], f[19]])).collect();
+    assert_eq!(idents, (0..30).collect::<Vec<u16>>());
+    let externals: std::collections::HashSet<_> = inside.iter().map(|f| endpoint(&f[14..], 12)).collect();
+    assert_eq!(externals.len(), 30, "one pool port per session");
+    assert_eq!(w.forwarder.counters.get(Counter::NatSessionsCreated), 30);
+    assert_eq!(w.forwarder.counters.get(Counter::EspDecrypted), 30);
+}
+
+#[test]
+fn answers_reaching_another_worker_are_handed_to_the_sessions_owner() {
+    use crate::worker::Handoff;
+    let nat: NatConfig = toml::from_str("pool = [\"100.64.0.0/31\"]").unwrap();
+    let tenant: TenantConfig = toml::from_str("name = \"a\"\nsubnets = [\"192.168.1.0/24\"]\n[[rules]]\ndst = \"10.0.0.0/24\"\naction = \"allow\"").unwrap();
+    let policy = Arc::new(Policy::compile(&nat, &[tenant], &[], 2).unwrap());
+    let mut config = tunnel("a", CLINICS[0], "a");
+    config.worker = Some(1);
+    let addrs: Vec<IpAddr> = vec!["198.51.100.1".parse().unwrap()];
+    let tables = tunnels::build(&[config], 2, &addrs, Some(&policy)).unwrap();
+    let spi = tables.inbound_spis[0].1[0];
+    let routes = Arc::new(tables.routes);
+    let handoff = Arc::new(Handoff::new(2, 64));
+    let statics = vec![(Side::Outside, CLINICS[0].parse().unwrap(), PEER_OUT), (Side::Inside, IpAddr::from(SERVER), PEER_IN)];
+    let table = Arc::new(NeighbourTable::new(statics));
+    let mut workers: Vec<Worker<MemoryPort>> = tables
+        .cores
+        .into_iter()
+        .enumerate()
+        .map(|(core, sad)| {
+            let f = Forwarder::new(interfaces(), [OUT_MAC, IN_MAC], table.clone())
+                .with_tunnels(sad, routes.clone(), TunnelSettings::default())
+                .with_nat(NatCore::new(policy.clone(), core as u8));
+            Worker::new(MemoryPort::new(OUT_MAC), MemoryPort::new(IN_MAC), f).with_handoff(core, handoff.clone())
+        })
+        .collect();
+    let mut clinic = Clinic::new(CLINICS[0], "198.51.100.1", spi, false, false);
+    // The clinic's packet reaches worker 0; its SA (and so its session) is worker 1's.
+    workers[0].ports[0].rx.push_back(clinic.send(&udp(HOST, 5000, SERVER, 53)));
+    workers[0].poll(1);
+    workers[1].poll(1);
+    let sent = std::mem::take(&mut workers[1].ports[1].tx);
+    assert_eq!(sent.len(), 1);
+    let (pool, port) = endpoint(&sent[0][14..], 12);
+    assert_eq!(policy.layout.owner(port), Some(1), "a port of worker 1's blocks");
+    // The answer reaches worker 0 too: the pool port names worker 1, which translates and encrypts it.
+    workers[0].ports[1].rx.push_back(from_inside(&udp(SERVER, 53, pool, port)));
+    workers[0].poll(2);
+    assert!(workers[0].ports[0].tx.is_empty());
+    workers[1].poll(2);
+    let out = std::mem::take(&mut workers[1].ports[0].tx);
+    assert_eq!(out.len(), 1);
+    let inner = clinic.receive(&out[0]);
+    assert_eq!(endpoint(&inner, 16), (HOST, 5000));
+    assert_eq!(workers[0].forwarder.counters.get(Counter::HandoffsSent), 2);
+    assert_eq!(workers[1].forwarder.counters.get(Counter::HandoffsReceived), 2);
+}
+
+#[test]
+fn the_gateways_icmp_errors_quote_the_servers_packet_untranslated() {
+    let (mut w, mut clinics, _) = gateway();
+    let [_, inside] = run(&mut w, Side::Outside, clinics[0].send(&udp(HOST, 5000, SERVER, 53)), 1);
+    let (pool, port) = endpoint(&inside[0][14..], 12);
+    // Too big for the tunnel, with DF: "fragmentation needed" quoting the packet as sent.
+    let mut big = vec![0u8; 1480 - 20];
+    big[0..2].copy_from_slice(&53u16.to_be_bytes());
+    big[2..4].copy_from_slice(&port.to_be_bytes());
+    big[4..6].copy_from_slice(&((1480 - 20) as u16).to_be_bytes());
+    let big = packet(17, SERVER, pool, &big);
+    let [out, inside] = run(&mut w, Side::Inside, from_inside(&big), 2);
+    assert!(out.is_empty());
+    assert_eq!(inside.len(), 1);
+    let icmp = &inside[0][14..];
+    assert_eq!((icmp[9], icmp[20], icmp[21]), (1, 3, 4), "ICMP fragmentation needed");
+    assert_eq!(endpoint(&icmp[28..], 16), (pool, port), "quotes the pool address and port");
+    assert_eq!(crate::wire::checksum::checksum(&icmp[28..48]), 0, "the quoted header is intact");
+    // TTL 1: time exceeded, also quoting the packet as sent.
+    let mut last_hop = udp(SERVER, 53, pool, port);
+    last_hop[8] = 1;
+    crate::wire::ipv4::set_checksum(&mut last_hop);
+    let [_, inside] = run(&mut w, Side::Inside, from_inside(&last_hop), 3);
+    assert_eq!((inside[0][14 + 20], endpoint(&inside[0][14 + 28..], 16)), (11, (pool, port)));
+}
+
+#[test]
+fn one_tenants_tunnels_may_not_overlap_but_tenants_may() {
+    let nat: NatConfig = toml::from_str("pool = [\"100.64.0.0/31\"]").unwrap();
+    let tenant = |name: &str| -> TenantConfig { toml::from_str(&format!("name = \"{name}\"\nsubnets = [\"192.168.0.0/16\"]")).unwrap() };
+    let policy = Policy::compile(&nat, &[tenant("a"), tenant("b")], &[], 1).unwrap();
+    let addrs: Vec<IpAddr> = vec!["198.51.100.1".parse().unwrap()];
+    let mut inner = tunnel("a2", CLINICS[1], "a");
+    inner.ipv4 = vec!["192.168.1.128/25".parse().unwrap()];
+    let (field, message) = tunnels::build(&[tunnel("a1", CLINICS[0], "a"), inner], 1, &addrs, Some(&policy)).err().unwrap();
+    assert_eq!(field, "tunnels[1].ipv4");
+    assert!(message.contains("overlaps"), "{message}");
+    assert!(tunnels::build(&[tunnel("a", CLINICS[0], "a"), tunnel("b", CLINICS[1], "b")], 1, &addrs, Some(&policy)).is_ok());
+}
