@@ -26,20 +26,40 @@ const KEY_HEX: &str = "4242424242424242424242424242424242424242";
 /// A gateway and the clinic at the far end of its one tunnel.
 pub struct Harness {
     worker: Worker<MemoryPort>,
+    now_ms: u64,
     clinic_sa: OutboundSa,
     /// The clinic's view of the tunnel (its address and ours).
     clinic: Tunnel,
 }
 
 impl Harness {
+    /// A gateway with a routed tunnel (IPv4 and IPv6 inside).
     pub fn new() -> Harness {
+        Harness::build(false)
+    }
+
+    /// A gateway whose tunnel belongs to a tenant behind NAT (pool
+    /// 100.64.0.0/31, the clinic may reach 10.0.0.0/24).
+    pub fn with_nat() -> Harness {
+        Harness::build(true)
+    }
+
+    fn build(nat: bool) -> Harness {
+        let (subnets, tenant) = if nat { ("", "tenant = \"fuzz\"\n") } else { ("ipv6 = [\"2001:db8:c::/48\"]\n", "") };
         let config: TunnelConfig = toml::from_str(&format!(
-            "name = \"fuzz\"\nremote = \"2001:db8:a::20\"\nipv4 = [\"203.0.113.0/24\"]\nipv6 = [\"2001:db8:c::/48\"]\n\
+            "name = \"fuzz\"\nremote = \"2001:db8:a::20\"\nipv4 = [\"203.0.113.0/24\"]\n{subnets}{tenant}\
              [[inbound]]\nspi = 0x00100001\nkey = \"{KEY_HEX}\"\nreplay_window = 64\n[outbound]\nspi = 4096\nkey = \"{KEY_HEX}\"\n"
         ))
         .expect("fuzz tunnel");
+        let policy = nat.then(|| {
+            use crate::policy::{NatConfig, Policy, TenantConfig};
+            let nat: NatConfig = toml::from_str("pool = [\"100.64.0.0/31\"]\nblock_size = 64\nsessions_per_worker = 256").expect("fuzz nat");
+            let tenant: TenantConfig =
+                toml::from_str("name = \"fuzz\"\nsubnets = [\"203.0.113.0/24\"]\n[[rules]]\ndst = \"10.0.0.0/24\"\naction = \"allow\"").expect("fuzz tenant");
+            Arc::new(Policy::compile(&nat, &[tenant], &[], 1).expect("fuzz policy"))
+        });
         let outside: Vec<IpAddr> = vec!["2001:db8:a::1".parse().unwrap(), "198.51.100.1".parse().unwrap()];
-        let tables = tunnels::build(&[config], 1, &outside, None).expect("fuzz tables");
+        let tables = tunnels::build(&[config], 1, &outside, policy.as_deref()).expect("fuzz tables");
         let interfaces = [
             Interface {
                 ipv4: vec!["198.51.100.1/24".parse().unwrap()],
@@ -54,14 +74,17 @@ impl Harness {
             (Side::Inside, "10.0.0.7".parse().unwrap(), PEER),
         ]));
         let sad = tables.cores.into_iter().next().expect("one core");
-        let forwarder = Forwarder::new(interfaces, [GW_OUT, GW_IN], neighbours).with_tunnels(
+        let mut forwarder = Forwarder::new(interfaces, [GW_OUT, GW_IN], neighbours).with_tunnels(
             sad,
             Arc::new(tables.routes),
             TunnelSettings { mss_clamp: Some(1300), ..TunnelSettings::default() },
         );
+        if let Some(policy) = policy {
+            forwarder = forwarder.with_nat(crate::nat::NatCore::new(policy, 0));
+        }
         let clinic_sa = OutboundSa::new(0x0010_0001, GcmKey::new(&KEY).expect("key"), false, Selectors::default(), 0, Lifetime::default());
         let clinic = Tunnel { local: "2001:db8:a::20".parse().unwrap(), remote: "2001:db8:a::1".parse().unwrap(), udp: None, copy_dscp: false, tenant: None };
-        Harness { worker: Worker::new(MemoryPort::new(GW_OUT), MemoryPort::new(GW_IN), forwarder), clinic_sa, clinic }
+        Harness { worker: Worker::new(MemoryPort::new(GW_OUT), MemoryPort::new(GW_IN), forwarder), now_ms: 1, clinic_sa, clinic }
     }
 
     /// Runs one frame in and checks that every frame is accounted for
@@ -69,13 +92,18 @@ impl Harness {
     /// split packets, solicitations) was sent, consumed or dropped and counted.
     fn run(&mut self, side: Side, frame: Vec<u8>) {
         let balance = |c: &crate::pipeline::CounterBlock| {
-            let made = c.get(Counter::RxPackets) + c.get(Counter::InnerFragmented) + c.get(Counter::NeighbourSolicitationsSent);
-            let gone = c.get(Counter::TxPackets) + c.total_dropped() + c.get(Counter::NeighbourRepliesReceived);
+            let made = c.get(Counter::RxPackets)
+                + c.get(Counter::InnerFragmented)
+                + c.get(Counter::NeighbourSolicitationsSent)
+                + c.get(Counter::FragmentsReleased)
+                // Held fragments count as gone when held, and again when released or timed out.
+                + c.dropped(crate::pipeline::DropReason::FragmentTimeout);
+            let gone = c.get(Counter::TxPackets) + c.total_dropped() + c.get(Counter::NeighbourRepliesReceived) + c.get(Counter::FragmentsHeld);
             made as i64 - gone as i64
         };
         let before = balance(&self.worker.forwarder.counters);
         self.worker.ports[side as usize].rx.push_back(frame);
-        self.worker.poll(1);
+        self.worker.poll(self.now_ms);
         assert_eq!(balance(&self.worker.forwarder.counters), before, "a frame was lost or counted twice");
         for port in &mut self.worker.ports {
             port.tx.clear();
@@ -103,6 +131,33 @@ impl Harness {
         }
         let frame = self.esp_frame(data);
         self.run(Side::Outside, frame);
+    }
+
+    /// Behind NAT (a harness [`Harness::with_nat`]): the first byte's low bit
+    /// picks an ESP plaintext from the clinic (through decryption, its
+    /// tenant's rules and NAT) or an IPv4 packet from the inside, sent to
+    /// the pool address the second bit picks (back through NAT into the
+    /// tunnel); the next 6 bits advance the clock by that many seconds.
+    pub fn nat_pipeline(&mut self, data: &[u8]) {
+        let Some((&selector, rest)) = data.split_first() else { return };
+        self.now_ms += u64::from(selector >> 2) * 1000;
+        if selector & 1 == 0 {
+            if rest.len() <= 1400 {
+                let frame = self.esp_frame(rest);
+                self.run(Side::Outside, frame);
+            }
+            return;
+        }
+        let mut frame = vec![0u8; ethernet::HEADER_LEN + rest.len()];
+        ethernet::write_header(&mut frame, GW_IN, PEER, ethernet::ETHERTYPE_IPV4);
+        frame[ethernet::HEADER_LEN..].copy_from_slice(rest);
+        let header_len = usize::from(rest.first().copied().unwrap_or(0) & 0x0f) * 4;
+        if rest.len() >= header_len.max(20) {
+            let ip = &mut frame[ethernet::HEADER_LEN..];
+            ip[16..20].copy_from_slice(&[100, 64, 0, selector >> 1 & 1]);
+            crate::wire::ipv4::set_checksum(ip);
+        }
+        self.run(Side::Inside, frame);
     }
 
     /// The ESP frame from the clinic that carries `data` as its plaintext.
@@ -250,6 +305,21 @@ fn nat_packets(host: [u8; 4], server: [u8; 4]) -> Vec<Vec<u8>> {
     tcp[13] = 0x02;
     let echo = [8, 0, 0, 0, 0x42, 0x42, 0, 1];
     vec![build(17, &udp), build(6, &tcp), build(1, &echo)]
+}
+
+/// Seeds for the `nat_pipeline` target: a clinic's UDP datagram, TCP SYN
+/// and echo request as ESP plaintexts, and answers to the first pool ports.
+pub fn nat_pipeline_seeds() -> Vec<Vec<u8>> {
+    let mut seeds = Vec::new();
+    for packet in nat_packets([203, 0, 113, 5], [10, 0, 0, 7]) {
+        seeds.push([&[0u8][..], &packet, &[1, 2, 2, crate::esp::NEXT_HEADER_IPV4]].concat());
+    }
+    for mut packet in nat_packets([10, 0, 0, 7], [100, 64, 0, 0]) {
+        packet[22..24].copy_from_slice(&1024u16.to_be_bytes());
+        crate::wire::ipv4::set_checksum(&mut packet);
+        seeds.push([&[1u8][..], &packet].concat());
+    }
+    seeds
 }
 
 /// Seeds for the `nat_inner` target: the sessions' packets both ways.

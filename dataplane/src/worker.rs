@@ -83,8 +83,17 @@ impl<P: Port> Worker<P> {
 
     fn pass_events(&mut self) {
         let queue = self.events.clone();
-        let lost = self.forwarder.take_events().filter(|&event| queue.as_ref().is_none_or(|q| q.push(event).is_err())).count();
-        self.forwarder.counters.add(Counter::SaEventsLost, lost as u64);
+        let (mut sa_lost, mut nat_lost) = (0, 0);
+        for event in self.forwarder.take_events() {
+            if queue.as_ref().is_none_or(|q| q.push(event).is_err()) {
+                match event {
+                    Event::Sa(_) => sa_lost += 1,
+                    Event::Nat(_) => nat_lost += 1,
+                }
+            }
+        }
+        self.forwarder.counters.add(Counter::SaEventsLost, sa_lost);
+        self.forwarder.counters.add(Counter::NatEventsLost, nat_lost);
     }
 
     fn poll_handoff(&mut self) -> usize {

@@ -27,6 +27,11 @@ fn esp_plaintext_corpus() {
 }
 
 #[test]
+fn nat_pipeline_corpus() {
+    replay("nat_pipeline", Harness::with_nat(), Harness::nat_pipeline);
+}
+
+#[test]
 fn nat_inner_corpus() {
     replay("nat_inner", NatHarness::new(), NatHarness::run);
 }
@@ -38,7 +43,7 @@ fn nat_inner_corpus() {
 fn write_seeds() {
     let (frames, plaintexts) = sekisho_dataplane::fuzzing::seeds();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
-    for (target, inputs) in [("frame", frames), ("esp_plaintext", plaintexts), ("nat_inner", sekisho_dataplane::fuzzing::nat_seeds())] {
+    for (target, inputs) in [("frame", frames), ("esp_plaintext", plaintexts), ("nat_inner", sekisho_dataplane::fuzzing::nat_seeds()), ("nat_pipeline", sekisho_dataplane::fuzzing::nat_pipeline_seeds())] {
         std::fs::create_dir_all(root.join(target)).unwrap();
         for (i, input) in inputs.iter().enumerate() {
             std::fs::write(root.join(target).join(format!("seed-{i}")), input).unwrap();

@@ -54,7 +54,7 @@ declare! {
         NatTranslatedUp => "nat_translated_up", "packets from clinics translated onto the pool";
         NatTranslatedDown => "nat_translated_down", "packets to the pool translated back for a clinic";
         NatIcmpErrorsTranslated => "nat_icmp_errors_translated", "ICMP errors matched to a session by the packet they quote and translated (RFC 5508)";
-        NatEventsLost => "nat_events_lost", "session log lines not written: the event queue was full";
+        NatEventsLost => "nat_events_lost", "NAT log lines (port blocks, logged sessions, exhaustion) not passed on: the event queue was full";
         FragmentsHeld => "fragments_held", "later fragments kept until their first fragment passed";
         FragmentsReleased => "fragments_released", "held fragments sent on after their first fragment passed";
     }
