@@ -21,14 +21,14 @@ pub mod sessions;
 use crate::pipeline::{Counter, CounterBlock, DropReason};
 use crate::policy::rules::Verdict;
 use crate::policy::tcp::{TcpTrack, TcpVerdict};
-use crate::policy::Policy;
+use crate::policy::{InboundRule, Policy};
 use crate::Side;
 use arrayvec::ArrayVec;
 use flow::{Flow, Quoted, Transport, PROTOCOL_ICMP};
 use fragments::{FragmentKey, Fragments, Later, Translation};
 use ports::{BlockEvent, PortBlocks, PortError};
 use rewrite::End;
-use sessions::{InsideKey, NewSessionError, OutsideKey, SessionTable, Track};
+use sessions::{InsideKey, NewSessionError, OutsideKey, Session, SessionTable, Track};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
@@ -237,7 +237,7 @@ impl NatCore {
         let events = &mut self.events;
         let index = match self.sessions.find_inside(&key, now, &mut |e| events.try_push(NatEvent::Block(e)).is_ok()) {
             Some(index) => {
-                if let Err(reason) = track(&mut self.sessions.session_mut(index).track, 0, &flow) {
+                if let Err(reason) = track_session(self.sessions.session_mut(index), 0, &flow) {
                     return Outcome::Drop(reason);
                 }
                 self.sessions.refresh(index, now);
@@ -279,7 +279,8 @@ impl NatCore {
         let index = match created {
             Ok(index) => index,
             Err(NewSessionError::TenantLimit) => return Err(DropReason::TenantSessionLimit),
-            Err(NewSessionError::TableFull) => return Err(DropReason::NatTableFull),
+            // (Only inbound sessions have a port fixed in advance.)
+            Err(NewSessionError::TableFull | NewSessionError::MappedElsewhere) => return Err(DropReason::NatTableFull),
             Err(NewSessionError::Ports(reason)) => {
                 if self.last_exhausted_ms.is_none_or(|t| now_ms >= t + 1000) && !self.events.is_full() {
                     self.last_exhausted_ms = Some(now_ms);
@@ -291,7 +292,7 @@ impl NatCore {
         counters.add(Counter::NatSessionsCreated, 1);
         if found.verdict == Verdict::AllowLog {
             let session = self.sessions.session_mut(index);
-            session.logged = true;
+            session.set(sessions::LOGGED);
             let port = session.external_port();
             let address = self.policy.tenants[key.tenant as usize].address;
             let start = SessionStart {
@@ -307,6 +308,26 @@ impl NatCore {
                 counters.add(Counter::NatEventsLost, 1);
             }
         }
+        Ok(index)
+    }
+
+    /// A session opened from the inside under an inbound `rule`, for the
+    /// packet of `key` (its first: a TCP SYN, or a UDP datagram).
+    fn open_inbound(&mut self, rule: &InboundRule, key: &OutsideKey, flow: &Flow, now: u32, counters: &mut CounterBlock) -> Result<u32, DropReason> {
+        let track = match flow.transport {
+            Transport::Tcp { segment, .. } => Track::Tcp(TcpTrack::open(&segment).ok_or(DropReason::TcpNotSyn)?),
+            _ => Track::Datagram { answered: false },
+        };
+        let inside = InsideKey { tenant: rule.tenant, protocol: key.protocol, inside: *rule.to.ip(), inside_port: rule.to.port(), remote: key.remote, remote_port: key.remote_port };
+        let limits = self.policy.tenants[rule.tenant as usize];
+        let index = match self.sessions.create_inbound(&inside, &limits, key.external_port, track, now) {
+            Ok(index) => index,
+            Err(NewSessionError::TenantLimit) => return Err(DropReason::TenantSessionLimit),
+            // The service's endpoint talks out through a dynamic port already.
+            Err(NewSessionError::MappedElsewhere) => return Err(DropReason::NoSession),
+            Err(NewSessionError::TableFull | NewSessionError::Ports(_)) => return Err(DropReason::NatTableFull),
+        };
+        counters.add(Counter::NatSessionsCreated, 1);
         Ok(index)
     }
 
@@ -347,7 +368,11 @@ impl NatCore {
                 (OutsideKey { address, protocol: flow.protocol, external_port: dst_port, remote: flow.src, remote_port }, None)
             }
         };
-        let Some(owner) = layout.owner(key.external_port) else { return Outcome::Drop(DropReason::NoSession) };
+        // Ports below the dynamic range belong to inbound rules, owned by their tenant's worker.
+        let inbound = self.policy.inbound(key.address, key.protocol, key.external_port).copied();
+        let Some(owner) = layout.owner(key.external_port).or(inbound.map(|r| r.core)) else {
+            return Outcome::Drop(DropReason::NoSession);
+        };
         let fragment_key = flow.fragment.map(|f| FragmentKey { tenant: u32::MAX, src: flow.src, dst: flow.dst, protocol: flow.protocol, ident: f.ident });
         if owner != self.core {
             // Later fragments reach the core the first one reached (RSS hashes
@@ -358,20 +383,30 @@ impl NatCore {
             return Outcome::HandOff(owner);
         }
         let events = &mut self.events;
-        let Some(index) = self.sessions.find_outside(&key, now, &mut |e| events.try_push(NatEvent::Block(e)).is_ok()) else {
-            return Outcome::Drop(DropReason::NoSession);
+        let found = self.sessions.find_outside(&key, now, &mut |e| events.try_push(NatEvent::Block(e)).is_ok());
+        let index = match (found, quoted, inbound) {
+            (Some(index), Some(quoted), _) => {
+                let session = self.sessions.session(index);
+                let (tenant, (inside, inside_port)) = (session.tenant(), session.inside());
+                rewrite::translate_icmp_error(ip, &flow, &quoted, End::Destination, inside, inside_port);
+                counters.add(Counter::NatIcmpErrorsTranslated, 1);
+                return Outcome::Pass { tenant };
+            }
+            (Some(index), None, _) => {
+                if let Err(reason) = track_session(self.sessions.session_mut(index), 1, &flow) {
+                    return Outcome::Drop(reason);
+                }
+                self.sessions.refresh(index, now);
+                index
+            }
+            (None, None, Some(rule)) if rule.from.contains(flow.src) => match self.open_inbound(&rule, &key, &flow, now, counters) {
+                Ok(index) => index,
+                Err(reason) => return Outcome::Drop(reason),
+            },
+            (None, _, _) => return Outcome::Drop(DropReason::NoSession),
         };
         let session = self.sessions.session(index);
         let (tenant, (inside, inside_port)) = (session.tenant(), session.inside());
-        if let Some(quoted) = quoted {
-            rewrite::translate_icmp_error(ip, &flow, &quoted, End::Destination, inside, inside_port);
-            counters.add(Counter::NatIcmpErrorsTranslated, 1);
-            return Outcome::Pass { tenant };
-        }
-        if let Err(reason) = track(&mut self.sessions.session_mut(index).track, 1, &flow) {
-            return Outcome::Drop(reason);
-        }
-        self.sessions.refresh(index, now);
         rewrite::set_endpoint(ip, &flow, End::Destination, inside, inside_port);
         if let Some(fk) = fragment_key {
             self.fragments.first_passed(fk, Translation::Local { address: inside, tenant }, now_ms);
@@ -380,8 +415,15 @@ impl NatCore {
     }
 }
 
-/// Moves a session's protocol state on for a packet from `side` (0: the
-/// clinic, 1: the remote end); an error is the reason to drop it.
+/// Moves a session's protocol state on for a packet from the clinic
+/// (`from` 0) or the remote end (1); an error is the reason to drop it.
+#[inline]
+fn track_session(session: &mut Session, from: usize, flow: &Flow) -> Result<(), DropReason> {
+    // The TCP tracker's side 0 is the opener: the remote end, for sessions opened from the inside.
+    let side = if session.has(sessions::FROM_INSIDE) { 1 - from } else { from };
+    track(&mut session.track, side, flow)
+}
+
 #[inline]
 fn track(track: &mut Track, side: usize, flow: &Flow) -> Result<(), DropReason> {
     match (track, flow.transport) {

@@ -91,10 +91,15 @@ pub struct Session {
     remote_port: u16,
     external_port: u16,
     protocol: u8,
-    /// Log each packet's session start (a rule said allow-and-log).
-    pub logged: bool,
+    /// [`LOGGED`], [`FROM_INSIDE`].
+    flags: u8,
     pub track: Track,
 }
+
+/// Session flag: logged as it started (a rule said allow-and-log).
+pub const LOGGED: u8 = 1;
+/// Session flag: opened from the inside (an inbound rule), so its TCP opener is the remote end.
+pub const FROM_INSIDE: u8 = 2;
 
 impl Session {
     pub fn inside_key(&self) -> InsideKey {
@@ -114,6 +119,12 @@ impl Session {
     /// The pool port the clinic's endpoint appears as.
     pub fn external_port(&self) -> u16 {
         self.external_port
+    }
+    pub fn has(&self, flag: u8) -> bool {
+        self.flags & flag != 0
+    }
+    pub fn set(&mut self, flag: u8) {
+        self.flags |= flag;
     }
     /// The clinic's own address and port.
     pub fn inside(&self) -> (Ipv4Addr, u16) {
@@ -146,6 +157,8 @@ pub enum NewSessionError {
     TenantLimit,
     /// This core's table is full.
     TableFull,
+    /// The clinic's endpoint has a dynamic mapping already.
+    MappedElsewhere,
     Ports(PortError),
 }
 
@@ -233,7 +246,7 @@ impl SessionTable {
                 remote_port: 0,
                 external_port: 0,
                 protocol: 0,
-                logged: false,
+                flags: 0,
                 track: Track::Datagram { answered: false },
             })
             .collect();
@@ -348,6 +361,26 @@ impl SessionTable {
     /// Starts a session for a packet from the clinic, mapping its endpoint
     /// to the pool port it already has, or to a new one.
     pub fn create(&mut self, key: &InsideKey, limits: &TenantLimits, track: Track, now: u32, log: &mut impl FnMut(BlockEvent) -> bool) -> Result<u32, NewSessionError> {
+        self.start(key, limits, None, track, 0, now, log)
+    }
+
+    /// Starts a session opened from the inside by an inbound rule: the
+    /// clinic's endpoint appears as the rule's `port`, outside the blocks.
+    pub fn create_inbound(&mut self, key: &InsideKey, limits: &TenantLimits, port: u16, track: Track, now: u32) -> Result<u32, NewSessionError> {
+        self.start(key, limits, Some(port), track, FROM_INSIDE, now, &mut |_| true)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn start(
+        &mut self,
+        key: &InsideKey,
+        limits: &TenantLimits,
+        fixed_port: Option<u16>,
+        track: Track,
+        flags: u8,
+        now: u32,
+        log: &mut impl FnMut(BlockEvent) -> bool,
+    ) -> Result<u32, NewSessionError> {
         if self.tenants[key.tenant as usize].sessions >= limits.sessions {
             return Err(NewSessionError::TenantLimit);
         }
@@ -361,16 +394,22 @@ impl SessionTable {
             m.tenant == key.tenant && m.protocol == key.protocol && m.inside == key.inside && m.inside_port == key.inside_port
         });
         let mapping = match found {
+            // An inbound rule's endpoint keeps the rule's port (an endpoint
+            // already mapped to another port cannot also be reached by it).
+            Some(m) if fixed_port.is_some_and(|p| p != self.mappings[m as usize].external_port) => return Err(NewSessionError::MappedElsewhere),
             Some(m) => m,
             None => {
                 let m = self.free_mapping;
                 if m == NONE {
                     return Err(NewSessionError::TableFull);
                 }
-                let port = self
-                    .ports
-                    .allocate(key.tenant, limits.address, key.protocol, &mut self.tenants[key.tenant as usize].blocks, usize::from(limits.blocks), log)
-                    .map_err(NewSessionError::Ports)?;
+                let port = match fixed_port {
+                    Some(port) => port,
+                    None => self
+                        .ports
+                        .allocate(key.tenant, limits.address, key.protocol, &mut self.tenants[key.tenant as usize].blocks, usize::from(limits.blocks), log)
+                        .map_err(NewSessionError::Ports)?,
+                };
                 self.free_mapping = self.mappings[m as usize].sessions;
                 self.mappings[m as usize] =
                     Mapping { tenant: key.tenant, inside: key.inside, sessions: 0, inside_port: key.inside_port, external_port: port, protocol: key.protocol };
@@ -394,7 +433,7 @@ impl SessionTable {
             remote_port: key.remote_port,
             external_port: map.external_port,
             protocol: key.protocol,
-            logged: false,
+            flags,
             track,
         };
         self.refresh(index, now);

@@ -27,7 +27,7 @@ fn policy(workers: u8, sessions_per_worker: u32) -> Arc<Policy> {
     };
     let tenants = [
         tenant("a", "max_sessions = 1048576\nport_blocks = 1000"),
-        tenant("b", ""),
+        tenant("b", "[[inbound]]\nprotocol = \"tcp\"\nport = 443\nto = \"192.168.1.20:8443\"\nfrom = \"10.1.0.0/16\""),
         tenant("small", "max_sessions = 3"),
         tenant("one-block", "port_blocks = 1"),
     ];
@@ -252,6 +252,33 @@ fn overlapping_tenants_get_distinct_mappings_and_their_own_answers() {
     assert_eq!((outcome, dst_of(&back)), (Outcome::Pass { tenant: A }, (HOST, 5000)));
     let (outcome, back) = down(&mut n, udp(SERVER, 53, b.0, b.1), 1);
     assert_eq!((outcome, dst_of(&back)), (Outcome::Pass { tenant: B }, (HOST, 5000)));
+}
+
+#[test]
+fn an_inbound_rule_lets_the_inside_open_sessions_to_one_clinic_service() {
+    let mut n = nat();
+    let b_pool = [100, 64, 0, 1];
+    let clinic_service = ([192, 168, 1, 20], 8443);
+    // From an allowed server: the SYN opens a session to the clinic's service.
+    let (outcome, syn) = down(&mut n, tcp(SERVER, 50000, b_pool, 443, TCP_SYN, 100, 0), 0);
+    assert_eq!((outcome, dst_of(&syn)), (Outcome::Pass { tenant: B }, clinic_service));
+    // The clinic answers from its service: it appears as the pool address and port 443.
+    let (outcome, answer) = up(&mut n, B, tcp(clinic_service.0, 8443, SERVER, 50000, TCP_SYN | TCP_ACK, 900, 101), 1);
+    assert_eq!((outcome, src_of(&answer)), (Outcome::Pass { tenant: B }, (b_pool, 443)));
+    assert!(matches!(down(&mut n, tcp(SERVER, 50000, b_pool, 443, TCP_ACK, 101, 901), 2).0, Outcome::Pass { .. }));
+    // Nothing else gets in: another source, port, protocol, or tenant's address.
+    assert_eq!(down(&mut n, tcp([10, 9, 0, 1], 50000, b_pool, 443, TCP_SYN, 1, 0), 3).0, Outcome::Drop(DropReason::NoSession));
+    assert_eq!(down(&mut n, tcp(SERVER, 50000, b_pool, 444, TCP_SYN, 1, 0), 3).0, Outcome::Drop(DropReason::NoSession));
+    assert_eq!(down(&mut n, udp(SERVER, 50000, b_pool, 443), 3).0, Outcome::Drop(DropReason::NoSession));
+    assert_eq!(down(&mut n, tcp(SERVER, 50000, [100, 64, 0, 0], 443, TCP_SYN, 1, 0), 3).0, Outcome::Drop(DropReason::NoSession));
+    // Only a SYN opens it.
+    assert_eq!(down(&mut n, tcp(SERVER, 50001, b_pool, 443, TCP_ACK, 1, 1), 3).0, Outcome::Drop(DropReason::TcpNotSyn));
+    // Idle: gone, and the rule's port was never a block's.
+    let mut counters = CounterBlock::default();
+    for _ in 0..4096 / 32 {
+        n.maintain(10_000_000, &mut counters);
+    }
+    assert_eq!((n.sessions.len(), n.sessions.ports().usage()), (0, (0, 0)));
 }
 
 #[test]

@@ -285,6 +285,7 @@ impl Forwarder {
 
     /// The decrypted packet out of the inside port: outer headers off, the
     /// new Ethernet header right before the inner packet.
+    #[inline(always)]
     pub(super) fn forward_decrypted<B: PacketBuf>(&mut self, buf: &mut B, d: Decrypted) -> Action {
         let (inner_start, inner_len, ethertype, dst) = (d.inner_start, d.inner_len, d.ethertype, d.dst);
         let eth_start = inner_start - ethernet::HEADER_LEN;

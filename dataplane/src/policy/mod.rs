@@ -14,9 +14,9 @@ use crate::addr::Ipv4Cidr;
 use crate::nat::ports::PoolLayout;
 use crate::nat::sessions::{TenantLimits, Timeouts};
 use rules::{Rule, RuleSet, Verdict};
-use rustc_hash::FxHashSet;
+use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 
 /// `[nat]`: the pool and how it is shared.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -62,6 +62,31 @@ pub struct TenantConfig {
     pub max_sessions: u32,
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
+    /// Services in the clinic that the inside may open sessions to.
+    #[serde(default)]
+    pub inbound: Vec<InboundConfig>,
+}
+
+/// An inbound rule: the tenant's pool address and `port` (below
+/// `nat.first_port`, which dynamic mappings never use) lead to the clinic's
+/// `to` (address:port), for sessions opened from `from`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct InboundConfig {
+    pub protocol: ProtocolName,
+    pub port: u16,
+    pub to: SocketAddrV4,
+    pub from: Option<Ipv4Cidr>,
+}
+
+/// A compiled inbound rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InboundRule {
+    pub tenant: u32,
+    pub to: SocketAddrV4,
+    pub from: Ipv4Cidr,
+    /// The worker that owns the tenant's tunnel (and so the sessions).
+    pub core: u8,
 }
 
 fn default_port_blocks() -> u16 {
@@ -143,6 +168,8 @@ pub struct Policy {
     pool_ranges: Vec<(u32, u32, u16)>,
     pub timeouts: Timeouts,
     pub sessions_per_worker: u32,
+    /// Inbound rules by (pool address, protocol, port).
+    inbound: FxHashMap<(u16, u8, u16), InboundRule>,
 }
 
 impl std::fmt::Debug for Policy {
@@ -199,6 +226,7 @@ impl Policy {
         let mut names: Vec<String> = Vec::new();
         let mut limits = Vec::new();
         let mut clinic_subnets = PrefixSet::default();
+        let mut inbound = FxHashMap::default();
         for (i, tenant) in tenants.iter().enumerate() {
             let field = |name: &str| format!("tenants[{i}].{name}");
             if tenant.name.is_empty() || names.contains(&tenant.name) {
@@ -213,10 +241,30 @@ impl Policy {
             for (r, rule) in tenant.rules.iter().enumerate() {
                 rules.push(compile_rule(rule, Some(i as u32)).map_err(|m| (field(&format!("rules[{r}].ports")), m))?);
             }
+            let address = (i % layout.addresses.len()) as u16;
+            for (r, rule) in tenant.inbound.iter().enumerate() {
+                let at = field(&format!("inbound[{r}]"));
+                let protocol = match rule.protocol {
+                    ProtocolName::Tcp => 6,
+                    ProtocolName::Udp => 17,
+                    _ => return fail(&at, "inbound rules are for tcp or udp".into()),
+                };
+                if rule.port == 0 || rule.port >= nat.first_port {
+                    return fail(&at, format!("port {} must be between 1 and nat.first_port - 1 ({}): the dynamic ports start there", rule.port, nat.first_port - 1));
+                }
+                if !tenant.subnets.iter().any(|s| s.contains(*rule.to.ip())) {
+                    return fail(&at, format!("{} is not in the tenant's subnets", rule.to));
+                }
+                let any = Ipv4Cidr { addr: Ipv4Addr::UNSPECIFIED, prefix_len: 0 };
+                let compiled = InboundRule { tenant: i as u32, to: rule.to, from: rule.from.unwrap_or(any), core: 0 };
+                if inbound.insert((address, protocol, rule.port), compiled).is_some() {
+                    return fail(&at, format!("port {} of pool address {} is another inbound rule's", rule.port, layout.addresses[usize::from(address)]));
+                }
+            }
             tenant.subnets.iter().for_each(|s| clinic_subnets.insert(*s));
             names.push(tenant.name.clone());
             limits.push(TenantLimits {
-                address: (i % layout.addresses.len()) as u16,
+                address,
                 blocks: tenant.port_blocks,
                 sessions: tenant.max_sessions,
             });
@@ -234,6 +282,7 @@ impl Policy {
             pool_ranges,
             timeouts: nat.timeouts,
             sessions_per_worker: nat.sessions_per_worker,
+            inbound,
         })
     }
 
@@ -242,6 +291,19 @@ impl Policy {
     pub fn pool_address(&self, ip: Ipv4Addr) -> Option<u16> {
         let ip = u32::from(ip);
         self.pool_ranges.iter().find_map(|&(base, count, first)| Some(ip.wrapping_sub(base)).filter(|&o| o < count).map(|o| first + o as u16))
+    }
+
+    /// The inbound rule of a pool address, protocol and port.
+    #[inline]
+    pub fn inbound(&self, address: u16, protocol: u8, port: u16) -> Option<&InboundRule> {
+        self.inbound.get(&(address, protocol, port))
+    }
+
+    /// Records which worker owns each tenant's tunnel (`core_of`), for its inbound rules.
+    pub fn assign_cores(&mut self, core_of: impl Fn(u32) -> Option<u8>) {
+        for rule in self.inbound.values_mut() {
+            rule.core = core_of(rule.tenant).unwrap_or(0);
+        }
     }
 
     pub fn tenant_by_name(&self, name: &str) -> Option<u32> {
@@ -326,6 +388,11 @@ mod tests {
         let mut short = nat();
         short.timeouts.udp = 30;
         assert_eq!(Policy::compile(&short, &[], &[], 1).unwrap_err().0, "nat.timeouts.udp");
+        let inbound = |rule: &str| tenant("a", &format!("[[inbound]]\nprotocol = \"tcp\"\n{rule}"));
+        let high = inbound("port = 2000\nto = \"192.168.1.5:22\"");
+        assert_eq!(Policy::compile(&nat(), &[high], &[], 1).unwrap_err().0, "tenants[0].inbound[0]");
+        let elsewhere = inbound("port = 22\nto = \"10.0.0.5:22\"");
+        assert!(Policy::compile(&nat(), &[elsewhere], &[], 1).unwrap_err().1.contains("not in the tenant's subnets"));
         let mut twice = nat();
         twice.pool.push(twice.pool[0]);
         assert!(Policy::compile(&twice, &[], &[], 1).unwrap_err().1.contains("overlaps"));
