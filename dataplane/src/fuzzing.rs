@@ -336,3 +336,25 @@ pub fn nat_seeds() -> Vec<Vec<u8>> {
     }
     seeds
 }
+
+/// A message as the control process reads it from a ring: decoded, or
+/// refused, never a panic; what decodes encodes to the same message.
+pub fn to_control_message(data: &[u8]) {
+    use crate::shm::messages::{ToControl, FIXED_LEN};
+    if let Ok(message) = ToControl::decode(data) {
+        let mut head = [0u8; FIXED_LEN];
+        let bytes = message.encode(&mut head).concat();
+        assert_eq!(ToControl::decode(&bytes), Ok(message));
+    }
+}
+
+/// Seeds for the `shm_message` target: one message of each kind.
+pub fn shm_message_seeds() -> Vec<Vec<u8>> {
+    use crate::esp::sa::{Direction, Expiry, SaEvent};
+    use crate::shm::messages::{ToControl, FIXED_LEN};
+    let event = SaEvent { spi: 0x0010_0001, direction: Direction::Inbound, expiry: Expiry::Soft, packets: 9, bytes: 900 };
+    [ToControl::Punted { worker: 1, side: Side::Outside, frame: &[0x45, 0, 0, 28] }, ToControl::SaEvent(event)]
+        .iter()
+        .map(|m| m.encode(&mut [0u8; FIXED_LEN]).concat())
+        .collect()
+}

@@ -11,6 +11,7 @@ use sekisho_dataplane::port::dpdk::{Eal, EthPort, Mbuf, Mempool};
 use sekisho_dataplane::shm::stats::{self, StatsArea, STATE_STOPPED};
 use sekisho_dataplane::worker::{Handoff, Worker, HANDOFF_RING};
 use sekisho_dataplane::nat::NatCore;
+use sekisho_dataplane::shm::ring;
 use sekisho_dataplane::pipeline::Event;
 use std::io::Write;
 use sekisho_dataplane::sad::SaTable;
@@ -19,6 +20,9 @@ use std::sync::Mutex;
 
 /// SA lifetime events waiting for the manager thread.
 const EVENT_QUEUE: usize = 65536;
+/// Punt rings: room for a frame of a full mbuf and the message header, 1,024 deep.
+const PUNT_MESSAGE_BYTES: usize = 2048 + 64;
+const PUNT_SLOTS: u64 = 1024;
 use sekisho_dataplane::Side;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -174,6 +178,15 @@ fn run(config: &Config) -> Result<()> {
     let neighbours = Arc::new(NeighbourTable::new(statics));
     let stats_path = d.run_dir.join("stats");
     let stats = StatsArea::create(&stats_path, &d.workers, d.mempool_size).with_context(|| format!("creating {}", stats_path.display()))?;
+    // One ring per worker for the packets the control process answers (IKE);
+    // the control process reads them when it runs, and they wait (or fill) until then.
+    let mut punt_rings = Vec::new();
+    for index in 0..d.workers.len() {
+        let path = d.run_dir.join(format!("punt-{index}.ring"));
+        ring::create(&path, PUNT_MESSAGE_BYTES, PUNT_SLOTS).with_context(|| format!("creating {}", path.display()))?;
+        punt_rings.push(Some(ring::Producer::open(&path).with_context(|| format!("opening {}", path.display()))?));
+    }
+    tracing::info!(dir = %d.run_dir.display(), "IKE packets for the control process go to punt-<worker>.ring there");
 
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -212,6 +225,7 @@ fn run(config: &Config) -> Result<()> {
         for (index, &lcore) in d.workers.iter().enumerate() {
             let (sad, routes, handoff) = (sa_tables.next().expect("one SA table per worker"), routes.clone(), handoff.clone());
             let (events, sa_report, nat_report, policy) = (events.clone(), sa_report.clone(), nat_report.clone(), policy.clone());
+            let punt = punt_rings[index].take().expect("one ring per worker");
             let (ports, pool, stats, stop, neighbours) = (&ports, &pool, &stats, &stop, neighbours.clone());
             let interfaces = [config.ports.outside.interface(), config.ports.inside.interface()];
             scope.launch(lcore, move || {
@@ -224,7 +238,8 @@ fn run(config: &Config) -> Result<()> {
                 let mut worker =
                     Worker::new(ports[0].queue(queue, pool), ports[1].queue(queue, pool), forwarder)
                         .with_handoff(index, handoff)
-                        .with_events(events);
+                        .with_events(events)
+                        .with_punt(punt);
                 let mut polls = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     worker.poll(now_ms());

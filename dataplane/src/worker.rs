@@ -3,6 +3,8 @@
 use crate::pipeline::{Action, Counter, DropReason, Forwarder, PREFETCH_SA_AHEAD, PREFETCH_SLOT_AHEAD};
 use crate::port::{Batch, PacketBuf, Port, BURST};
 use crate::pipeline::Event;
+use crate::shm::messages::{ToControl, FIXED_LEN};
+use crate::shm::ring::Producer;
 use crate::Side;
 use crossbeam_queue::ArrayQueue;
 use std::sync::Arc;
@@ -39,17 +41,25 @@ pub struct Worker<P: Port> {
     handoff: Option<Arc<Handoff<P::Buf>>>,
     /// Where SA and NAT events go (the manager thread, then the control process).
     events: Option<Arc<ArrayQueue<Event>>>,
+    /// This worker's ring of packets for the control process.
+    punt: Option<Producer>,
 }
 
 impl<P: Port> Worker<P> {
     pub fn new(outside: P, inside: P, forwarder: Forwarder) -> Self {
-        Worker { ports: [outside, inside], forwarder, core: 0, handoff: None, events: None }
+        Worker { ports: [outside, inside], forwarder, core: 0, handoff: None, events: None, punt: None }
     }
 
     /// Joins the worker to the others as `core`, handing packets to their owners.
     pub fn with_handoff(mut self, core: usize, handoff: Arc<Handoff<P::Buf>>) -> Self {
         self.core = core;
         self.handoff = Some(handoff);
+        self
+    }
+
+    /// Passes IKE packets to the control process through `ring` (else they are dropped and counted).
+    pub fn with_punt(mut self, ring: Producer) -> Self {
+        self.punt = Some(ring);
         self
     }
 
@@ -222,6 +232,7 @@ impl<P: Port> Worker<P> {
             Action::Drop(reason) => return self.forwarder.counters.drop(reason, 1),
             Action::Handoff(core) => return self.hand_off(core, side, buf),
             Action::Kept => return,
+            Action::Punt => return self.punt(side, buf),
             // Only process_received defers, and it keeps such buffers itself.
             Action::Deferred => unreachable!("a deferred packet is finished by its burst"),
         };
@@ -230,6 +241,18 @@ impl<P: Port> Worker<P> {
             send(&mut self.ports[to as usize], &mut out[to as usize], &mut self.forwarder);
         }
         out[to as usize].push(buf);
+    }
+
+    /// Copies a frame for the control process into this worker's ring.
+    fn punt(&mut self, side: Side, buf: P::Buf) {
+        let counters = &mut self.forwarder.counters;
+        let Some(ring) = &mut self.punt else { return counters.drop(DropReason::IkeToControl, 1) };
+        let message = ToControl::Punted { worker: self.core as u8, side, frame: buf.data() };
+        let mut head = [0u8; FIXED_LEN];
+        match ring.push_parts(&message.encode(&mut head)) {
+            Ok(()) => counters.add(Counter::IkePunted, 1),
+            Err(_) => counters.drop(DropReason::PuntFull, 1),
+        }
     }
 
     fn hand_off(&mut self, core: u8, side: Side, buf: P::Buf) {

@@ -32,6 +32,11 @@ fn nat_pipeline_corpus() {
 }
 
 #[test]
+fn shm_message_corpus() {
+    replay("shm_message", (), |_, data| sekisho_dataplane::fuzzing::to_control_message(data));
+}
+
+#[test]
 fn nat_inner_corpus() {
     replay("nat_inner", NatHarness::new(), NatHarness::run);
 }
@@ -43,7 +48,7 @@ fn nat_inner_corpus() {
 fn write_seeds() {
     let (frames, plaintexts) = sekisho_dataplane::fuzzing::seeds();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
-    for (target, inputs) in [("frame", frames), ("esp_plaintext", plaintexts), ("nat_inner", sekisho_dataplane::fuzzing::nat_seeds()), ("nat_pipeline", sekisho_dataplane::fuzzing::nat_pipeline_seeds())] {
+    for (target, inputs) in [("frame", frames), ("esp_plaintext", plaintexts), ("nat_inner", sekisho_dataplane::fuzzing::nat_seeds()), ("nat_pipeline", sekisho_dataplane::fuzzing::nat_pipeline_seeds()), ("shm_message", sekisho_dataplane::fuzzing::shm_message_seeds())] {
         std::fs::create_dir_all(root.join(target)).unwrap();
         for (i, input) in inputs.iter().enumerate() {
             std::fs::write(root.join(target).join(format!("seed-{i}")), input).unwrap();

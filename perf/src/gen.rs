@@ -35,6 +35,10 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// IKE packets a NAT verify run sends to the gateway first, and their frame size.
+pub const IKE_PACKETS: u64 = 3;
+pub const IKE_FRAME: usize = 200;
+
 /// Flows per direction (half IPv4, half IPv6).
 pub const FLOWS: u16 = 8;
 pub const MIN_FRAME: usize = 64;
@@ -275,6 +279,9 @@ impl<'a> Generator<'a> {
     /// Sends `packets` planned packets with at most `window` in flight and
     /// checks every one that comes back. `progress` is called about once a second.
     pub fn verify(&mut self, packets: u64, window: u64, mut progress: impl FnMut(&VerifyReport)) -> VerifyReport {
+        if self.traffic == Traffic::Nat {
+            self.send_ike(IKE_PACKETS);
+        }
         let mut seen = vec![0u64; packets.div_ceil(64) as usize];
         let mut report = VerifyReport { packets, ..Default::default() };
         let mut pending: [Batch<Mbuf>; 2] = [Batch::new(), Batch::new()];
@@ -414,6 +421,21 @@ impl<'a> Generator<'a> {
             report.bytes += len as u64;
         } else {
             report.corrupted += 1;
+        }
+    }
+
+    /// Sends `count` IKE packets (UDP 500, IPv6) from the clinics' router to
+    /// the gateway, which passes them to the control process (not checked
+    /// here: the integration test reads them from the control side).
+    fn send_ike(&mut self, count: u64) {
+        let flow = Flow { src: IpAddr::V6(topology::ROUTER_V6[0]), dst: IpAddr::V6(topology::GATEWAY_V6[0]), src_port: 500, dst_port: 500 };
+        for seq in 0..count {
+            let Some(mut buf) = self.ports[0].alloc() else { return };
+            assert!(buf.set_len(IKE_FRAME), "mbuf room");
+            write_udp_frame(buf.data_mut(), self.gateway_mac[0], self.ports[0].mac(), &flow, seq);
+            let mut batch = Batch::new();
+            batch.push(buf);
+            self.ports[0].tx_burst(&mut batch);
         }
     }
 

@@ -72,6 +72,14 @@ fn run(traffic: topology::Traffic) {
         std::thread::sleep(Duration::from_millis(50));
     }
 
+    // Behind NAT the generator also sends IKE, which the dataplane passes to
+    // the control process through shared memory: a second process reads it.
+    let control = (traffic == topology::Traffic::Nat).then(|| {
+        Process::spawn(
+            "sekisho-control",
+            Command::new(bin("sekisho-control")).args(["watch", "--run-dir", run_dir.to_str().unwrap(), "--count", "3", "--seconds", "120"]),
+        )
+    });
     let (status, stdout, stderr) = gen.wait(Duration::from_secs(300));
     assert!(status.success(), "generator failed: {stderr}");
     let gen_report = last_json(&stdout);
@@ -104,6 +112,14 @@ fn run(traffic: topology::Traffic) {
         assert_eq!(counters["nat_sessions_created"], 4, "{summary}");
         assert_eq!(summary["nat"][0]["sessions"], 4, "still live at the end: {summary}");
         assert_eq!(summary["nat"][0]["port_blocks"], 1, "{summary}");
+        assert_eq!(counters["ike_punted"], 3, "{summary}");
+        let (status, stdout, stderr) = control.expect("control runs behind NAT").wait(Duration::from_secs(60));
+        assert!(status.success(), "{stderr}");
+        let punted: Vec<&str> = stdout.lines().filter(|l| l.contains("\"punted\"")).collect();
+        assert_eq!(punted.len(), 3, "{stdout} {stderr}");
+        let bytes = sekisho_perf::gen::IKE_FRAME.to_string();
+        assert!(punted.iter().all(|l| l.contains("\"side\":\"outside\"") && l.contains(&format!("\"bytes\":{bytes}"))), "{stdout}");
+        assert!(stderr.contains("broken [0]"), "{stderr}");
         let log = std::fs::read_to_string(run_dir.join("nat.jsonl")).expect("NAT log");
         let blocks: Vec<&str> = log.lines().filter(|l| l.contains("port_block_allocated")).collect();
         assert_eq!(blocks.len(), 1, "{log}");

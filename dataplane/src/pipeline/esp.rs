@@ -166,13 +166,11 @@ impl Forwarder {
                 let (src_port, dst_port) = (read_u16(frame, l4), read_u16(frame, l4 + 2));
                 let payload = &frame[l4 + UDP_HEADER_LEN..l4_end];
                 match dst_port {
-                    IKE_PORT => return Action::Drop(DropReason::IkeToControl),
+                    IKE_PORT => return Action::Punt,
                     // RFC 3948 §2.3: a single 0xFF byte keeps the NAT binding open.
                     NAT_T_PORT if payload == [0xff] => return Action::Drop(DropReason::NatKeepalive),
                     // RFC 3948 §2.2: four zero bytes (the non-ESP marker) precede IKE.
-                    NAT_T_PORT if payload.len() >= 4 && payload[..4] == [0, 0, 0, 0] => {
-                        return Action::Drop(DropReason::IkeToControl)
-                    }
+                    NAT_T_PORT if payload.len() >= 4 && payload[..4] == [0, 0, 0, 0] => return Action::Punt,
                     NAT_T_PORT => EspAt { start: l4 + UDP_HEADER_LEN, end: l4_end, peer, peer_port: Some(src_port) },
                     _ => return Action::Drop(DropReason::ToGateway),
                 }

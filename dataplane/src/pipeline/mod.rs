@@ -49,6 +49,8 @@ pub enum Action {
     /// Decrypted, waiting for the NAT stage of its burst: keep the buffer
     /// and pass it to [`Forwarder::finish_deferred`] after the burst.
     Deferred,
+    /// For the control process (IKE): pass the frame to it, as it is.
+    Punt,
 }
 
 /// What a worker passes on to the manager thread.

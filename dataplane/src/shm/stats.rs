@@ -17,14 +17,13 @@
 //! ```
 //! Each word is written by one thread only (a worker its block, the manager
 //! the header) with relaxed atomic stores; readers use atomic loads.
-#![allow(unsafe_code)]
 
+use super::mapping::Mapping;
 use crate::pipeline::counters::{CounterBlock, SLOTS};
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::ptr::NonNull;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 const MAGIC: u64 = u64::from_le_bytes(*b"SEKISTAT");
 const VERSION: u64 = 1;
@@ -41,44 +40,6 @@ fn area_words(workers: usize, slots: usize) -> usize {
     HEADER_WORDS + workers * block_words(slots)
 }
 
-/// A shared mapping of a stats file, viewed as atomic words.
-struct Mapping {
-    ptr: NonNull<AtomicU64>,
-    words: usize,
-}
-
-// SAFETY: the mapping is only accessed through atomics.
-unsafe impl Send for Mapping {}
-// SAFETY: as above.
-unsafe impl Sync for Mapping {}
-
-impl Mapping {
-    fn new(file: &File, words: usize, writable: bool) -> io::Result<Mapping> {
-        let prot = if writable { libc::PROT_READ | libc::PROT_WRITE } else { libc::PROT_READ };
-        use std::os::fd::AsRawFd;
-        // SAFETY: a fresh shared mapping of `words * 8` bytes of an open file
-        // that is at least that long (callers check); no existing memory is affected.
-        let ptr = unsafe { libc::mmap(std::ptr::null_mut(), words * 8, prot, libc::MAP_SHARED, file.as_raw_fd(), 0) };
-        if ptr == libc::MAP_FAILED {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(Mapping { ptr: NonNull::new(ptr as *mut AtomicU64).expect("mmap returned null"), words })
-    }
-
-    fn words(&self) -> &[AtomicU64] {
-        // SAFETY: the mapping is page-aligned, `words` u64s long, lives as
-        // long as self, and AtomicU64 has the layout of u64. Other processes
-        // write it only through atomics too.
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.words) }
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: unmaps exactly what `new` mapped; no reference outlives self.
-        unsafe { libc::munmap(self.ptr.as_ptr() as *mut libc::c_void, self.words * 8) };
-    }
-}
 
 /// The dataplane's side: creates the file and publishes into it.
 pub struct StatsArea {

@@ -288,6 +288,35 @@ fn keepalives_and_ike_are_told_apart_from_esp() {
     }
 }
 
+#[test]
+fn ike_is_passed_to_the_control_process_through_its_ring() {
+    use crate::shm::messages::ToControl;
+    use crate::shm::ring::{self, Consumer, Producer};
+    let dir = std::env::temp_dir().join(format!("sekisho-punt-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("punt-0.ring");
+    ring::create(&path, 2048, 2).unwrap();
+    let (w, _) = gateway(tunnel_config("198.51.100.20", true, false, ""));
+    let mut w = w.with_punt(Producer::open(&path).unwrap());
+    let mut control = Consumer::open(&path).unwrap();
+    let ike = [udp_to_gateway(500, &[1, 2, 3, 4, 5, 6, 7, 8]), udp_to_gateway(4500, &[0, 0, 0, 0, 9, 9, 9, 9])];
+    for frame in &ike {
+        assert_eq!(run(&mut w, Side::Outside, frame.clone(), 1), NOTHING);
+    }
+    let mut out = [0u8; 2048];
+    for frame in &ike {
+        let len = control.pop(&mut out).unwrap().expect("a message");
+        assert_eq!(ToControl::decode(&out[..len]), Ok(ToControl::Punted { worker: 0, side: Side::Outside, frame }));
+    }
+    // The control process is not reading: the ring fills, and the rest is counted.
+    for _ in 0..3 {
+        run(&mut w, Side::Outside, ike[0].clone(), 1);
+    }
+    let c = &w.forwarder.counters;
+    assert_eq!((c.get(Counter::IkePunted), c.dropped(DropReason::PuntFull)), (4, 1));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// A frame from the server (behind the inside port) carrying `inner`.
 fn from_server(inner: &[u8]) -> Vec<u8> {
     let mut frame = vec![0u8; 14];

@@ -1,0 +1,141 @@
+//! Messages from the dataplane to the control process, as they travel in a
+//! [ring](super::ring): a 4-byte header (kind, reserved, body length,
+//! little-endian) and a body. Decoding checks every field: the bytes come
+//! from another process, which may be broken.
+
+use crate::esp::sa::{Direction, Expiry, SaEvent};
+use crate::Side;
+
+/// Header bytes before each body.
+pub const HEADER_LEN: usize = 4;
+/// Room [`ToControl::encode`] needs for the fixed part of any message.
+pub const FIXED_LEN: usize = HEADER_LEN + SA_EVENT_LEN;
+/// Body bytes of a punted packet before its frame.
+const PUNT_LEN: usize = 4;
+const SA_EVENT_LEN: usize = 24;
+
+const KIND_PUNTED: u8 = 1;
+const KIND_SA_EVENT: u8 = 2;
+
+/// One message to the control process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToControl<'a> {
+    /// A frame for the control process (IKE on UDP 500, or 4500 with the
+    /// non-ESP marker), as the worker received it on `side`.
+    Punted { worker: u8, side: Side, frame: &'a [u8] },
+    /// An SA reached a lifetime stage.
+    SaEvent(SaEvent),
+}
+
+/// Why bytes are not a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum MessageError {
+    #[error("message shorter than its header or body")]
+    Truncated,
+    #[error("unknown message kind {0}")]
+    Kind(u8),
+    #[error("field out of range: {0}")]
+    Field(&'static str),
+}
+
+impl ToControl<'_> {
+    /// The header and body-before-payload of the message, and its payload
+    /// (the frame of a punted packet): written as parts, no copy.
+    pub fn encode<'b>(&'b self, head: &'b mut [u8; FIXED_LEN]) -> [&'b [u8]; 2] {
+        match self {
+            ToControl::Punted { worker, side, frame } => {
+                let body = (PUNT_LEN + frame.len()) as u16;
+                head[..4].copy_from_slice(&[KIND_PUNTED, 0, body as u8, (body >> 8) as u8]);
+                head[4..8].copy_from_slice(&[*worker, *side as u8, 0, 0]);
+                let (head, _) = head.split_at(HEADER_LEN + PUNT_LEN);
+                [head, frame]
+            }
+            ToControl::SaEvent(e) => {
+                head[..4].copy_from_slice(&[KIND_SA_EVENT, 0, SA_EVENT_LEN as u8, 0]);
+                head[4..8].copy_from_slice(&e.spi.to_le_bytes());
+                head[8] = e.direction as u8;
+                head[9] = match e.expiry {
+                    Expiry::Live => 0,
+                    Expiry::Soft => 1,
+                    Expiry::Hard => 2,
+                };
+                head[10..12].copy_from_slice(&[0, 0]);
+                head[12..20].copy_from_slice(&e.packets.to_le_bytes());
+                head[20..28].copy_from_slice(&e.bytes.to_le_bytes());
+                [&head[..], &[]]
+            }
+        }
+    }
+
+    /// Reads one message.
+    pub fn decode(bytes: &[u8]) -> Result<ToControl<'_>, MessageError> {
+        let [kind, _, lo, hi] = *bytes.first_chunk::<HEADER_LEN>().ok_or(MessageError::Truncated)?;
+        let body = bytes.get(HEADER_LEN..).ok_or(MessageError::Truncated)?;
+        if body.len() != usize::from(u16::from_le_bytes([lo, hi])) {
+            return Err(MessageError::Truncated);
+        }
+        match kind {
+            KIND_PUNTED => {
+                let [worker, side, _, _] = *body.first_chunk::<PUNT_LEN>().ok_or(MessageError::Truncated)?;
+                let side = match side {
+                    0 => Side::Outside,
+                    1 => Side::Inside,
+                    _ => return Err(MessageError::Field("side")),
+                };
+                Ok(ToControl::Punted { worker, side, frame: &body[PUNT_LEN..] })
+            }
+            KIND_SA_EVENT => {
+                let b: &[u8; SA_EVENT_LEN] = body.try_into().map_err(|_| MessageError::Truncated)?;
+                let direction = match b[4] {
+                    0 => Direction::Inbound,
+                    1 => Direction::Outbound,
+                    _ => return Err(MessageError::Field("direction")),
+                };
+                let expiry = match b[5] {
+                    0 => Expiry::Live,
+                    1 => Expiry::Soft,
+                    2 => Expiry::Hard,
+                    _ => return Err(MessageError::Field("expiry")),
+                };
+                let word = |at: usize| u64::from_le_bytes(b[at..at + 8].try_into().expect("8 bytes"));
+                Ok(ToControl::SaEvent(SaEvent {
+                    spi: u32::from_le_bytes(b[..4].try_into().expect("4 bytes")),
+                    direction,
+                    expiry,
+                    packets: word(8),
+                    bytes: word(16),
+                }))
+            }
+            other => Err(MessageError::Kind(other)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip(message: ToControl<'_>) {
+        let mut head = [0u8; FIXED_LEN];
+        let bytes = message.encode(&mut head).concat();
+        assert_eq!(ToControl::decode(&bytes), Ok(message));
+        // Every truncation, and every longer length, is refused, never a panic.
+        for len in 0..bytes.len() {
+            assert!(ToControl::decode(&bytes[..len]).is_err());
+        }
+        assert!(ToControl::decode(&[&bytes[..], &[0]].concat()).is_err());
+    }
+
+    #[test]
+    fn messages_round_trip_and_bad_bytes_are_refused() {
+        round_trip(ToControl::Punted { worker: 3, side: Side::Outside, frame: &[1, 2, 3, 4, 5] });
+        round_trip(ToControl::Punted { worker: 0, side: Side::Inside, frame: &[] });
+        round_trip(ToControl::SaEvent(SaEvent { spi: 0x0010_0001, direction: Direction::Outbound, expiry: Expiry::Soft, packets: 7, bytes: 1 << 40 }));
+        assert_eq!(ToControl::decode(&[9, 0, 0, 0]), Err(MessageError::Kind(9)));
+        assert_eq!(ToControl::decode(&[KIND_PUNTED, 0, 4, 0, 0, 7, 0, 0]), Err(MessageError::Field("side")));
+        let mut head = [0u8; FIXED_LEN];
+        let mut event = ToControl::SaEvent(SaEvent { spi: 1, direction: Direction::Inbound, expiry: Expiry::Hard, packets: 0, bytes: 0 }).encode(&mut head).concat();
+        event[HEADER_LEN + 5] = 3;
+        assert_eq!(ToControl::decode(&event), Err(MessageError::Field("expiry")));
+    }
+}
