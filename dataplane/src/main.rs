@@ -11,6 +11,7 @@ use sekisho_dataplane::port::dpdk::{Eal, EthPort, Mbuf, Mempool};
 use sekisho_dataplane::shm::stats::{self, StatsArea, STATE_STOPPED};
 use sekisho_dataplane::worker::{Handoff, Worker, HANDOFF_RING};
 use sekisho_dataplane::nat::NatCore;
+use sekisho_dataplane::shm::messages::{ToControl, FIXED_LEN};
 use sekisho_dataplane::shm::ring;
 use sekisho_dataplane::pipeline::Event;
 use std::io::Write;
@@ -23,6 +24,9 @@ const EVENT_QUEUE: usize = 65536;
 /// Punt rings: room for a frame of a full mbuf and the message header, 1,024 deep.
 const PUNT_MESSAGE_BYTES: usize = 2048 + 64;
 const PUNT_SLOTS: u64 = 1024;
+/// The events ring: SA lifetime events, 4,096 deep.
+const EVENT_MESSAGE_BYTES: usize = 64;
+const EVENT_SLOTS: u64 = 4096;
 use sekisho_dataplane::Side;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -186,7 +190,11 @@ fn run(config: &Config) -> Result<()> {
         ring::create(&path, PUNT_MESSAGE_BYTES, PUNT_SLOTS).with_context(|| format!("creating {}", path.display()))?;
         punt_rings.push(Some(ring::Producer::open(&path).with_context(|| format!("opening {}", path.display()))?));
     }
-    tracing::info!(dir = %d.run_dir.display(), "IKE packets for the control process go to punt-<worker>.ring there");
+    // SA lifetime events for the control process (rekey at soft, delete at hard).
+    let events_path = d.run_dir.join("events.ring");
+    ring::create(&events_path, EVENT_MESSAGE_BYTES, EVENT_SLOTS).with_context(|| format!("creating {}", events_path.display()))?;
+    let mut events_ring = ring::Producer::open(&events_path).with_context(|| format!("opening {}", events_path.display()))?;
+    tracing::info!(dir = %d.run_dir.display(), "IKE packets for the control process go to punt-<worker>.ring there, SA events to events.ring");
 
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -267,7 +275,10 @@ fn run(config: &Config) -> Result<()> {
                 match event {
                     // Until the control link exists (issue 5), lifetime events are logged for the operator.
                     Event::Sa(e) => {
-                        tracing::warn!(spi = %format!("{:#010x}", e.spi), direction = ?e.direction, stage = ?e.expiry, packets = e.packets, bytes = e.bytes, "SA lifetime reached")
+                        tracing::warn!(spi = %format!("{:#010x}", e.spi), direction = ?e.direction, stage = ?e.expiry, packets = e.packets, bytes = e.bytes, "SA lifetime reached");
+                        if events_ring.push_parts(&ToControl::SaEvent(e).encode(&mut [0u8; FIXED_LEN])).is_err() {
+                            tracing::error!(spi = %format!("{:#010x}", e.spi), "the control process is not reading events.ring: SA event not passed on");
+                        }
                     }
                     Event::Nat(e) => {
                         if let (Some(log), Some(policy)) = (&mut nat_log, &policy) {

@@ -60,6 +60,10 @@ pub const KEY_TO_CLINIC: &str = "c11a1c0ffee0000c11a1c0ffee0000c1d4c3b2a1";
 pub const CLINICS_V4: &str = "203.0.113.0/24";
 pub const CLINICS_V6: &str = "2001:db8:c::/64";
 
+/// Behind NAT, each SA of the tunnel reaches its soft lifetime (rekey due)
+/// after this many packets, so that runs show the event reach the control process.
+pub const SOFT_PACKETS: u64 = 500_000;
+
 /// The NAT pool (routed to the gateway by the servers' router).
 pub const POOL: &str = "100.64.0.0/30";
 /// The servers' subnet, which the clinics' tenant may reach.
@@ -80,7 +84,7 @@ pub fn tunnel_config(traffic: Traffic) -> String {
         Traffic::Nat => format!(
             "[nat]\npool = [\"{POOL}\"]\n\n[[tenants]]\nname = \"clinics\"\nsubnets = [\"{CLINICS_V4}\"]\n\
              [[tenants.rules]]\ndst = \"{SERVERS_V4}\"\nprotocol = \"udp\"\naction = \"allow\"\n\n{}",
-            tunnel(&format!("ipv4 = [\"{CLINICS_V4}\"]\n"), "tenant = \"clinics\"\n")
+            tunnel(&format!("ipv4 = [\"{CLINICS_V4}\"]\n"), &format!("tenant = \"clinics\"\nlifetime = {{ soft_packets = {SOFT_PACKETS} }}\n"))
         ),
         _ => tunnel(&format!("ipv4 = [\"{CLINICS_V4}\"]\nipv6 = [\"{CLINICS_V6}\"]\n"), ""),
     }

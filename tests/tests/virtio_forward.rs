@@ -73,11 +73,12 @@ fn run(traffic: topology::Traffic) {
     }
 
     // Behind NAT the generator also sends IKE, which the dataplane passes to
-    // the control process through shared memory: a second process reads it.
+    // the control process through shared memory, with the SAs' soft-lifetime
+    // events: a second process reads them.
     let control = (traffic == topology::Traffic::Nat).then(|| {
         Process::spawn(
             "sekisho-control",
-            Command::new(bin("sekisho-control")).args(["watch", "--run-dir", run_dir.to_str().unwrap(), "--count", "3", "--seconds", "120"]),
+            Command::new(bin("sekisho-control")).args(["watch", "--run-dir", run_dir.to_str().unwrap(), "--count", "5", "--seconds", "120"]),
         )
     });
     let (status, stdout, stderr) = gen.wait(Duration::from_secs(300));
@@ -119,7 +120,10 @@ fn run(traffic: topology::Traffic) {
         assert_eq!(punted.len(), 3, "{stdout} {stderr}");
         let bytes = sekisho_perf::gen::IKE_FRAME.to_string();
         assert!(punted.iter().all(|l| l.contains("\"side\":\"outside\"") && l.contains(&format!("\"bytes\":{bytes}"))), "{stdout}");
-        assert!(stderr.contains("broken [0]"), "{stderr}");
+        assert!(stderr.contains("broken [0, 0]"), "the events ring and the punt ring: {stderr}");
+        // Both SAs of the tunnel passed their soft lifetime: the events reached control.
+        assert_eq!(counters["sa_soft_expired"], 2, "{summary}");
+        assert_eq!(stdout.lines().filter(|l| l.contains("\"sa_event\"") && l.contains("Soft")).count(), 2, "{stdout}");
         let log = std::fs::read_to_string(run_dir.join("nat.jsonl")).expect("NAT log");
         let blocks: Vec<&str> = log.lines().filter(|l| l.contains("port_block_allocated")).collect();
         assert_eq!(blocks.len(), 1, "{log}");

@@ -1,8 +1,8 @@
 //! `sekisho-control`: the control process. Until the IKEv2 responder lands,
-//! `watch` reads what the dataplane passes to it (IKE packets) and prints
-//! one JSON line per message.
+//! `watch` reads what the dataplane passes to it (IKE packets, SA events)
+//! and prints one JSON line per message.
 
-use sekisho_control::link::PuntRings;
+use sekisho_control::link::FromDataplane;
 use sekisho_dataplane::shm::messages::ToControl;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -31,11 +31,11 @@ fn main() {
     let start = Instant::now();
     // The dataplane creates the rings as it starts: wait for them.
     let mut rings = loop {
-        match PuntRings::open(&run_dir) {
+        match FromDataplane::open(&run_dir) {
             Ok(rings) if !rings.is_empty() => break rings,
             Ok(_) if start.elapsed().as_secs_f64() < seconds.min(30.0) => std::thread::sleep(Duration::from_millis(50)),
             Ok(_) => {
-                eprintln!("sekisho-control: no punt-<worker>.ring in {}: is the dataplane running?", run_dir.display());
+                eprintln!("sekisho-control: no events.ring in {}: is the dataplane running?", run_dir.display());
                 std::process::exit(2);
             }
             Err((path, e)) => {
