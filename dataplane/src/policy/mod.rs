@@ -159,6 +159,7 @@ pub struct Policy {
     pub rules: RuleSet,
     pub tenants: Vec<TenantLimits>,
     pub names: Vec<String>,
+    by_name: FxHashMap<String, u32>,
     /// Each tenant's declared subnets.
     pub subnets: Vec<Vec<Ipv4Cidr>>,
     /// Every tenant's subnets: no clinic may send into another's.
@@ -227,9 +228,10 @@ impl Policy {
         let mut limits = Vec::new();
         let mut clinic_subnets = PrefixSet::default();
         let mut inbound = FxHashMap::default();
+        let mut seen_names = FxHashSet::default();
         for (i, tenant) in tenants.iter().enumerate() {
             let field = |name: &str| format!("tenants[{i}].{name}");
-            if tenant.name.is_empty() || names.contains(&tenant.name) {
+            if tenant.name.is_empty() || !seen_names.insert(tenant.name.as_str()) {
                 return fail(&field("name"), format!("'{}' is empty or names another tenant too", tenant.name));
             }
             if tenant.subnets.is_empty() {
@@ -275,7 +277,6 @@ impl Policy {
         Ok(Policy {
             rules: RuleSet::compile(&rules),
             tenants: limits,
-            names,
             subnets: tenants.iter().map(|t| t.subnets.clone()).collect(),
             clinic_subnets,
             layout,
@@ -283,6 +284,8 @@ impl Policy {
             timeouts: nat.timeouts,
             sessions_per_worker: nat.sessions_per_worker,
             inbound,
+            by_name: names.iter().enumerate().map(|(i, n)| (n.clone(), i as u32)).collect(),
+            names,
         })
     }
 
@@ -307,7 +310,7 @@ impl Policy {
     }
 
     pub fn tenant_by_name(&self, name: &str) -> Option<u32> {
-        self.names.iter().position(|n| n == name).map(|i| i as u32)
+        self.by_name.get(name).copied()
     }
 }
 
