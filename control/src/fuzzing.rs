@@ -1,0 +1,40 @@
+//! Entry points for the control process's fuzz targets (`fuzz/`), also
+//! replayed over the kept corpus by `tests/fuzz_corpus.rs`.
+
+use crate::ike::wire::{self, Writer, ENCRYPTED, ENCRYPTED_FRAGMENT};
+
+/// Arbitrary bytes as an IKE datagram: read, or refused with a notify,
+/// never a panic; what reads (without an Encrypted payload) writes back to
+/// a message that reads the same.
+pub fn ike_message(data: &[u8]) {
+    let Ok(message) = wire::parse(data) else { return };
+    if message.payloads.iter().any(|p| matches!(p.kind, ENCRYPTED | ENCRYPTED_FRAGMENT)) {
+        return;
+    }
+    let mut out = vec![0u8; data.len()];
+    let mut writer = Writer::new(&mut out, message.header).expect("room for the header");
+    for p in &message.payloads {
+        writer.payload(p.kind, p.critical, p.body).expect("no larger than what was read");
+    }
+    let again = wire::parse(writer.finish()).expect("a written message reads");
+    assert_eq!(again.payloads, message.payloads);
+    assert_eq!((again.header.initiator_spi, again.header.exchange, again.header.flags), (message.header.initiator_spi, message.header.exchange, message.header.flags));
+}
+
+/// Seeds: an IKE_SA_INIT request and an IKE_AUTH with an Encrypted payload.
+pub fn ike_seeds() -> Vec<Vec<u8>> {
+    use wire::{Header, FLAG_INITIATOR, IKE_AUTH, IKE_SA_INIT, KE, NONCE, NOTIFY, SA};
+    let header = Header { initiator_spi: 7, responder_spi: 0, next_payload: 0, minor_version: 0, exchange: IKE_SA_INIT, flags: FLAG_INITIATOR, message_id: 0, length: 0 };
+    let mut buf = [0u8; 512];
+    let mut w = Writer::new(&mut buf, header).expect("room");
+    w.payload(SA, false, &[0; 44]).expect("room");
+    w.payload(KE, false, &[0, 14, 0, 0, 1, 2, 3, 4]).expect("room");
+    w.payload(NONCE, false, &[5; 32]).expect("room");
+    w.payload(NOTIFY, false, &[0, 0, 0x40, 0x04, 1, 2, 3, 4]).expect("room");
+    let init = w.finish().to_vec();
+    let mut buf = [0u8; 512];
+    let mut w = Writer::new(&mut buf, Header { exchange: IKE_AUTH, responder_spi: 9, message_id: 1, ..header }).expect("room");
+    w.payload(ENCRYPTED, true, &[0x11; 80]).expect("room");
+    let auth = w.finish().to_vec();
+    vec![init, auth]
+}

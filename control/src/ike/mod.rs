@@ -1,0 +1,3 @@
+//! IKEv2 (RFC 7296): the message codec first; the exchanges build on it.
+
+pub mod wire;
