@@ -1,13 +1,23 @@
 //! Entry points for the control process's fuzz targets (`fuzz/`), also
 //! replayed over the kept corpus by `tests/fuzz_corpus.rs`.
 
-use crate::ike::wire::{self, Writer, ENCRYPTED, ENCRYPTED_FRAGMENT};
+use crate::ike::proposal;
+use crate::ike::wire::{self, Writer, ENCRYPTED, ENCRYPTED_FRAGMENT, SA};
 
 /// Arbitrary bytes as an IKE datagram: read, or refused with a notify,
 /// never a panic; what reads (without an Encrypted payload) writes back to
-/// a message that reads the same.
+/// a message that reads the same; so do the proposals of SA payloads.
 pub fn ike_message(data: &[u8]) {
     let Ok(message) = wire::parse(data) else { return };
+    for sa in message.payloads.iter().filter(|p| p.kind == SA) {
+        let Ok(proposals) = proposal::parse_sa(sa.body) else { continue };
+        for p in proposals.iter().filter(|p| p.transforms.iter().all(|t| !t.unknown_attribute)) {
+            let mut out = vec![0u8; 8 + p.spi.len() + 12 * p.transforms.len()];
+            let len = proposal::write_sa(&mut out, 1, p.protocol, p.spi, &p.transforms).expect("room for what was read");
+            let again = proposal::parse_sa(&out[..len]).expect("a written proposal reads");
+            assert_eq!((again[0].protocol, again[0].spi, &again[0].transforms), (p.protocol, p.spi, &p.transforms));
+        }
+    }
     if message.payloads.iter().any(|p| matches!(p.kind, ENCRYPTED | ENCRYPTED_FRAGMENT)) {
         return;
     }
@@ -23,11 +33,18 @@ pub fn ike_message(data: &[u8]) {
 
 /// Seeds: an IKE_SA_INIT request and an IKE_AUTH with an Encrypted payload.
 pub fn ike_seeds() -> Vec<Vec<u8>> {
-    use wire::{Header, FLAG_INITIATOR, IKE_AUTH, IKE_SA_INIT, KE, NONCE, NOTIFY, SA};
+    use wire::{Header, FLAG_INITIATOR, IKE_AUTH, IKE_SA_INIT, KE, NONCE, NOTIFY};
     let header = Header { initiator_spi: 7, responder_spi: 0, next_payload: 0, minor_version: 0, exchange: IKE_SA_INIT, flags: FLAG_INITIATOR, message_id: 0, length: 0 };
     let mut buf = [0u8; 512];
     let mut w = Writer::new(&mut buf, header).expect("room");
-    w.payload(SA, false, &[0; 44]).expect("room");
+    let transforms = [
+        proposal::Transform { kind: proposal::ENCR, id: 20, key_length: Some(256), unknown_attribute: false },
+        proposal::Transform { kind: proposal::PRF, id: 5, key_length: None, unknown_attribute: false },
+        proposal::Transform { kind: proposal::DH, id: 14, key_length: None, unknown_attribute: false },
+    ];
+    let mut sa = [0u8; 64];
+    let sa_len = proposal::write_sa(&mut sa, 1, proposal::PROTOCOL_IKE, &[], &transforms).expect("room");
+    w.payload(SA, false, &sa[..sa_len]).expect("room");
     w.payload(KE, false, &[0, 14, 0, 0, 1, 2, 3, 4]).expect("room");
     w.payload(NONCE, false, &[5; 32]).expect("room");
     w.payload(NOTIFY, false, &[0, 0, 0x40, 0x04, 1, 2, 3, 4]).expect("room");

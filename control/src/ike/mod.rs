@@ -1,3 +1,4 @@
 //! IKEv2 (RFC 7296): the message codec first; the exchanges build on it.
 
+pub mod proposal;
 pub mod wire;

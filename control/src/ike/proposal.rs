@@ -1,0 +1,193 @@
+//! The SA payload's proposals and transforms (RFC 7296 §3.3): read from a
+//! payload body, written for the one proposal a responder chooses.
+
+use super::wire::WireError;
+
+/// Protocol IDs (§3.3.1).
+pub const PROTOCOL_IKE: u8 = 1;
+pub const PROTOCOL_ESP: u8 = 3;
+
+/// Transform types (§3.3.2).
+pub const ENCR: u8 = 1;
+pub const PRF: u8 = 2;
+pub const INTEG: u8 = 3;
+pub const DH: u8 = 4;
+pub const ESN: u8 = 5;
+
+/// The Key Length attribute (§3.3.5), the only one IKEv2 defines.
+const ATTRIBUTE_KEY_LENGTH: u16 = 14;
+const LAST: u8 = 0;
+const MORE_PROPOSALS: u8 = 2;
+const MORE_TRANSFORMS: u8 = 3;
+
+/// One transform of a proposal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transform {
+    pub kind: u8,
+    pub id: u16,
+    /// Key length in bits, for ciphers with variable keys (AES).
+    pub key_length: Option<u16>,
+    /// It carried an attribute this implementation does not know: such a
+    /// transform must not be chosen (§3.3.6).
+    pub unknown_attribute: bool,
+}
+
+/// One proposal: its number, protocol, SPI and transforms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proposal<'a> {
+    pub number: u8,
+    pub protocol: u8,
+    pub spi: &'a [u8],
+    pub transforms: Vec<Transform>,
+}
+
+fn syntax(why: &'static str) -> WireError {
+    WireError::InvalidSyntax(why)
+}
+
+/// Reads the proposals of an SA payload body.
+pub fn parse_sa(mut body: &[u8]) -> Result<Vec<Proposal<'_>>, WireError> {
+    let mut proposals = Vec::new();
+    loop {
+        let h = body.first_chunk::<8>().ok_or(syntax("a proposal header past the end"))?;
+        let length = usize::from(u16::from_be_bytes([h[2], h[3]]));
+        if length < 8 || length > body.len() {
+            return Err(syntax("a proposal length beyond the payload"));
+        }
+        let (more, number, protocol, spi_size, count) = (h[0], h[4], h[5], usize::from(h[6]), h[7]);
+        // §3.3.1: numbered 1, 2, ... in order.
+        if usize::from(number) != proposals.len() + 1 {
+            return Err(syntax("proposals not numbered 1, 2, ..."));
+        }
+        let proposal = &body[8..length];
+        let spi = proposal.get(..spi_size).ok_or(syntax("an SPI beyond the proposal"))?;
+        let transforms = parse_transforms(&proposal[spi_size..], count)?;
+        proposals.push(Proposal { number, protocol, spi, transforms });
+        body = &body[length..];
+        match more {
+            LAST if body.is_empty() => return Ok(proposals),
+            MORE_PROPOSALS if !body.is_empty() => {}
+            _ => return Err(syntax("the last proposal is not marked last")),
+        }
+    }
+}
+
+fn parse_transforms(mut body: &[u8], count: u8) -> Result<Vec<Transform>, WireError> {
+    let mut transforms = Vec::with_capacity(usize::from(count));
+    for i in 0..count {
+        let h = body.first_chunk::<8>().ok_or(syntax("a transform header past the end"))?;
+        let length = usize::from(u16::from_be_bytes([h[2], h[3]]));
+        if length < 8 || length > body.len() {
+            return Err(syntax("a transform length beyond the proposal"));
+        }
+        let expected_more = if i + 1 == count { LAST } else { MORE_TRANSFORMS };
+        if h[0] != expected_more {
+            return Err(syntax("transform count and last-transform marks differ"));
+        }
+        let mut transform = Transform { kind: h[4], id: u16::from_be_bytes([h[6], h[7]]), key_length: None, unknown_attribute: false };
+        let mut attributes = &body[8..length];
+        while !attributes.is_empty() {
+            let a = attributes.first_chunk::<4>().ok_or(syntax("a truncated attribute"))?;
+            let kind = u16::from_be_bytes([a[0], a[1]]);
+            let value = u16::from_be_bytes([a[2], a[3]]);
+            // TV format (AF set): the value is the last two bytes; else a length follows.
+            let size = if kind & 0x8000 != 0 { 4 } else { 4 + usize::from(value) };
+            if size > attributes.len() {
+                return Err(syntax("an attribute beyond its transform"));
+            }
+            match kind {
+                k if k == 0x8000 | ATTRIBUTE_KEY_LENGTH => transform.key_length = Some(value),
+                _ => transform.unknown_attribute = true,
+            }
+            attributes = &attributes[size..];
+        }
+        transforms.push(transform);
+        body = &body[length..];
+    }
+    if !body.is_empty() {
+        return Err(syntax("bytes after the last transform"));
+    }
+    Ok(transforms)
+}
+
+/// Writes one proposal (numbered `number`, the last) as an SA payload
+/// body into `out`; returns its length, or None if it does not fit.
+pub fn write_sa(out: &mut [u8], number: u8, protocol: u8, spi: &[u8], transforms: &[Transform]) -> Option<usize> {
+    let transform_len = |t: &Transform| 8 + if t.key_length.is_some() { 4 } else { 0 };
+    let length = 8 + spi.len() + transforms.iter().map(transform_len).sum::<usize>();
+    if length > out.len() || length > usize::from(u16::MAX) || spi.len() > 255 || transforms.len() > 255 {
+        return None;
+    }
+    out[..8].copy_from_slice(&[LAST, 0, (length >> 8) as u8, length as u8, number, protocol, spi.len() as u8, transforms.len() as u8]);
+    out[8..8 + spi.len()].copy_from_slice(spi);
+    let mut at = 8 + spi.len();
+    for (i, t) in transforms.iter().enumerate() {
+        let len = transform_len(t);
+        let more = if i + 1 == transforms.len() { LAST } else { MORE_TRANSFORMS };
+        out[at..at + 8].copy_from_slice(&[more, 0, 0, len as u8, t.kind, 0, (t.id >> 8) as u8, t.id as u8]);
+        if let Some(bits) = t.key_length {
+            out[at + 8..at + 12].copy_from_slice(&[0x80, ATTRIBUTE_KEY_LENGTH as u8, (bits >> 8) as u8, bits as u8]);
+        }
+        at += len;
+    }
+    Some(length)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// AES-GCM-16 (20) with 256-bit keys, PRF HMAC-SHA2-256 (5), MODP-2048 (14).
+    fn ike_transforms() -> Vec<Transform> {
+        vec![
+            Transform { kind: ENCR, id: 20, key_length: Some(256), unknown_attribute: false },
+            Transform { kind: PRF, id: 5, key_length: None, unknown_attribute: false },
+            Transform { kind: DH, id: 14, key_length: None, unknown_attribute: false },
+        ]
+    }
+
+    #[test]
+    fn a_written_proposal_reads_back_with_the_rfc_layout() {
+        let mut out = [0u8; 128];
+        let len = write_sa(&mut out, 1, PROTOCOL_IKE, &[], &ike_transforms()).unwrap();
+        // §3.3.1/3.3.2: proposal header, then transforms; the key length as a TV attribute.
+        assert_eq!(&out[..8], &[0, 0, 0, len as u8, 1, PROTOCOL_IKE, 0, 3]);
+        assert_eq!(&out[8..20], &[3, 0, 0, 12, ENCR, 0, 0, 20, 0x80, 14, 1, 0]);
+        let proposals = parse_sa(&out[..len]).unwrap();
+        assert_eq!(proposals, vec![Proposal { number: 1, protocol: PROTOCOL_IKE, spi: &[], transforms: ike_transforms() }]);
+        // An ESP proposal with its 4-byte SPI.
+        let esp = [Transform { kind: ENCR, id: 20, key_length: Some(128), unknown_attribute: false }, Transform { kind: ESN, id: 1, key_length: None, unknown_attribute: false }];
+        let len = write_sa(&mut out, 1, PROTOCOL_ESP, &[0xc0, 0xff, 0xee, 0x01], &esp).unwrap();
+        assert_eq!(parse_sa(&out[..len]).unwrap()[0].spi, &[0xc0, 0xff, 0xee, 0x01]);
+    }
+
+    #[test]
+    fn several_proposals_and_what_is_refused() {
+        let mut one = [0u8; 64];
+        let len = write_sa(&mut one, 1, PROTOCOL_IKE, &[], &ike_transforms()).unwrap();
+        let mut two = [0u8; 64];
+        let len2 = write_sa(&mut two, 2, PROTOCOL_IKE, &[], &ike_transforms()[..2]).unwrap();
+        let mut both = one[..len].to_vec();
+        both[0] = MORE_PROPOSALS;
+        both.extend_from_slice(&two[..len2]);
+        let proposals = parse_sa(&both).unwrap();
+        assert_eq!((proposals.len(), proposals[1].number, proposals[1].transforms.len()), (2, 2, 2));
+        // Every truncation is refused, never a panic.
+        for cut in 0..both.len() {
+            assert!(parse_sa(&both[..cut]).is_err(), "{cut}");
+        }
+        let mut misnumbered = both.clone();
+        misnumbered[len + 4] = 3;
+        assert_eq!(parse_sa(&misnumbered), Err(WireError::InvalidSyntax("proposals not numbered 1, 2, ...")));
+        let mut unmarked = both.clone();
+        unmarked[0] = LAST;
+        assert!(parse_sa(&unmarked).is_err());
+        let mut miscounted = one[..len].to_vec();
+        miscounted[7] = 2;
+        assert!(parse_sa(&miscounted).is_err());
+        // An unknown attribute makes the transform unusable, not the message invalid.
+        let mut odd = one[..len].to_vec();
+        odd[17] = 99;
+        assert!(parse_sa(&odd).unwrap()[0].transforms[0].unknown_attribute);
+    }
+}
