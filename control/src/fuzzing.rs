@@ -1,14 +1,37 @@
 //! Entry points for the control process's fuzz targets (`fuzz/`), also
 //! replayed over the kept corpus by `tests/fuzz_corpus.rs`.
 
-use crate::ike::proposal;
+use crate::ike::{payloads, proposal};
 use crate::ike::wire::{self, Writer, ENCRYPTED, ENCRYPTED_FRAGMENT, SA};
 
 /// Arbitrary bytes as an IKE datagram: read, or refused with a notify,
 /// never a panic; what reads (without an Encrypted payload) writes back to
-/// a message that reads the same; so do the proposals of SA payloads.
+/// a message that reads the same; so do the bodies of the SA, KE and
+/// Notify payloads.
 pub fn ike_message(data: &[u8]) {
     let Ok(message) = wire::parse(data) else { return };
+    // The simple payloads: read, written back, read the same.
+    let mut out = vec![0u8; data.len()];
+    for p in &message.payloads {
+        match p.kind {
+            wire::KE => {
+                if let Ok(ke) = payloads::KeyExchange::parse(p.body) {
+                    let len = ke.write(&mut out).expect("room for what was read");
+                    assert_eq!(payloads::KeyExchange::parse(&out[..len]), Ok(ke));
+                }
+            }
+            wire::NOTIFY => {
+                if let Ok(notify) = payloads::Notify::parse(p.body) {
+                    let len = notify.write(&mut out).expect("room for what was read");
+                    assert_eq!(payloads::Notify::parse(&out[..len]), Ok(notify));
+                }
+            }
+            wire::NONCE => {
+                let _ = payloads::parse_nonce(p.body);
+            }
+            _ => {}
+        }
+    }
     for sa in message.payloads.iter().filter(|p| p.kind == SA) {
         let Ok(proposals) = proposal::parse_sa(sa.body) else { continue };
         for p in proposals.iter().filter(|p| p.transforms.iter().all(|t| !t.unknown_attribute)) {
