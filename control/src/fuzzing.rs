@@ -1,13 +1,13 @@
 //! Entry points for the control process's fuzz targets (`fuzz/`), also
 //! replayed over the kept corpus by `tests/fuzz_corpus.rs`.
 
-use crate::ike::{payloads, proposal};
+use crate::ike::{payloads, proposal, ts};
 use crate::ike::wire::{self, Writer, ENCRYPTED, ENCRYPTED_FRAGMENT, SA};
 
 /// Arbitrary bytes as an IKE datagram: read, or refused with a notify,
 /// never a panic; what reads (without an Encrypted payload) writes back to
-/// a message that reads the same; so do the bodies of the SA, KE and
-/// Notify payloads.
+/// a message that reads the same; so do the bodies of the SA, KE, Notify
+/// and traffic selector payloads.
 pub fn ike_message(data: &[u8]) {
     let Ok(message) = wire::parse(data) else { return };
     // The simple payloads: read, written back, read the same.
@@ -28,6 +28,12 @@ pub fn ike_message(data: &[u8]) {
             }
             wire::NONCE => {
                 let _ = payloads::parse_nonce(p.body);
+            }
+            wire::TSI | wire::TSR => {
+                if let Ok(selectors) = ts::parse(p.body) {
+                    let len = ts::write(&mut out, &selectors).expect("room for what was read");
+                    assert_eq!(ts::parse(&out[..len]), Ok(selectors));
+                }
             }
             _ => {}
         }

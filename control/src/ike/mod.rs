@@ -2,4 +2,5 @@
 
 pub mod payloads;
 pub mod proposal;
+pub mod ts;
 pub mod wire;
