@@ -56,18 +56,7 @@ impl Index {
     /// key: for prefetching what it names.
     #[inline]
     pub fn candidate(&self, hash: u64) -> Option<u32> {
-        let t = tag(hash);
-        let mut at = self.home(t);
-        loop {
-            let slot = self.slots[at];
-            if slot == EMPTY {
-                return None;
-            }
-            if (slot >> 32) as u32 == t {
-                return Some(slot as u32);
-            }
-            at = if at + 1 == self.slots.len() { 0 } else { at + 1 };
-        }
+        self.find(hash, |_| true)
     }
 
     /// The value stored under `hash` for which `is_key` holds.

@@ -196,19 +196,7 @@ impl NatCore {
         let address = self.policy.tenants[tenant as usize].address;
         let pool_address = self.policy.layout.addresses[usize::from(address)];
         if !flow.has_transport_header() {
-            let key = FragmentKey { tenant, src: flow.src, dst: flow.dst, protocol: flow.protocol, ident: flow.fragment.map_or(0, |f| f.ident) };
-            return match self.fragments.later(key, Side::Outside, ip, now_ms) {
-                Later::Translate { address, .. } => {
-                    rewrite::set_endpoint(ip, &flow, End::Source, address, 0);
-                    Outcome::Pass { tenant }
-                }
-                Later::HandOff(core) => Outcome::HandOff(core),
-                Later::Held => {
-                    counters.add(Counter::FragmentsHeld, 1);
-                    Outcome::Held
-                }
-                Later::NoRoom => Outcome::Drop(DropReason::FragmentNoRoom),
-            };
+            return self.later_fragment(tenant, Side::Outside, ip, &flow, now_ms, counters);
         }
         let (src_port, dst_port) = ports_of(&flow);
         let key = match flow.transport {
@@ -258,6 +246,27 @@ impl NatCore {
             );
         }
         Outcome::Pass { tenant }
+    }
+
+    /// A fragment without the transport header, from a clinic of `tenant`
+    /// (or from the inside, `tenant` u32::MAX): it follows its first
+    /// fragment's translation (the source's from a clinic, the destination's
+    /// from the inside), waits for it, or goes to the worker it went to.
+    fn later_fragment(&mut self, tenant: u32, from: Side, ip: &mut [u8], flow: &Flow, now_ms: u64, counters: &mut CounterBlock) -> Outcome {
+        let key = FragmentKey { tenant, src: flow.src, dst: flow.dst, protocol: flow.protocol, ident: flow.fragment.map_or(0, |f| f.ident) };
+        match self.fragments.later(key, from, ip, now_ms) {
+            Later::Translate { address, tenant } => {
+                let end = if from == Side::Outside { End::Source } else { End::Destination };
+                rewrite::set_endpoint(ip, flow, end, address, 0);
+                Outcome::Pass { tenant }
+            }
+            Later::HandOff(core) => Outcome::HandOff(core),
+            Later::Held => {
+                counters.add(Counter::FragmentsHeld, 1);
+                Outcome::Held
+            }
+            Later::NoRoom => Outcome::Drop(DropReason::FragmentNoRoom),
+        }
     }
 
     /// A new session from a clinic, if its rules allow it and there is room.
@@ -338,19 +347,7 @@ impl NatCore {
         let now = seconds(now_ms);
         let layout = &self.policy.layout;
         if !flow.has_transport_header() {
-            let key = FragmentKey { tenant: u32::MAX, src: flow.src, dst: flow.dst, protocol: flow.protocol, ident: flow.fragment.map_or(0, |f| f.ident) };
-            return match self.fragments.later(key, Side::Inside, ip, now_ms) {
-                Later::Translate { address, tenant } => {
-                    rewrite::set_endpoint(ip, &flow, End::Destination, address, 0);
-                    Outcome::Pass { tenant }
-                }
-                Later::HandOff(core) => Outcome::HandOff(core),
-                Later::Held => {
-                    counters.add(Counter::FragmentsHeld, 1);
-                    Outcome::Held
-                }
-                Later::NoRoom => Outcome::Drop(DropReason::FragmentNoRoom),
-            };
+            return self.later_fragment(u32::MAX, Side::Inside, ip, &flow, now_ms, counters);
         }
         let (key, quoted) = match flow.transport {
             Transport::IcmpError { quoted } => {

@@ -79,6 +79,14 @@ struct Ring {
     generation: u64,
 }
 
+/// The sizes a ring may have, whoever wrote them.
+fn check_sizes(message_bytes: u64, slots: u64) -> Result<(), RingError> {
+    if message_bytes == 0 || message_bytes > MAX_MESSAGE as u64 || !slots.is_power_of_two() || slots > MAX_SLOTS {
+        return Err(RingError::Sizes(format!("{message_bytes} bytes per message, {slots} slots")));
+    }
+    Ok(())
+}
+
 fn slot_words(message_bytes: usize) -> usize {
     1 + message_bytes.div_ceil(8)
 }
@@ -99,9 +107,7 @@ impl Ring {
             return Err(RingError::Version(word(1)));
         }
         let (message_bytes, slots) = (word(2), word(3));
-        if message_bytes == 0 || message_bytes > MAX_MESSAGE as u64 || !slots.is_power_of_two() || slots > MAX_SLOTS {
-            return Err(RingError::Sizes(format!("{message_bytes} bytes per message, {slots} slots")));
-        }
+        check_sizes(message_bytes, slots)?;
         let words = SLOTS_AT + slots as usize * slot_words(message_bytes as usize);
         if len < words * 8 {
             return Err(RingError::Sizes(format!("file of {len} bytes is shorter than its {slots} slots")));
@@ -125,9 +131,7 @@ impl Ring {
 /// Creates (or replaces) the ring file at `path` for messages of up to
 /// `message_bytes` bytes in `slots` slots, empty, with a new generation.
 pub fn create(path: &Path, message_bytes: usize, slots: u64) -> Result<(), RingError> {
-    if message_bytes == 0 || message_bytes > MAX_MESSAGE || !slots.is_power_of_two() || slots > MAX_SLOTS {
-        return Err(RingError::Sizes(format!("{message_bytes} bytes per message, {slots} slots")));
-    }
+    check_sizes(message_bytes as u64, slots)?;
     // A new file, renamed over the old: a peer that still maps the old one
     // keeps a consistent (if orphaned) ring until it notices the generation.
     let staging = path.with_extension("new");
