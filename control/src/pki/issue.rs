@@ -1,0 +1,128 @@
+//! A small certificate authority over OpenSSL: keys, CA and end-entity
+//! certificates with SubjectAltNames, and CRLs. Tests and the interop
+//! set-ups use it to make their PKI; an operator uses a real CA.
+
+use openssl::asn1::{Asn1Integer, Asn1Object, Asn1OctetString, Asn1Time};
+use openssl::bn::BigNum;
+use openssl::ec::{EcGroup, EcKey};
+use openssl::hash::MessageDigest;
+use openssl::nid::Nid;
+use openssl::pkey::{PKey, Private};
+use openssl::rsa::Rsa;
+use openssl::x509::extension::{AuthorityKeyIdentifier, BasicConstraints, KeyUsage, SubjectAlternativeName, SubjectKeyIdentifier};
+use openssl::x509::{X509Builder, X509Crl, X509CrlBuilder, X509Extension, X509NameBuilder, X509RevokedBuilder, X509};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    Rsa2048,
+    EcdsaP256,
+}
+
+impl KeyKind {
+    pub fn generate(self) -> PKey<Private> {
+        match self {
+            KeyKind::Rsa2048 => PKey::from_rsa(Rsa::generate(2048).expect("RSA key")).expect("key"),
+            KeyKind::EcdsaP256 => {
+                let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).expect("P-256");
+                PKey::from_ec_key(EcKey::generate(&group).expect("EC key")).expect("key")
+            }
+        }
+    }
+}
+
+/// A CA: its certificate and key.
+pub struct Authority {
+    pub cert: X509,
+    pub key: PKey<Private>,
+}
+
+static SERIAL: AtomicU32 = AtomicU32::new(1);
+
+fn time(days_from_now: i64) -> Asn1Time {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs() as i64;
+    Asn1Time::from_unix(now + days_from_now * 86_400).expect("time")
+}
+
+fn builder(subject_cn: &str, issuer: Option<&X509>, key: &PKey<Private>, from_days: i64, to_days: i64) -> X509Builder {
+    let mut name = X509NameBuilder::new().expect("name");
+    name.append_entry_by_text("O", "Sekisho").expect("O");
+    name.append_entry_by_text("CN", subject_cn).expect("CN");
+    let name = name.build();
+    let mut b = X509Builder::new().expect("builder");
+    b.set_version(2).expect("v3");
+    let serial = BigNum::from_u32(SERIAL.fetch_add(1, Ordering::Relaxed) + std::process::id() * 1000).expect("serial");
+    b.set_serial_number(&Asn1Integer::from_bn(&serial).expect("serial")).expect("serial");
+    b.set_subject_name(&name).expect("subject");
+    b.set_issuer_name(issuer.map_or(&*name, |i| i.subject_name())).expect("issuer");
+    b.set_pubkey(key).expect("pubkey");
+    b.set_not_before(&time(from_days)).expect("not before");
+    b.set_not_after(&time(to_days)).expect("not after");
+    b
+}
+
+impl Authority {
+    /// A self-signed root, valid for ten years from yesterday.
+    pub fn new(name: &str, kind: KeyKind) -> Authority {
+        let key = kind.generate();
+        let mut b = builder(name, None, &key, -1, 3650);
+        b.append_extension(BasicConstraints::new().critical().ca().build().expect("bc")).expect("bc");
+        b.append_extension(KeyUsage::new().critical().key_cert_sign().crl_sign().build().expect("ku")).expect("ku");
+        let ski = SubjectKeyIdentifier::new().build(&b.x509v3_context(None, None)).expect("ski");
+        b.append_extension(ski).expect("ski");
+        b.sign(&key, MessageDigest::sha256()).expect("sign");
+        Authority { cert: b.build(), key }
+    }
+
+    /// An end-entity certificate for `name` (CN and DNS SAN, or e-mail SAN
+    /// when it holds an @), valid from `from_days` to `to_days` from now.
+    pub fn issue(&self, name: &str, kind: KeyKind, from_days: i64, to_days: i64) -> (X509, PKey<Private>) {
+        let key = kind.generate();
+        let mut b = builder(name, Some(&self.cert), &key, from_days, to_days);
+        b.append_extension(BasicConstraints::new().build().expect("bc")).expect("bc");
+        b.append_extension(KeyUsage::new().critical().digital_signature().build().expect("ku")).expect("ku");
+        let mut san = SubjectAlternativeName::new();
+        if name.contains('@') {
+            san.email(name);
+        } else {
+            san.dns(name);
+        }
+        let san = san.build(&b.x509v3_context(Some(&self.cert), None)).expect("san");
+        b.append_extension(san).expect("san");
+        b.sign(&self.key, MessageDigest::sha256()).expect("sign");
+        (b.build(), key)
+    }
+
+    /// An intermediate CA signed by this one.
+    pub fn issue_ca(&self, name: &str) -> (X509, PKey<Private>) {
+        let key = KeyKind::Rsa2048.generate();
+        let mut b = builder(name, Some(&self.cert), &key, -1, 3650);
+        b.append_extension(BasicConstraints::new().critical().ca().build().expect("bc")).expect("bc");
+        b.append_extension(KeyUsage::new().critical().key_cert_sign().crl_sign().build().expect("ku")).expect("ku");
+        b.sign(&self.key, MessageDigest::sha256()).expect("sign");
+        (b.build(), key)
+    }
+
+    /// A CRL revoking `revoked`, valid for a week.
+    pub fn crl(&self, revoked: &[&X509]) -> X509Crl {
+        let mut b = X509CrlBuilder::new().expect("crl");
+        b.set_issuer_name(self.cert.subject_name()).expect("issuer");
+        b.set_last_update(&time(-1)).expect("last update");
+        b.set_next_update(&time(7)).expect("next update");
+        // RFC 5280 §5.2.1 and §5.2.3: the authority key identifier and a CRL number.
+        let context_holder = X509Builder::new().expect("builder");
+        let aki = AuthorityKeyIdentifier::new().keyid(true).build(&context_holder.x509v3_context(Some(&self.cert), None)).expect("aki");
+        b.append_extension(aki).expect("aki");
+        let crl_number = Asn1Object::from_str("2.5.29.20").expect("oid");
+        let number = X509Extension::new_from_der(&crl_number, false, &Asn1OctetString::new_from_bytes(&[2, 1, 1]).expect("der")).expect("crl number");
+        b.append_extension(number).expect("crl number");
+        for cert in revoked {
+            let mut r = X509RevokedBuilder::new().expect("revoked");
+            r.set_serial_number(cert.serial_number()).expect("serial");
+            r.set_revocation_date(&time(-1)).expect("date");
+            b.add_revoked(r.build()).expect("add");
+        }
+        b.sign(&self.key, MessageDigest::sha256()).expect("sign");
+        b.build().expect("crl")
+    }
+}
