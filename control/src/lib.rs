@@ -7,3 +7,5 @@ pub mod fuzzing;
 pub mod ike;
 pub mod link;
 pub mod pki;
+pub mod spis;
+pub mod tenants;

@@ -10,6 +10,13 @@ pub const NO_PROPOSAL_CHOSEN: u16 = 14;
 pub const INVALID_KE_PAYLOAD: u16 = 17;
 pub const AUTHENTICATION_FAILED: u16 = 24;
 pub const TS_UNACCEPTABLE: u16 = 38;
+pub const INVALID_SPI: u16 = 11;
+pub const CHILD_SA_NOT_FOUND: u16 = 44;
+pub const TEMPORARY_FAILURE: u16 = 43;
+pub const INITIAL_CONTACT: u16 = 16384;
+pub const USE_TRANSPORT_MODE: u16 = 16391;
+pub const REKEY_SA: u16 = 16393;
+pub const SIGNATURE_HASH_ALGORITHMS: u16 = 16431;
 pub const NAT_DETECTION_SOURCE_IP: u16 = 16388;
 pub const NAT_DETECTION_DESTINATION_IP: u16 = 16389;
 pub const COOKIE: u16 = 16390;
@@ -86,6 +93,11 @@ impl<'a> Notify<'a> {
         out[4 + self.spi.len()..].copy_from_slice(self.data);
         Some(len)
     }
+}
+
+/// The body of a Notify about the IKE SA (no SPI).
+pub fn notify_body(kind: u16, data: &[u8]) -> Vec<u8> {
+    [&[0, 0][..], &kind.to_be_bytes(), data].concat()
 }
 
 #[cfg(test)]

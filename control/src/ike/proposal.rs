@@ -1,6 +1,8 @@
 //! The SA payload's proposals and transforms (RFC 7296 §3.3): read from a
 //! payload body, written for the one proposal a responder chooses.
 
+use super::keys::Prf;
+use super::sk::{Protection, ENCR_AES_CBC, ENCR_AES_GCM_16};
 use super::wire::WireError;
 
 /// Protocol IDs (§3.3.1).
@@ -133,6 +135,123 @@ pub fn write_sa(out: &mut [u8], number: u8, protocol: u8, spi: &[u8], transforms
     Some(length)
 }
 
+/// The algorithms of an IKE SA, chosen from a peer's proposal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IkeChoice {
+    pub number: u8,
+    pub protection: Protection,
+    pub prf: Prf,
+    /// The DH groups this proposal offers that we support, in our order.
+    pub groups: Vec<u16>,
+}
+
+impl IkeChoice {
+    /// The transforms to answer with, for DH group `group`.
+    pub fn transforms(&self, group: u16) -> Vec<Transform> {
+        let t = |kind, id, key_length| Transform { kind, id, key_length, unknown_attribute: false };
+        let mut out = Vec::with_capacity(4);
+        match self.protection {
+            Protection::AesGcm16 { key } => out.push(t(ENCR, ENCR_AES_GCM_16, Some(key as u16 * 8))),
+            Protection::AesCbc { key, integrity } => {
+                out.push(t(ENCR, ENCR_AES_CBC, Some(key as u16 * 8)));
+                out.push(t(INTEG, integrity.id(), None));
+            }
+        }
+        out.push(t(PRF, self.prf.id(), None));
+        out.push(t(DH, group, None));
+        out
+    }
+}
+
+/// Usable transforms of one type in a proposal, in the peer's order.
+fn usable<'p>(p: &'p Proposal, kind: u8) -> impl Iterator<Item = &'p Transform> {
+    p.transforms.iter().filter(move |t| t.kind == kind && !t.unknown_attribute)
+}
+
+/// The first of the peer's IKE proposals (it lists them by preference,
+/// §2.7) whose every transform type has one we do (RFC 8247 §3).
+/// `spi_len` is 0 in IKE_SA_INIT and 8 when rekeying the IKE SA.
+pub fn choose_ike(proposals: &[Proposal], our_groups: &[u16], spi_len: usize) -> Option<IkeChoice> {
+    proposals.iter().filter(|p| p.protocol == PROTOCOL_IKE && p.spi.len() == spi_len).find_map(|p| {
+        let prf = usable(p, PRF).find_map(|t| Prf::from_id(t.id))?;
+        let groups: Vec<u16> = our_groups.iter().copied().filter(|g| usable(p, DH).any(|t| t.id == *g)).collect();
+        if groups.is_empty() {
+            return None;
+        }
+        let integrities: Vec<u16> = usable(p, INTEG).map(|t| t.id).collect();
+        let protection = usable(p, ENCR).find_map(|e| match e.id {
+            ENCR_AES_GCM_16 => Protection::from_transforms(e.id, e.key_length, None),
+            _ => integrities.iter().find_map(|&i| Protection::from_transforms(e.id, e.key_length, Some(i))),
+        })?;
+        // An AEAD proposal may list no integrity transform, or only NONE (0).
+        if matches!(protection, Protection::AesGcm16 { .. }) && integrities.iter().any(|&i| i != 0) && !integrities.contains(&0) {
+            return None;
+        }
+        Some(IkeChoice { number: p.number, protection, prf, groups })
+    })
+}
+
+/// The algorithms of a CHILD_SA: ESP with AES-GCM-16 (RFC 8221).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EspChoice {
+    pub number: u8,
+    /// AES key bytes (16 or 32); the salt adds 4 (RFC 4106 §8.1).
+    pub key: usize,
+    pub esn: bool,
+    /// The peer's inbound SPI: our outbound one.
+    pub peer_spi: u32,
+    /// DH groups offered for PFS that we support, in our order (empty: none offered).
+    pub groups: Vec<u16>,
+}
+
+impl EspChoice {
+    pub fn transforms(&self, group: Option<u16>) -> Vec<Transform> {
+        let t = |kind, id, key_length| Transform { kind, id, key_length, unknown_attribute: false };
+        let mut out = vec![t(ENCR, ENCR_AES_GCM_16, Some(self.key as u16 * 8))];
+        if let Some(group) = group {
+            out.push(t(DH, group, None));
+        }
+        out.push(t(ESN, u16::from(self.esn), None));
+        out
+    }
+}
+
+/// The first of the peer's ESP proposals we can do. With `our_groups`
+/// None (IKE_AUTH, which has no KE) DH transforms are ignored; else the
+/// proposal's DH transforms must allow one of them, or NONE when the list
+/// is empty (no KE sent). Whether PFS is required is the caller's call.
+pub fn choose_esp(proposals: &[Proposal], our_groups: Option<&[u16]>) -> Option<EspChoice> {
+    proposals.iter().filter(|p| p.protocol == PROTOCOL_ESP && p.spi.len() == 4).find_map(|p| {
+        let key = usable(p, ENCR).find_map(|e| match (e.id, e.key_length) {
+            (ENCR_AES_GCM_16, Some(128)) => Some(16),
+            (ENCR_AES_GCM_16, Some(256)) => Some(32),
+            _ => None,
+        })?;
+        if usable(p, INTEG).any(|t| t.id != 0) && !usable(p, INTEG).any(|t| t.id == 0) {
+            return None;
+        }
+        // No ESN transform means no ESN (§3.3.2 makes it mandatory, but be lenient).
+        let esn = match usable(p, ESN).next() {
+            None => false,
+            Some(_) => usable(p, ESN).find(|t| t.id <= 1)?.id == 1,
+        };
+        let offered: Vec<u16> = usable(p, DH).map(|t| t.id).collect();
+        let groups: Vec<u16> = match our_groups {
+            None => Vec::new(),
+            Some(ours) => {
+                let common: Vec<u16> = ours.iter().copied().filter(|g| offered.contains(g)).collect();
+                let fits = if ours.is_empty() { offered.is_empty() || offered.contains(&0) } else { !common.is_empty() };
+                if !fits {
+                    return None;
+                }
+                common
+            }
+        };
+        let peer_spi = u32::from_be_bytes(p.spi.try_into().ok()?);
+        Some(EspChoice { number: p.number, key, esn, peer_spi, groups })
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,6 +278,35 @@ mod tests {
         let esp = [Transform { kind: ENCR, id: 20, key_length: Some(128), unknown_attribute: false }, Transform { kind: ESN, id: 1, key_length: None, unknown_attribute: false }];
         let len = write_sa(&mut out, 1, PROTOCOL_ESP, &[0xc0, 0xff, 0xee, 0x01], &esp).unwrap();
         assert_eq!(parse_sa(&out[..len]).unwrap()[0].spi, &[0xc0, 0xff, 0xee, 0x01]);
+    }
+
+    fn t(kind: u8, id: u16, key_length: Option<u16>) -> Transform {
+        Transform { kind, id, key_length, unknown_attribute: false }
+    }
+
+    #[test]
+    fn the_first_acceptable_proposal_is_chosen() {
+        let cbc_sha1 = Proposal { number: 1, protocol: PROTOCOL_IKE, spi: &[], transforms: vec![t(ENCR, 12, Some(128)), t(INTEG, 2, None), t(PRF, 2, None), t(DH, 14, None)] };
+        let cbc = Proposal { number: 2, protocol: PROTOCOL_IKE, spi: &[], transforms: vec![t(ENCR, 12, Some(256)), t(INTEG, 2, None), t(INTEG, 12, None), t(PRF, 5, None), t(DH, 2, None), t(DH, 31, None), t(DH, 14, None)] };
+        let choice = choose_ike(&[cbc_sha1.clone(), cbc], &[14, 19, 31], 0).unwrap();
+        assert_eq!(choice.number, 2);
+        assert_eq!(choice.protection, Protection::AesCbc { key: 32, integrity: crate::ike::sk::Integrity::Sha256_128 });
+        assert_eq!((choice.prf, choice.groups.clone()), (Prf::HmacSha256, vec![14, 31]));
+        assert_eq!(choice.transforms(31).len(), 4);
+        assert_eq!(choose_ike(&[cbc_sha1], &[14], 0), None, "SHA-1 PRF and integrity are not offered by us");
+        let gcm = Proposal { number: 1, protocol: PROTOCOL_IKE, spi: &[], transforms: vec![t(ENCR, 20, Some(128)), t(PRF, 7, None), t(DH, 19, None)] };
+        assert_eq!(choose_ike(&[gcm.clone()], &[14], 0), None, "no common group");
+        assert_eq!(choose_ike(&[gcm], &[14, 19], 0).unwrap().protection, Protection::AesGcm16 { key: 16 });
+
+        let spi = [1, 2, 3, 4];
+        let esp = Proposal { number: 1, protocol: PROTOCOL_ESP, spi: &spi, transforms: vec![t(ENCR, 20, Some(256)), t(DH, 14, None), t(ESN, 0, None)] };
+        let choice = choose_esp(&[esp.clone()], Some(&[14])).unwrap();
+        assert_eq!((choice.key, choice.esn, choice.peer_spi, choice.groups.clone()), (32, false, 0x01020304, vec![14]));
+        assert_eq!(choose_esp(&[esp.clone()], Some(&[19])), None, "PFS group we do not do");
+        assert_eq!(choose_esp(&[esp.clone()], Some(&[])), None, "PFS asked for, but no KE sent");
+        assert_eq!(choose_esp(&[esp.clone()], None).unwrap().groups, Vec::<u16>::new(), "IKE_AUTH ignores DH");
+        let cbc_esp = Proposal { transforms: vec![t(ENCR, 12, Some(128)), t(INTEG, 12, None), t(ESN, 0, None)], ..esp };
+        assert_eq!(choose_esp(&[cbc_esp], None), None);
     }
 
     #[test]

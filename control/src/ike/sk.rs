@@ -109,12 +109,12 @@ impl Protection {
         }
     }
 
-    /// Bytes the payload adds around the plaintext at most: IV, padding
-    /// and pad length, ICV.
-    pub fn overhead(self) -> usize {
+    /// Bytes of the payload body (IV to ICV) for `plain` bytes of payloads,
+    /// as [`Protection::seal`] writes it.
+    pub fn body_len(self, plain: usize) -> usize {
         match self {
-            Protection::AesGcm16 { .. } => GCM_IV + 1 + GCM_ICV,
-            Protection::AesCbc { integrity, .. } => CBC_IV + 16 + integrity.icv_len(),
+            Protection::AesGcm16 { .. } => GCM_IV + plain + 1 + GCM_ICV,
+            Protection::AesCbc { integrity, .. } => CBC_IV + (plain + 1).div_ceil(16) * 16 + integrity.icv_len(),
         }
     }
 
@@ -241,7 +241,7 @@ mod tests {
             let plaintext: Vec<u8> = (0..len).map(|i| i as u8).collect();
             let mut message = prefix.clone();
             protection.seal(&ek, &ik, 5, &plaintext, &mut message);
-            assert!(message.len() <= prefix.len() + len + protection.overhead(), "{protection:?} {len}");
+            assert_eq!(message.len(), prefix.len() + protection.body_len(len));
             assert_eq!(protection.open(&ek, &ik, &message, prefix.len()), Ok(plaintext.clone()), "{protection:?} {len}");
             // Any flipped bit, in the covered header or the body, fails the check.
             for at in [0, prefix.len(), message.len() - 1] {

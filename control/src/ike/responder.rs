@@ -1,0 +1,345 @@
+//! The IKEv2 responder: every IKE SA of the gateway, the dispatch of each
+//! request to its exchange (`sa_init`, `ike_auth`, `create_child_sa`,
+//! `informational`), and the bounds that keep a flood or a hostile peer
+//! from costing more than it should. No I/O: datagrams and the time come
+//! in, and what to send and install goes out as [`Event`]s.
+
+use super::protect::{self, Chain};
+use super::sa::{ChildSa, IkeSa, Phase};
+use super::wire::{self, Header, Message, ENCRYPTED, ENCRYPTED_FRAGMENT, FLAG_RESPONSE, IKE_SA_INIT};
+use crate::pki::identity::Identity;
+use crate::pki::{Credentials, Trust};
+use crate::spis::SpiPool;
+use crate::tenants::Tenants;
+use sekisho_dataplane::addr::Ipv4Cidr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+/// Limits and choices of the responder (from the config file).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// DH groups we accept, preferred first (14, 19, 31).
+    pub dh_groups: Vec<u16>,
+    /// CHILD_SA rekeys must carry a KE payload.
+    pub pfs_required: bool,
+    /// What the inside side of a CHILD_SA (TSr) may cover.
+    pub inside: Vec<Ipv4Cidr>,
+    /// Half-open IKE SAs above which IKE_SA_INIT needs a cookie (§2.6).
+    pub cookie_threshold: usize,
+    /// The same, for one source address.
+    pub cookie_threshold_per_source: usize,
+    /// Half-open IKE SAs above which new IKE_SA_INIT requests are dropped.
+    pub max_half_open: usize,
+    /// How long an IKE SA may stay half-open.
+    pub half_open_timeout: Duration,
+    /// Largest IKE datagram we send; bigger messages are fragmented (RFC 7383).
+    pub max_datagram: usize,
+    /// An established IKE SA that has not been heard of this long is dropped.
+    pub idle_timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            dh_groups: vec![14, 19, 31],
+            pfs_required: true,
+            inside: vec!["0.0.0.0/0".parse().expect("prefix")],
+            cookie_threshold: 1000,
+            cookie_threshold_per_source: 20,
+            max_half_open: 20_000,
+            half_open_timeout: Duration::from_secs(30),
+            // 1280 bytes of IPv6 less its header, UDP and the non-ESP marker.
+            max_datagram: 1280 - 40 - 8 - 4,
+            idle_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+/// What the responder asks of the process around it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    Send { from: SocketAddr, to: SocketAddr, datagram: Vec<u8> },
+    /// A CHILD_SA to install; `replaces` names the inbound SPI of the
+    /// CHILD_SA it rekeys, which stays until it is deleted (make before break).
+    ChildUp { tenant: String, worker: u8, peer: SocketAddr, local: SocketAddr, nat: bool, child: ChildSa, replaces: Option<u32> },
+    ChildDown { tenant: String, inbound_spi: u32, outbound_spi: u32 },
+    /// A line for the operator's log.
+    Log(String),
+}
+
+/// What happened to requests that did not become SAs, by reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub malformed: u64,
+    pub unknown_spi: u64,
+    pub unexpected_message_id: u64,
+    pub retransmits_answered: u64,
+    pub integrity_failures: u64,
+    pub cookies_sent: u64,
+    pub cookies_invalid: u64,
+    pub dropped_saturated: u64,
+    pub no_proposal: u64,
+    pub invalid_ke: u64,
+    pub auth_failed: u64,
+    pub ts_unacceptable: u64,
+    pub half_open_expired: u64,
+    pub ike_sas_established: u64,
+    pub child_sas_created: u64,
+    pub child_sas_rekeyed: u64,
+    pub ike_sas_rekeyed: u64,
+    pub deletes: u64,
+    pub idle_expired: u64,
+}
+
+/// The secret behind cookies, replaced now and then; the one before stays
+/// valid for a while so that a retrying initiator is not refused (§2.6).
+pub(super) struct CookieSecret {
+    pub version: u8,
+    pub current: [u8; 32],
+    pub previous: [u8; 32],
+    pub since: Instant,
+}
+
+pub(super) const COOKIE_SECRET_LIFETIME: Duration = Duration::from_secs(120);
+
+pub struct Responder {
+    pub(super) settings: Settings,
+    pub(super) local_id: Identity,
+    pub(super) credentials: Credentials,
+    pub(super) trust: Trust,
+    pub(super) tenants: Tenants,
+    pub(super) spis: SpiPool,
+    pub(super) sas: HashMap<u64, IkeSa>,
+    /// Half-open SAs by (SPIi, source address): retransmitted IKE_SA_INIT
+    /// requests find their answer here (§2.1).
+    pub(super) half_open: HashMap<(u64, IpAddr), u64>,
+    pub(super) half_open_per_source: HashMap<IpAddr, usize>,
+    pub(super) cookie: CookieSecret,
+    pub counters: Counters,
+}
+
+impl Responder {
+    pub fn new(settings: Settings, local_id: Identity, credentials: Credentials, trust: Trust, tenants: Tenants, workers: usize, now: Instant) -> Responder {
+        let mut secret = [0u8; 32];
+        openssl::rand::rand_bytes(&mut secret).expect("random cookie secret");
+        Responder {
+            settings,
+            local_id,
+            credentials,
+            trust,
+            tenants,
+            spis: SpiPool::new(workers),
+            sas: HashMap::new(),
+            half_open: HashMap::new(),
+            half_open_per_source: HashMap::new(),
+            cookie: CookieSecret { version: 0, current: secret, previous: secret, since: now },
+            counters: Counters::default(),
+        }
+    }
+
+    /// Replaces the tenant registry and trust (a config reload): SAs stay.
+    pub fn reconfigure(&mut self, settings: Settings, tenants: Tenants, trust: Trust) {
+        self.settings = settings;
+        self.tenants = tenants;
+        self.trust = trust;
+    }
+
+    pub fn ike_sa_count(&self) -> usize {
+        self.sas.len()
+    }
+
+    pub fn half_open_count(&self) -> usize {
+        self.half_open.len()
+    }
+
+    /// Every CHILD_SA, with what it takes to install it again (after a
+    /// dataplane restart).
+    pub fn children(&self) -> impl Iterator<Item = (&IkeSa, &ChildSa)> {
+        self.sas.values().flat_map(|sa| sa.children.iter().map(move |c| (sa, c)))
+    }
+
+    /// One datagram from `from` to our `to` (UDP 500, or 4500 with the
+    /// non-ESP marker already removed).
+    pub fn handle(&mut self, now: Instant, from: SocketAddr, to: SocketAddr, datagram: &[u8], out: &mut Vec<Event>) {
+        let message = match wire::parse(datagram) {
+            Ok(m) => m,
+            Err(e) => {
+                self.counters.malformed += 1;
+                // An IKE_SA_INIT request may be told what is wrong, unprotected (§2.21.1).
+                if let Some(h) = datagram.first_chunk::<28>() {
+                    let is_init_request = h[18] == IKE_SA_INIT && h[19] & FLAG_RESPONSE == 0 && h[8..16] == [0; 8];
+                    if is_init_request {
+                        let spi_i = u64::from_be_bytes(h[0..8].try_into().expect("8 bytes"));
+                        out.push(Event::Send { from: to, to: from, datagram: unprotected_notify(spi_i, 0, e.notify(), &[]) });
+                    }
+                }
+                return;
+            }
+        };
+        // We send no requests yet, so every response is unexpected.
+        if message.header.is_response() || !message.header.from_initiator() {
+            self.counters.malformed += 1;
+            return;
+        }
+        if message.header.exchange == IKE_SA_INIT {
+            if message.header.responder_spi == 0 && message.header.message_id == 0 {
+                self.sa_init(now, from, to, datagram, &message, out);
+            } else {
+                self.counters.malformed += 1;
+            }
+            return;
+        }
+        // Everything else belongs to an IKE SA; take it out while it is worked on.
+        let spi_r = message.header.responder_spi;
+        let Some(mut sa) = self.sas.remove(&spi_r) else {
+            self.counters.unknown_spi += 1;
+            return;
+        };
+        let keep = self.protected(now, from, to, datagram, &message, &mut sa, out);
+        if keep {
+            self.sas.insert(spi_r, sa);
+        } else {
+            self.forget(sa, out);
+        }
+    }
+
+    /// A request within an IKE SA: retransmission, Message ID and integrity
+    /// checks, then the exchange. Returns whether the SA lives on.
+    fn protected(&mut self, now: Instant, from: SocketAddr, to: SocketAddr, datagram: &[u8], message: &Message, sa: &mut IkeSa, out: &mut Vec<Event>) -> bool {
+        let h = message.header;
+        if h.initiator_spi != sa.spi_i {
+            self.counters.unknown_spi += 1;
+            return true;
+        }
+        let Some(sk) = message.payloads.last().filter(|p| matches!(p.kind, ENCRYPTED | ENCRYPTED_FRAGMENT)) else {
+            self.counters.malformed += 1;
+            return true;
+        };
+        if let Some((id, datagrams)) = &sa.last_response {
+            if *id == h.message_id {
+                // §2.1: answer a retransmitted request with the same
+                // response; with fragments, only on the first one (RFC 7383 §2.6.1).
+                let first_fragment = sk.kind == ENCRYPTED || sk.body.get(..2) == Some(&[0, 1]);
+                if first_fragment && protect::authentic(sa.protection, sa.keys_in(), datagram, sk) {
+                    self.counters.retransmits_answered += 1;
+                    out.extend(datagrams.iter().map(|d| Event::Send { from: sa.local, to: sa.peer, datagram: d.clone() }));
+                }
+                return true;
+            }
+        }
+        if h.message_id != sa.next_request {
+            self.counters.unexpected_message_id += 1;
+            return true;
+        }
+        let (first, plain) = if sk.kind == ENCRYPTED {
+            match protect::open(sa.protection, sa.keys_in(), datagram, sk) {
+                Ok(plain) => (sk.inner_next, plain),
+                Err(_) => {
+                    self.counters.integrity_failures += 1;
+                    return true;
+                }
+            }
+        } else {
+            let keys = protect::Keys { encryption: &sa.keys.sk_ei, integrity: &sa.keys.sk_ai };
+            match sa.reassembly.add(sa.protection, keys, datagram, h.message_id, sk) {
+                Ok(Some(whole)) => whole,
+                Ok(None) => return true,
+                Err(_) => {
+                    self.counters.integrity_failures += 1;
+                    return true;
+                }
+            }
+        };
+        // Authenticated: the peer is alive, and behind a NAT it may have
+        // moved (§2.23); answer where it now is.
+        sa.last_heard = now;
+        if sa.nat {
+            sa.peer = from;
+        }
+        sa.local = to;
+        let payloads = match wire::chain(first, &plain) {
+            Ok(p) => p,
+            Err(e) => {
+                self.counters.malformed += 1;
+                let mut chain = Chain::new();
+                chain.push(wire::NOTIFY, super::payloads::notify_body(e.notify(), &[]));
+                let datagrams = sa.respond(h.exchange, h.message_id, &chain, self.settings.max_datagram);
+                out.extend(datagrams.into_iter().map(|d| Event::Send { from: sa.local, to: sa.peer, datagram: d }));
+                return matches!(sa.phase, Phase::Established { .. });
+            }
+        };
+        match (h.exchange, &sa.phase) {
+            (wire::IKE_AUTH, Phase::HalfOpen { .. }) => self.ike_auth(now, h.message_id, &payloads, sa, out),
+            (wire::CREATE_CHILD_SA, Phase::Established { .. }) => self.create_child_sa(now, h.message_id, &payloads, sa, out),
+            (wire::INFORMATIONAL, Phase::Established { .. }) => self.informational(h.message_id, &payloads, sa, out),
+            _ => {
+                self.counters.malformed += 1;
+                true
+            }
+        }
+    }
+
+    /// Drops an IKE SA and everything hanging off it.
+    pub(super) fn forget(&mut self, sa: IkeSa, out: &mut Vec<Event>) {
+        if let Phase::HalfOpen { .. } = sa.phase {
+            self.forget_half_open(sa.spi_i, sa.peer.ip());
+        }
+        let tenant = sa.tenant().unwrap_or_default().to_string();
+        for child in &sa.children {
+            self.spis.release(child.inbound_spi);
+            out.push(Event::ChildDown { tenant: tenant.clone(), inbound_spi: child.inbound_spi, outbound_spi: child.outbound_spi });
+        }
+    }
+
+    pub(super) fn forget_half_open(&mut self, spi_i: u64, source: IpAddr) {
+        if self.half_open.remove(&(spi_i, source)).is_some() {
+            if let Some(n) = self.half_open_per_source.get_mut(&source) {
+                *n -= 1;
+                if *n == 0 {
+                    self.half_open_per_source.remove(&source);
+                }
+            }
+        }
+    }
+
+    /// Timers: half-open SAs that never finished, silent peers, the cookie secret.
+    pub fn tick(&mut self, now: Instant, out: &mut Vec<Event>) {
+        let half_open_timeout = self.settings.half_open_timeout;
+        let idle_timeout = self.settings.idle_timeout;
+        let expired: Vec<u64> = self
+            .sas
+            .values()
+            .filter(|sa| match sa.phase {
+                Phase::HalfOpen { .. } => now.duration_since(sa.created) > half_open_timeout,
+                Phase::Established { .. } => now.duration_since(sa.last_heard) > idle_timeout,
+            })
+            .map(|sa| sa.spi_r)
+            .collect();
+        for spi in expired {
+            let sa = self.sas.remove(&spi).expect("listed above");
+            match sa.phase {
+                Phase::HalfOpen { .. } => self.counters.half_open_expired += 1,
+                Phase::Established { .. } => {
+                    self.counters.idle_expired += 1;
+                    out.push(Event::Log(format!("ike_sa {:016x} of {} silent for {}s: dropped", sa.spi_r, sa.tenant().unwrap_or("?"), idle_timeout.as_secs())));
+                }
+            }
+            self.forget(sa, out);
+        }
+        if now.duration_since(self.cookie.since) > COOKIE_SECRET_LIFETIME {
+            let mut secret = [0u8; 32];
+            openssl::rand::rand_bytes(&mut secret).expect("random cookie secret");
+            self.cookie = CookieSecret { version: self.cookie.version.wrapping_add(1), current: secret, previous: self.cookie.current, since: now };
+        }
+    }
+}
+
+/// An unprotected response carrying one notify (to an IKE_SA_INIT request).
+pub(super) fn unprotected_notify(spi_i: u64, spi_r: u64, kind: u16, data: &[u8]) -> Vec<u8> {
+    let mut buf = vec![0u8; 64 + data.len()];
+    let header = Header { initiator_spi: spi_i, responder_spi: spi_r, next_payload: 0, minor_version: 0, exchange: IKE_SA_INIT, flags: FLAG_RESPONSE, message_id: 0, length: 0 };
+    let mut w = wire::Writer::new(&mut buf, header).expect("room for a header");
+    w.payload(wire::NOTIFY, false, &super::payloads::notify_body(kind, data)).expect("room for a notify");
+    w.finish().to_vec()
+}
