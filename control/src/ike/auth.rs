@@ -121,7 +121,7 @@ pub fn verify<T: HasPublic>(key: &PKeyRef<T>, method: u8, data: &[u8], octets: &
                 AUTH_ECDSA_SHA384_P384 => MessageDigest::sha384(),
                 _ => MessageDigest::sha512(),
             };
-            if data.is_empty() || data.len() % 2 != 0 {
+            if data.is_empty() || !data.len().is_multiple_of(2) {
                 return Err(AuthError::BadSignature);
             }
             let (r, s) = data.split_at(data.len() / 2);

@@ -247,11 +247,10 @@ pub(super) fn child_request<'a>(payloads: &[Payload<'a>]) -> ChildRequest<'a> {
             wire::SA => request.sa = Some(p.body),
             wire::TSI => request.tsi = Some(p.body),
             wire::TSR => request.tsr = Some(p.body),
-            wire::NOTIFY => {
-                if Notify::parse(p.body).is_ok_and(|n| n.kind == payloads::USE_TRANSPORT_MODE) {
+            wire::NOTIFY
+                if Notify::parse(p.body).is_ok_and(|n| n.kind == payloads::USE_TRANSPORT_MODE) => {
                     request.transport_mode = true;
                 }
-            }
             _ => {}
         }
     }

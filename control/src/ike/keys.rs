@@ -46,7 +46,7 @@ impl Prf {
     }
 
     /// Bytes of output, and of the keys SK_d, SK_pi and SK_pr.
-    pub fn len(self) -> usize {
+    pub fn output_len(self) -> usize {
         match self {
             Prf::HmacSha256 => 32,
             Prf::HmacSha384 => 48,
@@ -62,8 +62,8 @@ impl Prf {
     /// prf+ (§2.13): T1 = prf(K, S | 0x01), Tn = prf(K, Tn-1 | S | n),
     /// output T1 | T2 | ... cut to `len` bytes. At most 255 blocks.
     pub fn prf_plus(self, key: &[u8], seed: &[&[u8]], len: usize) -> Vec<u8> {
-        assert!(len <= 255 * self.len(), "prf+ gives at most 255 blocks");
-        let mut out = Vec::with_capacity(len + self.len());
+        assert!(len <= 255 * self.output_len(), "prf+ gives at most 255 blocks");
+        let mut out = Vec::with_capacity(len + self.output_len());
         let mut previous: Vec<u8> = Vec::new();
         let mut counter = 1u8;
         while out.len() < len {
@@ -128,18 +128,18 @@ impl IkeKeys {
             key.to_vec()
         };
         IkeKeys {
-            sk_d: take(prf.len()),
+            sk_d: take(prf.output_len()),
             sk_ai: take(lengths.integrity),
             sk_ar: take(lengths.integrity),
             sk_ei: take(lengths.encryption),
             sk_er: take(lengths.encryption),
-            sk_pi: take(prf.len()),
-            sk_pr: take(prf.len()),
+            sk_pi: take(prf.output_len()),
+            sk_pr: take(prf.output_len()),
         }
     }
 
     fn keymat_len(prf: Prf, lengths: KeyLengths) -> usize {
-        3 * prf.len() + 2 * lengths.integrity + 2 * lengths.encryption
+        3 * prf.output_len() + 2 * lengths.integrity + 2 * lengths.encryption
     }
 
     /// The keys of a new IKE SA (§2.14):
@@ -153,6 +153,7 @@ impl IkeKeys {
     /// The keys of an IKE SA that rekeys this one (§2.18), with `prf` the new SA's:
     /// SKEYSEED = prf(SK_d (old), g^ir (new) | Ni | Nr); the split as in §2.14
     /// with the new SA's nonces and SPIs.
+    #[allow(clippy::too_many_arguments)]
     pub fn rekey(&self, old_prf: Prf, prf: Prf, lengths: KeyLengths, shared: &[u8], ni: &[u8], nr: &[u8], spi_i: u64, spi_r: u64) -> IkeKeys {
         let skeyseed = old_prf.prf(&self.sk_d, &[shared, ni, nr]);
         Self::expand(prf, lengths, &skeyseed, ni, nr, spi_i, spi_r)
@@ -232,7 +233,7 @@ mod tests {
             let rekeyed = keys.rekey(prf, prf, lengths, &gir_new, &ni, &nr, spi_i, spi_r);
             let skeyseed_rekey = field("SKEYSEED(Rekey)").unwrap();
             assert_eq!(prf.prf(&keys.sk_d, &[&gir_new, &ni, &nr]), skeyseed_rekey);
-            assert_eq!(rekeyed.sk_d, prf.prf_plus(&skeyseed_rekey, &[&ni, &nr, &spi_i.to_be_bytes(), &spi_r.to_be_bytes()], prf.len()));
+            assert_eq!(rekeyed.sk_d, prf.prf_plus(&skeyseed_rekey, &[&ni, &nr, &spi_i.to_be_bytes(), &spi_r.to_be_bytes()], prf.output_len()));
             if let (Some(child), Some(child_dh)) = (field("DKM(Child SA)"), field("DKM(Child SA D-H)")) {
                 assert_eq!(keys.child_keymat(prf, None, &ni, &nr, child.len()), child);
                 assert_eq!(keys.child_keymat(prf, Some(&gir_new), &ni, &nr, child_dh.len()), child_dh);

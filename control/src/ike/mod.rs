@@ -6,6 +6,7 @@ pub mod create_child_sa;
 pub mod dh;
 pub mod ike_auth;
 pub mod informational;
+pub mod initiator;
 pub mod keys;
 pub mod payloads;
 pub mod proposal;
@@ -16,3 +17,6 @@ pub mod sa_init;
 pub mod sk;
 pub mod ts;
 pub mod wire;
+
+#[cfg(test)]
+mod tests;

@@ -295,16 +295,16 @@ mod tests {
         assert_eq!(choice.transforms(31).len(), 4);
         assert_eq!(choose_ike(&[cbc_sha1], &[14], 0), None, "SHA-1 PRF and integrity are not offered by us");
         let gcm = Proposal { number: 1, protocol: PROTOCOL_IKE, spi: &[], transforms: vec![t(ENCR, 20, Some(128)), t(PRF, 7, None), t(DH, 19, None)] };
-        assert_eq!(choose_ike(&[gcm.clone()], &[14], 0), None, "no common group");
+        assert_eq!(choose_ike(std::slice::from_ref(&gcm), &[14], 0), None, "no common group");
         assert_eq!(choose_ike(&[gcm], &[14, 19], 0).unwrap().protection, Protection::AesGcm16 { key: 16 });
 
         let spi = [1, 2, 3, 4];
         let esp = Proposal { number: 1, protocol: PROTOCOL_ESP, spi: &spi, transforms: vec![t(ENCR, 20, Some(256)), t(DH, 14, None), t(ESN, 0, None)] };
-        let choice = choose_esp(&[esp.clone()], Some(&[14])).unwrap();
+        let choice = choose_esp(std::slice::from_ref(&esp), Some(&[14])).unwrap();
         assert_eq!((choice.key, choice.esn, choice.peer_spi, choice.groups.clone()), (32, false, 0x01020304, vec![14]));
-        assert_eq!(choose_esp(&[esp.clone()], Some(&[19])), None, "PFS group we do not do");
-        assert_eq!(choose_esp(&[esp.clone()], Some(&[])), None, "PFS asked for, but no KE sent");
-        assert_eq!(choose_esp(&[esp.clone()], None).unwrap().groups, Vec::<u16>::new(), "IKE_AUTH ignores DH");
+        assert_eq!(choose_esp(std::slice::from_ref(&esp), Some(&[19])), None, "PFS group we do not do");
+        assert_eq!(choose_esp(std::slice::from_ref(&esp), Some(&[])), None, "PFS asked for, but no KE sent");
+        assert_eq!(choose_esp(std::slice::from_ref(&esp), None).unwrap().groups, Vec::<u16>::new(), "IKE_AUTH ignores DH");
         let cbc_esp = Proposal { transforms: vec![t(ENCR, 12, Some(128)), t(INTEG, 12, None), t(ESN, 0, None)], ..esp };
         assert_eq!(choose_esp(&[cbc_esp], None), None);
     }

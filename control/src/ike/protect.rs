@@ -77,6 +77,7 @@ pub fn seal(protection: Protection, keys: Keys, iv_counter: &mut u64, header: He
         .collect()
 }
 
+#[allow(clippy::too_many_arguments)]
 fn seal_one(protection: Protection, keys: Keys, iv_counter: &mut u64, header: Header, kind: u8, next: u8, numbering: Option<(u16, u16)>, plain: &[u8]) -> Vec<u8> {
     let extra = if numbering.is_some() { 4 } else { 0 };
     let payload_len = PAYLOAD_HEADER_LEN + extra + protection.body_len(plain.len());

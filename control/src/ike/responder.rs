@@ -206,6 +206,7 @@ impl Responder {
 
     /// A request within an IKE SA: retransmission, Message ID and integrity
     /// checks, then the exchange. Returns whether the SA lives on.
+    #[allow(clippy::too_many_arguments)]
     fn protected(&mut self, now: Instant, from: SocketAddr, to: SocketAddr, datagram: &[u8], message: &Message, sa: &mut IkeSa, out: &mut Vec<Event>) -> bool {
         let h = message.header;
         if h.initiator_spi != sa.spi_i {

@@ -197,7 +197,7 @@ impl Protection {
             }
             Protection::AesCbc { key, integrity } => {
                 let icv_len = integrity.icv_len();
-                if body.len() < CBC_IV + 16 + icv_len || (body.len() - CBC_IV - icv_len) % 16 != 0 {
+                if body.len() < CBC_IV + 16 + icv_len || !(body.len() - CBC_IV - icv_len).is_multiple_of(16) {
                     return Err(OpenError::Short);
                 }
                 let (covered, icv) = message.split_at(message.len() - icv_len);

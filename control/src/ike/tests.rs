@@ -1,0 +1,397 @@
+//! The responder against our initiator, in one process: whole handshakes,
+//! rekeys and deletes, and every refusal RFC 7296 names.
+
+use super::initiator::{InitReply, Initiator, InitiatorConfig};
+use super::keys::Prf;
+use super::payloads;
+use super::responder::{Event, Responder, Settings};
+use super::sk::{Integrity, Protection};
+use super::ts::TrafficSelector;
+use super::wire;
+use crate::pki::identity::Identity;
+use crate::pki::issue::{Authority, KeyKind};
+use crate::pki::{Credentials, Trust};
+use crate::tenants::{Tenant, Tenants};
+use openssl::pkey::{PKey, Private};
+use openssl::x509::X509;
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// One PKI for all tests (RSA keys take a while to make).
+struct Pki {
+    ca: Authority,
+    gateway: (X509, PKey<Private>),
+    clinic: (X509, PKey<Private>),
+    clinic_ec: (X509, PKey<Private>),
+    expired: (X509, PKey<Private>),
+    stranger: (X509, PKey<Private>),
+    foreign: (X509, PKey<Private>),
+}
+
+fn pki() -> &'static Pki {
+    static PKI: OnceLock<Pki> = OnceLock::new();
+    PKI.get_or_init(|| {
+        let ca = Authority::new("Sekisho Test CA", KeyKind::Rsa2048);
+        let other = Authority::new("Other CA", KeyKind::EcdsaP256);
+        Pki {
+            gateway: ca.issue("gw.sekisho.example", KeyKind::Rsa2048, -1, 365),
+            clinic: ca.issue("clinic1.example", KeyKind::Rsa2048, -1, 365),
+            clinic_ec: ca.issue("clinic2.example", KeyKind::EcdsaP256, -1, 365),
+            expired: ca.issue("clinic1.example", KeyKind::EcdsaP256, -30, -2),
+            stranger: ca.issue("stranger.example", KeyKind::EcdsaP256, -1, 365),
+            foreign: other.issue("clinic1.example", KeyKind::EcdsaP256, -1, 365),
+            ca,
+        }
+    })
+}
+
+const GATEWAY: &str = "[2001:db8::1]:500";
+const CLINIC: &str = "[2001:db8:c::2]:500";
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn responder(settings: Settings) -> Responder {
+    let p = pki();
+    let credentials = Credentials { key: p.gateway.1.clone(), cert: p.gateway.0.clone(), chain: vec![] };
+    let trust = Trust::new(vec![p.ca.cert.clone()], vec![]).unwrap();
+    let tenants = Tenants::new(vec![
+        Tenant { name: "clinic-1".into(), identities: vec![Identity::from_config("clinic1.example").unwrap()], subnets: vec!["192.168.1.0/24".parse().unwrap()], worker: 1 },
+        Tenant { name: "clinic-2".into(), identities: vec![Identity::from_config("clinic2.example").unwrap()], subnets: vec!["192.168.1.0/24".parse().unwrap()], worker: 0 },
+    ]);
+    Responder::new(settings, Identity::from_config("gw.sekisho.example").unwrap(), credentials, trust, tenants, 2, Instant::now())
+}
+
+fn v4(start: &str, end: &str) -> TrafficSelector {
+    TrafficSelector { protocol: 0, start_port: 0, end_port: 65535, start: start.parse().unwrap(), end: end.parse().unwrap() }
+}
+
+fn initiator(identity: &str, (cert, key): &(X509, PKey<Private>)) -> Initiator {
+    Initiator::new(InitiatorConfig {
+        id: Identity::from_config(identity).unwrap(),
+        key: key.clone(),
+        cert: cert.clone(),
+        group: 14,
+        groups: vec![14],
+        protection: Protection::AesGcm16 { key: 32 },
+        prf: Prf::HmacSha256,
+        esp_key: 16,
+        clinic: vec![v4("0.0.0.0", "255.255.255.255")],
+        inside: vec![v4("0.0.0.0", "255.255.255.255")],
+        fragmentation: true,
+        signature_hashes: true,
+        responder_id: None,
+    })
+}
+
+/// Sends datagrams to the responder; what it sends back, and the rest of its events.
+fn deliver(r: &mut Responder, datagrams: &[Vec<u8>]) -> (Vec<Vec<u8>>, Vec<Event>) {
+    let mut events = Vec::new();
+    for d in datagrams {
+        r.handle(Instant::now(), addr(CLINIC), addr(GATEWAY), d, &mut events);
+    }
+    let (sends, rest): (Vec<Event>, Vec<Event>) = events.into_iter().partition(|e| matches!(e, Event::Send { .. }));
+    let sent = sends
+        .into_iter()
+        .map(|e| match e {
+            Event::Send { datagram, to, .. } => {
+                assert_eq!(to, addr(CLINIC));
+                datagram
+            }
+            _ => unreachable!(),
+        })
+        .collect();
+    (sent, rest)
+}
+
+/// The initiator reads the responder's datagrams: the inner payloads.
+fn receive(i: &mut Initiator, datagrams: &[Vec<u8>]) -> Vec<(u8, Vec<u8>)> {
+    let mut done = None;
+    for d in datagrams {
+        if let Some(p) = i.response(d).unwrap() {
+            done = Some(p);
+        }
+    }
+    done.expect("a whole response")
+}
+
+fn sa_init(r: &mut Responder, i: &mut Initiator) -> InitReply {
+    let request = i.sa_init_request(None, addr(CLINIC), addr(GATEWAY));
+    let (sent, _) = deliver(r, &[request]);
+    i.sa_init_response(&sent[0]).unwrap()
+}
+
+fn child_ups(events: &[Event]) -> Vec<(String, u8, super::sa::ChildSa, Option<u32>, bool)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::ChildUp { tenant, worker, child, replaces, nat, .. } => Some((tenant.clone(), *worker, child.clone(), *replaces, *nat)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn logs(events: &[Event]) -> Vec<String> {
+    events.iter().filter_map(|e| if let Event::Log(l) = e { Some(l.clone()) } else { None }).collect()
+}
+
+/// A whole handshake; the initiator and the CHILD_SA the responder installed.
+fn connect(r: &mut Responder, mut i: Initiator, max_datagram: usize) -> (Initiator, super::sa::ChildSa) {
+    assert_eq!(sa_init(r, &mut i), InitReply::Done);
+    let request = i.auth_request(max_datagram);
+    let (sent, events) = deliver(r, &request);
+    let payloads = receive(&mut i, &sent);
+    let child = i.auth_response(&payloads).unwrap();
+    let ups = child_ups(&events);
+    assert_eq!(ups.len(), 1, "{:?}", logs(&events));
+    let installed = ups[0].2.clone();
+    // Both ends derived the same keys, each direction.
+    assert_eq!((installed.inbound_key.clone(), installed.outbound_key.clone()), (child.key_out.clone(), child.key_in.clone()));
+    assert_eq!((installed.inbound_spi, installed.outbound_spi), (child.their_spi, child.our_spi));
+    (i, installed)
+}
+
+#[test]
+fn a_clinic_connects_with_dh14_and_rsa_and_gets_its_subnets_only() {
+    let mut r = responder(Settings::default());
+    let (i, child) = connect(&mut r, initiator("clinic1.example", &pki().clinic), 1232);
+    // TSi narrowed to the tenant's declared subnet (§2.9); TSr to the inside.
+    assert_eq!(child.clinic, vec![v4("192.168.1.0", "192.168.1.255")]);
+    assert_eq!(i.children[0].clinic, child.clinic);
+    assert_eq!(child.inbound_key.len(), 20, "AES-128 key and salt");
+    assert_eq!(sekisho_dataplane::sad::SpiParts::decode(child.inbound_spi).core, 1, "the tenant's worker owns the SA");
+    assert_eq!((r.ike_sa_count(), r.half_open_count(), r.counters.ike_sas_established), (1, 0, 1));
+}
+
+#[test]
+fn other_groups_ciphers_and_key_types_work_too() {
+    for (group, protection, who, pki_pair, hashes) in [
+        (19, Protection::AesGcm16 { key: 16 }, "clinic2.example", &pki().clinic_ec, true),
+        (31, Protection::AesCbc { key: 32, integrity: Integrity::Sha256_128 }, "clinic1.example", &pki().clinic, false),
+        (14, Protection::AesCbc { key: 16, integrity: Integrity::Sha512_256 }, "clinic2.example", &pki().clinic_ec, false),
+    ] {
+        let mut r = responder(Settings::default());
+        let mut i = initiator(who, pki_pair);
+        i.config.groups = vec![group];
+        i.config.group = group;
+        i.config.protection = protection;
+        i.config.prf = Prf::HmacSha384;
+        i.config.signature_hashes = hashes;
+        let i = Initiator::new(i.config);
+        let (i, _) = connect(&mut r, i, 1232);
+        assert_eq!(i.children.len(), 1, "group {group} {protection:?}");
+    }
+}
+
+#[test]
+fn a_certificate_sized_ike_auth_is_fragmented_both_ways() {
+    let mut r = responder(Settings { max_datagram: 500, ..Settings::default() });
+    let mut i = initiator("clinic1.example", &pki().clinic);
+    assert_eq!(sa_init(&mut r, &mut i), InitReply::Done);
+    let request = i.auth_request(500);
+    assert!(request.len() >= 3, "RSA certificate in {} fragments", request.len());
+    // Fragments arrive out of order.
+    let reversed: Vec<Vec<u8>> = request.iter().rev().cloned().collect();
+    let (sent, _) = deliver(&mut r, &reversed);
+    assert!(sent.len() >= 3 && sent.iter().all(|d| d.len() <= 500));
+    let payloads = receive(&mut i, &sent);
+    i.auth_response(&payloads).unwrap();
+    // A retransmitted request (its first fragment) gets every fragment again.
+    i.next_message_id -= 1;
+    let (again, _) = deliver(&mut r, &request[..1]);
+    assert_eq!(again, sent);
+    assert_eq!(r.counters.retransmits_answered, 1);
+}
+
+#[test]
+fn invalid_ke_cookies_and_saturation() {
+    // The initiator guesses P-256; we want MODP-2048 first (§1.3).
+    let mut r = responder(Settings { dh_groups: vec![14, 19], ..Settings::default() });
+    let mut i = initiator("clinic1.example", &pki().clinic);
+    i.config.groups = vec![31, 14];
+    i.config.group = 31;
+    let mut i = Initiator::new(i.config);
+    assert_eq!(sa_init(&mut r, &mut i), InitReply::InvalidKe(14));
+    assert_eq!(sa_init(&mut r, &mut i), InitReply::Done);
+    assert_eq!(r.counters.invalid_ke, 1);
+
+    // Above the threshold, state only for requests that return our cookie (§2.6).
+    let mut r = responder(Settings { cookie_threshold: 0, ..Settings::default() });
+    let mut i = initiator("clinic1.example", &pki().clinic);
+    let InitReply::Cookie(cookie) = sa_init(&mut r, &mut i) else { panic!("no cookie asked") };
+    assert_eq!(r.half_open_count(), 0);
+    let mut forged = cookie.clone();
+    forged[5] ^= 1;
+    let request = i.sa_init_request(Some(&forged), addr(CLINIC), addr(GATEWAY));
+    let (sent, _) = deliver(&mut r, &[request]);
+    assert!(matches!(i.sa_init_response(&sent[0]).unwrap(), InitReply::Cookie(_)));
+    let request = i.sa_init_request(Some(&cookie), addr(CLINIC), addr(GATEWAY));
+    let (sent, _) = deliver(&mut r, &[request]);
+    assert_eq!(i.sa_init_response(&sent[0]).unwrap(), InitReply::Done);
+    assert_eq!((r.half_open_count(), r.counters.cookies_sent, r.counters.cookies_invalid), (1, 2, 1));
+
+    // Per source address, and a hard ceiling past which requests are dropped.
+    let mut r = responder(Settings { cookie_threshold_per_source: 2, max_half_open: 3, ..Settings::default() });
+    for n in 0..5 {
+        let mut i = initiator("clinic1.example", &pki().clinic);
+        let reply = sa_init(&mut r, &mut i);
+        assert_eq!(matches!(reply, InitReply::Cookie(_)), n >= 2, "{n}");
+    }
+    let mut events = Vec::new();
+    for n in 0..3 {
+        let mut i = initiator("clinic1.example", &pki().clinic);
+        let request = i.sa_init_request(None, addr(CLINIC), addr(GATEWAY));
+        let source: SocketAddr = format!("[2001:db8:d::{n}]:500").parse().unwrap();
+        r.handle(Instant::now(), source, addr(GATEWAY), &request, &mut events);
+    }
+    assert_eq!((r.half_open_count(), r.counters.dropped_saturated), (3, 2));
+    // Half-open SAs time out and free their places.
+    r.tick(Instant::now() + Duration::from_secs(31), &mut events);
+    assert_eq!((r.half_open_count(), r.ike_sa_count(), r.counters.half_open_expired), (0, 0, 3));
+}
+
+#[test]
+fn malformed_and_unacceptable_requests_get_the_notify_the_rfc_names() {
+    let mut r = responder(Settings::default());
+    let mut i = initiator("clinic1.example", &pki().clinic);
+    let mut request = i.sa_init_request(None, addr(CLINIC), addr(GATEWAY));
+    // A payload length past the end: INVALID_SYNTAX, unprotected.
+    request[wire::HEADER_LEN + 3] = 0xff;
+    let (sent, _) = deliver(&mut r, &[request]);
+    assert_eq!(i.sa_init_response(&sent[0]).unwrap(), InitReply::Error(payloads::INVALID_SYNTAX));
+    // Only algorithms we do not do: NO_PROPOSAL_CHOSEN.
+    let mut i = initiator("clinic1.example", &pki().clinic);
+    i.config.groups = vec![14];
+    i.config.prf = Prf::HmacSha256;
+    let mut r = responder(Settings { dh_groups: vec![19], ..Settings::default() });
+    let reply = sa_init(&mut r, &mut i);
+    assert_eq!(reply, InitReply::Error(payloads::NO_PROPOSAL_CHOSEN));
+    assert_eq!((r.counters.no_proposal, r.half_open_count()), (1, 0));
+}
+
+/// IKE_AUTH refused: the notify the initiator reads, and the log line.
+fn refused(identity: &str, pair: &(X509, PKey<Private>), sign_with: Option<&PKey<Private>>) -> (String, String) {
+    let mut r = responder(Settings::default());
+    let mut i = initiator(identity, pair);
+    if let Some(key) = sign_with {
+        i.config.key = key.clone();
+    }
+    assert_eq!(sa_init(&mut r, &mut i), InitReply::Done);
+    let request = i.auth_request(1232);
+    let (sent, events) = deliver(&mut r, &request);
+    let payloads = receive(&mut i, &sent);
+    let error = i.auth_response(&payloads).unwrap_err();
+    assert_eq!((r.ike_sa_count(), r.counters.auth_failed), (0, 1), "the IKE SA is gone");
+    assert!(child_ups(&events).is_empty());
+    (error, logs(&events).join("\n"))
+}
+
+#[test]
+fn wrong_ca_expired_certificate_unknown_identity_and_bad_signature_are_refused() {
+    let p = pki();
+    let failed = format!("notify {}", payloads::AUTHENTICATION_FAILED);
+    let (notify, log) = refused("clinic1.example", &p.foreign, None);
+    assert_eq!(notify, failed);
+    assert!(log.contains("certificate refused") && log.contains("unable to get local issuer"), "{log}");
+    let (notify, log) = refused("clinic1.example", &p.expired, None);
+    assert!(notify == failed && log.contains("expired"), "{log}");
+    let (notify, log) = refused("stranger.example", &p.stranger, None);
+    assert!(notify == failed && log.contains("`stranger.example` is no tenant's"), "{log}");
+    let (notify, log) = refused("clinic2.example", &p.clinic, None);
+    assert!(notify == failed && log.contains("neither the subject nor a subjectAltName"), "{log}");
+    let (notify, log) = refused("clinic1.example", &p.clinic, Some(&p.clinic_ec.1));
+    assert!(notify == failed && log.contains("AUTH refused"), "{log}");
+}
+
+#[test]
+fn selectors_outside_the_tenants_subnets_are_unacceptable() {
+    let mut r = responder(Settings::default());
+    let mut i = initiator("clinic1.example", &pki().clinic);
+    i.config.clinic = vec![v4("10.0.0.0", "10.0.0.255")];
+    let mut i = Initiator::new(i.config);
+    assert_eq!(sa_init(&mut r, &mut i), InitReply::Done);
+    let (sent, events) = deliver(&mut r, &i.auth_request(1232));
+    let payloads = receive(&mut i, &sent);
+    assert_eq!(i.auth_response(&payloads).unwrap_err(), format!("notify {}", payloads::TS_UNACCEPTABLE));
+    // The IKE SA stands; only the CHILD_SA was refused (§1.2).
+    assert!(child_ups(&events).is_empty());
+    assert_eq!((r.ike_sa_count(), r.counters.ts_unacceptable), (1, 1));
+}
+
+#[test]
+fn child_and_ike_rekeys_then_deletes() {
+    let mut r = responder(Settings::default());
+    let (mut i, first) = connect(&mut r, initiator("clinic1.example", &pki().clinic), 1232);
+
+    // Without a KE, while policy requires PFS: NO_PROPOSAL_CHOSEN, nothing changes.
+    let (sent, events) = deliver(&mut r, &i.rekey_child_request(first.inbound_spi, false, 1232));
+    let payloads = receive(&mut i, &sent);
+    assert_eq!(i.rekey_child_response(&payloads).unwrap_err(), format!("notify {}", payloads::NO_PROPOSAL_CHOSEN));
+    assert!(logs(&events)[0].contains("PFS is required"));
+
+    // With PFS: a new CHILD_SA with new keys that replaces the old one, which stays until deleted.
+    let (sent, events) = deliver(&mut r, &i.rekey_child_request(first.inbound_spi, true, 1232));
+    let payloads = receive(&mut i, &sent);
+    let rekeyed = i.rekey_child_response(&payloads).unwrap();
+    let ups = child_ups(&events);
+    assert_eq!(ups.len(), 1);
+    let (_, _, installed, replaces, _) = &ups[0];
+    assert_eq!((*replaces, installed.pfs_group), (Some(first.inbound_spi), Some(14)));
+    assert_eq!((installed.inbound_key.clone(), installed.outbound_key.clone()), (rekeyed.key_out.clone(), rekeyed.key_in.clone()));
+    assert_ne!(installed.inbound_key, first.inbound_key);
+    assert_eq!(r.children().count(), 2);
+
+    // The initiator of the rekey deletes the old CHILD_SA (§2.8).
+    let (sent, events) = deliver(&mut r, &i.delete_child_request(first.inbound_spi, 1232));
+    let payloads = receive(&mut i, &sent);
+    assert_eq!(payloads[0].0, wire::DELETE);
+    assert!(events.iter().any(|e| matches!(e, Event::ChildDown { inbound_spi, .. } if *inbound_spi == first.inbound_spi)));
+    assert_eq!(r.children().count(), 1);
+
+    // IKE SA rekey: the CHILD_SA moves to the new IKE SA.
+    let (sent, _) = deliver(&mut r, &i.rekey_ike_request(1232));
+    let payloads = receive(&mut i, &sent);
+    let old_spi_r = i.spi_r;
+    let mut old = Initiator::new(initiator("clinic1.example", &pki().clinic).config);
+    old.spi_i = i.spi_i;
+    i.rekey_ike_response(&payloads).unwrap();
+    assert_ne!(i.spi_r, old_spi_r);
+    assert_eq!((r.ike_sa_count(), r.counters.ike_sas_rekeyed), (2, 1));
+    // The new IKE SA carries on: a liveness check, then a delete of everything.
+    let (sent, _) = deliver(&mut r, &i.request(wire::INFORMATIONAL, &super::protect::Chain::new(), 1232));
+    assert!(receive(&mut i, &sent).is_empty());
+    let (sent, events) = deliver(&mut r, &i.delete_ike_request(1232));
+    receive(&mut i, &sent);
+    assert!(events.iter().any(|e| matches!(e, Event::ChildDown { inbound_spi, .. } if *inbound_spi == rekeyed.their_spi)));
+    assert_eq!(r.children().count(), 0);
+    assert_eq!(r.ike_sa_count(), 1, "the old IKE SA waits for its own delete (or its idle timeout)");
+    let mut events = Vec::new();
+    r.tick(Instant::now() + Duration::from_secs(601), &mut events);
+    assert_eq!(r.ike_sa_count(), 0);
+}
+
+#[test]
+fn a_reconnecting_clinic_replaces_its_old_sas_and_requests_are_answered_once() {
+    let mut r = responder(Settings::default());
+    let (_, first) = connect(&mut r, initiator("clinic1.example", &pki().clinic), 1232);
+    // The router rebooted: INITIAL_CONTACT in its new IKE_AUTH drops the old SAs (§2.4).
+    let mut i = initiator("clinic1.example", &pki().clinic);
+    assert_eq!(sa_init(&mut r, &mut i), InitReply::Done);
+    let request = i.auth_request(1232);
+    let (sent, events) = deliver(&mut r, &request);
+    receive(&mut i, &sent);
+    assert!(events.iter().any(|e| matches!(e, Event::ChildDown { inbound_spi, .. } if *inbound_spi == first.inbound_spi)));
+    assert_eq!((r.ike_sa_count(), r.children().count()), (1, 1));
+    // A replayed request is answered with the stored response, not processed again.
+    let (again, events) = deliver(&mut r, &request);
+    assert_eq!(again, sent);
+    assert!(child_ups(&events).is_empty());
+    // A message altered in flight, or with a stale Message ID, is dropped.
+    let mut tampered = i.request(wire::INFORMATIONAL, &super::protect::Chain::new(), 1232);
+    *tampered[0].last_mut().unwrap() ^= 1;
+    let (sent, _) = deliver(&mut r, &tampered);
+    assert!(sent.is_empty());
+    assert_eq!(r.counters.integrity_failures, 1);
+}
