@@ -5,7 +5,7 @@ set -euo pipefail
 
 need_root() { [ "$(id -u)" = 0 ] || { echo "setup: run as root (apt, hugepages, mount)" >&2; exit 1; }; }
 
-packages=(dpdk dpdk-dev libdpdk-dev libipsec-mb-dev pkg-config clang libclang-dev util-linux python3-scapy libssl-dev)
+packages=(dpdk dpdk-dev libdpdk-dev libipsec-mb-dev pkg-config clang libclang-dev util-linux python3-scapy libssl-dev strongswan strongswan-swanctl charon-systemd libcharon-extra-plugins libstrongswan-extra-plugins nftables)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -3,9 +3,11 @@
 //! memory (ARCHITECTURE.md). It reads the packets the dataplane passes to
 //! it (`link`), speaks IKEv2 (`ike`) and checks certificates (`pki`).
 
+pub mod config;
 pub mod fuzzing;
 pub mod ike;
 pub mod link;
 pub mod pki;
 pub mod spis;
 pub mod tenants;
+pub mod udp;

@@ -1,5 +1,7 @@
 //! Helpers for tests that run Sekisho's real binaries as separate processes.
 
+pub mod strongswan;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};

@@ -68,8 +68,29 @@ pub enum Event {
     Log(String),
 }
 
+impl Event {
+    /// One JSON line for the operator's event log (keys never appear).
+    pub fn json(&self) -> Option<String> {
+        let selectors = |list: &[super::ts::TrafficSelector]| list.iter().map(|t| format!("{}-{}", t.start, t.end)).collect::<Vec<_>>();
+        let value = match self {
+            Event::Send { .. } => return None,
+            Event::ChildUp { tenant, worker, peer, local, nat, child, replaces } => serde_json::json!({"child_up": {
+                "tenant": tenant, "worker": worker, "peer": peer.to_string(), "local": local.to_string(), "nat_t": nat,
+                "inbound_spi": format!("{:08x}", child.inbound_spi), "outbound_spi": format!("{:08x}", child.outbound_spi),
+                "esn": child.esn, "clinic": selectors(&child.clinic), "inside": selectors(&child.inside),
+                "pfs_group": child.pfs_group, "replaces": replaces.map(|s| format!("{s:08x}")),
+            }}),
+            Event::ChildDown { tenant, inbound_spi, outbound_spi } => serde_json::json!({"child_down": {
+                "tenant": tenant, "inbound_spi": format!("{inbound_spi:08x}"), "outbound_spi": format!("{outbound_spi:08x}"),
+            }}),
+            Event::Log(line) => serde_json::json!({"log": line}),
+        };
+        Some(value.to_string())
+    }
+}
+
 /// What happened to requests that did not become SAs, by reason.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Counters {
     pub malformed: u64,
     pub unknown_spi: u64,

@@ -1,0 +1,173 @@
+//! IKEv2 interop with strongSwan: a clinic router (strongSwan in its own
+//! network namespace) builds its tunnel to `sekisho-control`, which
+//! listens on its own UDP sockets here (no dataplane in front): over IPv6,
+//! and over IPv4 through a NAT. The tunnel comes up with certificates and
+//! DH group 14, the CHILD_SA and the IKE SA are rekeyed, and deletes clean
+//! up; a clinic with a certificate from another CA is refused.
+
+use sekisho_tests::strongswan::{clinic_connection, link, swanctl_conf, Charon, Netns, TestPki};
+use sekisho_tests::{bin, Scratch};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+/// `sekisho-control run` in a namespace, its events in a file.
+struct Control {
+    child: Child,
+    events: PathBuf,
+}
+
+impl Control {
+    fn start(ns: &Netns, dir: &Path, config: &str, listen: &[&str]) -> Control {
+        let config_path = dir.join("control.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let events = dir.join("events.jsonl");
+        let mut command = ns.command(bin("sekisho-control").to_str().unwrap());
+        command.arg("run").arg("--config").arg(&config_path);
+        for l in listen {
+            command.args(["--listen", l]);
+        }
+        let child = command.stdout(std::fs::File::create(&events).unwrap()).stderr(Stdio::inherit()).spawn().unwrap();
+        let control = Control { child, events };
+        control.wait_for("ready", |v| v.get("ready").is_some());
+        control
+    }
+
+    fn lines(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.events).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    }
+
+    /// Waits for an event line matching `f`; returns it.
+    fn wait_for(&self, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(v) = self.lines().into_iter().find(|v| f(v)) {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "no {what} from sekisho-control; its events:\n{}", std::fs::read_to_string(&self.events).unwrap_or_default());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn logs(&self) -> String {
+        self.lines().iter().filter_map(|v| v["log"].as_str().map(str::to_owned)).collect::<Vec<_>>().join("\n")
+    }
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn control_config(pki: &TestPki) -> String {
+    format!(
+        "[gateway]\nidentity = \"gw.sekisho.example\"\ncertificate = \"{}\"\nkey = \"{}\"\ncas = [\"{}\"]\nworkers = 2\n\n\
+         [ike]\ninside = [\"10.100.0.0/16\"]\n\n\
+         [[tenants]]\nname = \"clinic-1\"\nidentities = [\"clinic1.example\"]\nsubnets = [\"192.168.1.0/24\"]\n",
+        pki.path("gw.pem").display(),
+        pki.path("gw.key").display(),
+        pki.path("ca.pem").display()
+    )
+}
+
+fn child_up(v: &Value) -> Option<&Value> {
+    v.get("child_up")
+}
+
+#[test]
+fn strongswan_over_ipv6_connects_rekeys_and_deletes() {
+    let scratch = Scratch::new("ss-ike6");
+    let pki = TestPki::create(&scratch.path("pki"), &["clinic1.example"], "clinic1.example");
+    let tag = std::process::id() % 100_000;
+    let gw = Netns::new(&format!("ssg6-{tag}"));
+    let clinic = Netns::new(&format!("ssc6-{tag}"));
+    link(&gw, "gw0", "2001:db8:5e::1/64", &clinic, "cl0", "2001:db8:5e::2/64");
+    // kernel-libipsec routes the tunnel from an address inside local_ts.
+    clinic.ip(&["addr", "add", "192.168.1.1/32", "dev", "lo"]);
+    std::fs::create_dir_all(scratch.path("gw")).unwrap();
+    let control = Control::start(&gw, &scratch.path("gw"), &control_config(&pki), &["[2001:db8:5e::1]:500", "[2001:db8:5e::1]:4500"]);
+
+    let conf = swanctl_conf(&[
+        // The clinic asks for two subnets; its tenant declared one of them.
+        clinic_connection("gw", "2001:db8:5e::2", "2001:db8:5e::1", "clinic1.example", "clinic1.example.pem", "192.168.1.0/24,192.168.2.0/24", "10.100.0.0/16"),
+        // Its certificate comes from a CA the gateway does not trust.
+        clinic_connection("bad", "2001:db8:5e::2", "2001:db8:5e::1", "clinic1.example", "foreign.pem", "192.168.1.0/24", "10.100.0.0/16"),
+    ]);
+    let charon = Charon::start(&clinic, &scratch.path("clinic"), &pki, &[("clinic1.example.pem", "clinic1.example.key"), ("foreign.pem", "foreign.key")], &conf);
+
+    let (ok, out) = charon.swanctl(&["--initiate", "--child", "lan", "--ike", "gw"]);
+    assert!(ok, "initiate failed:\n{out}\n{}\ncontrol:\n{}", charon.log(), control.logs());
+    let up = control.wait_for("child_up", |v| child_up(v).is_some());
+    let up = &up["child_up"];
+    assert_eq!(up["tenant"], "clinic-1");
+    assert_eq!(up["clinic"], serde_json::json!(["192.168.1.0-192.168.1.255"]), "narrowed to the declared subnet");
+    assert_eq!(up["inside"], serde_json::json!(["10.100.0.0-10.100.255.255"]));
+    assert_eq!(up["nat_t"], true, "kernel-libipsec always asks for UDP encapsulation");
+    let (_, sas) = charon.swanctl(&["--list-sas"]);
+    assert!(sas.contains("ESTABLISHED") && sas.contains("INSTALLED") && sas.contains("MODP_2048"), "{sas}");
+    assert!(sas.contains("192.168.1.0/24") && !sas.contains("192.168.2.0/24"), "{sas}");
+    let first_spi = up["inbound_spi"].as_str().unwrap().to_owned();
+
+    // CHILD_SA rekey, with PFS (group 14).
+    let (ok, out) = charon.swanctl(&["--rekey", "--child", "lan"]);
+    assert!(ok, "{out}");
+    let rekeyed = control.wait_for("rekeyed child_up", |v| child_up(v).is_some_and(|c| c["replaces"] == first_spi.as_str()));
+    assert_eq!(rekeyed["child_up"]["pfs_group"], 14);
+    control.wait_for("old child_down", |v| v["child_down"]["inbound_spi"] == first_spi.as_str());
+    // IKE SA rekey; the CHILD_SA moves along.
+    let (ok, out) = charon.swanctl(&["--rekey", "--ike", "gw"]);
+    assert!(ok, "{out}");
+    control.wait_for("IKE rekey", |v| v["log"].as_str().is_some_and(|l| l.contains("rekeyed to")));
+    control.wait_for("old IKE SA deleted", |v| v["log"].as_str().is_some_and(|l| l.contains("deleted by the peer")));
+    let (_, sas) = charon.swanctl(&["--list-sas"]);
+    assert!(sas.contains("ESTABLISHED") && sas.contains("INSTALLED"), "{sas}");
+
+    // A delete from the clinic takes the CHILD_SA down at the gateway.
+    let second_spi = rekeyed["child_up"]["inbound_spi"].as_str().unwrap().to_owned();
+    let (ok, out) = charon.swanctl(&["--terminate", "--ike", "gw"]);
+    assert!(ok, "{out}");
+    control.wait_for("last child_down", |v| v["child_down"]["inbound_spi"] == second_spi.as_str());
+
+    // Another CA's certificate: refused, with a log line at the gateway.
+    let (ok, _) = charon.swanctl(&["--initiate", "--child", "lan", "--ike", "bad"]);
+    assert!(!ok, "a foreign certificate was accepted");
+    control.wait_for("refusal", |v| v["log"].as_str().is_some_and(|l| l.contains("certificate refused")));
+    assert!(charon.log().contains("AUTHENTICATION_FAILED"), "{}", charon.log());
+}
+
+#[test]
+fn strongswan_over_ipv4_through_a_nat_uses_nat_traversal() {
+    let scratch = Scratch::new("ss-ike4");
+    let pki = TestPki::create(&scratch.path("pki"), &["clinic1.example"], "stranger.example");
+    let tag = std::process::id() % 100_000;
+    let gw = Netns::new(&format!("ssg4-{tag}"));
+    let nat = Netns::new(&format!("ssn4-{tag}"));
+    let clinic = Netns::new(&format!("ssc4-{tag}"));
+    link(&gw, "gw0", "198.51.100.1/24", &nat, "wan0", "198.51.100.2/24");
+    link(&nat, "lan0", "10.1.0.1/24", &clinic, "cl0", "10.1.0.2/24");
+    clinic.ip(&["route", "add", "default", "via", "10.1.0.1"]);
+    clinic.ip(&["addr", "add", "192.168.1.1/32", "dev", "lo"]);
+    let sysctl = nat.command("sysctl").args(["-qw", "net.ipv4.ip_forward=1"]).status().unwrap();
+    assert!(sysctl.success());
+    for rule in [&["add", "table", "ip", "nat"][..], &["add", "chain", "ip", "nat", "post", "{ type nat hook postrouting priority 100 ; }"], &["add", "rule", "ip", "nat", "post", "oifname", "wan0", "masquerade"]] {
+        assert!(nat.command("nft").args(rule).status().unwrap().success(), "nft {rule:?}");
+    }
+    std::fs::create_dir_all(scratch.path("gw")).unwrap();
+    let control = Control::start(&gw, &scratch.path("gw"), &control_config(&pki), &["198.51.100.1:500", "198.51.100.1:4500"]);
+    let conf = swanctl_conf(&[clinic_connection("gw", "10.1.0.2", "198.51.100.1", "clinic1.example", "clinic1.example.pem", "192.168.1.0/24", "10.100.0.0/16")]);
+    let charon = Charon::start(&clinic, &scratch.path("clinic"), &pki, &[("clinic1.example.pem", "clinic1.example.key")], &conf);
+    let (ok, out) = charon.swanctl(&["--initiate", "--child", "lan", "--ike", "gw"]);
+    assert!(ok, "initiate failed:\n{out}\n{}\ncontrol:\n{}", charon.log(), control.logs());
+    let up = control.wait_for("child_up", |v| child_up(v).is_some());
+    // The gateway sees the NAT's address, and answers there on 4500.
+    assert!(up["child_up"]["peer"].as_str().unwrap().starts_with("198.51.100.2:"), "{up}");
+    assert_eq!(up["child_up"]["nat_t"], true);
+    assert!(control.logs().contains("(NAT-T)"), "{}", control.logs());
+    assert!(charon.log().contains("local host is behind NAT") || charon.log().contains("faking NAT situation"), "{}", charon.log());
+    let (ok, out) = charon.swanctl(&["--rekey", "--child", "lan"]);
+    assert!(ok, "{out}");
+    control.wait_for("rekey", |v| child_up(v).is_some_and(|c| !c["replaces"].is_null()));
+}
