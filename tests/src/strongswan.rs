@@ -99,7 +99,7 @@ impl TestPki {
 pub struct Charon {
     pub dir: PathBuf,
     ns: String,
-    pid: u32,
+    process: std::process::Child,
 }
 
 impl Charon {
@@ -132,7 +132,7 @@ impl Charon {
             .stderr(std::fs::File::create(dir.join("charon.err")).expect("charon.err"))
             .spawn()
             .expect("charon-systemd");
-        let charon = Charon { dir: dir.to_owned(), ns: ns.0.clone(), pid: child.id() };
+        let charon = Charon { dir: dir.to_owned(), ns: ns.0.clone(), process: child };
         let deadline = Instant::now() + Duration::from_secs(20);
         while !dir.join("run/charon.vici").exists() {
             assert!(Instant::now() < deadline, "charon did not start: {}", charon.log());
@@ -165,9 +165,10 @@ impl Charon {
 
 impl Drop for Charon {
     fn drop(&mut self) {
-        let _ = Command::new("kill").arg(self.pid.to_string()).output();
+        let _ = Command::new("kill").arg(self.process.id().to_string()).output();
         std::thread::sleep(Duration::from_millis(100));
-        let _ = Command::new("kill").args(["-9", &self.pid.to_string()]).output();
+        let _ = self.process.kill();
+        let _ = self.process.wait();
     }
 }
 
