@@ -16,6 +16,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod port;
 pub mod sad;
+pub mod tables;
 pub mod shm;
 pub mod tunnels;
 pub mod wire;

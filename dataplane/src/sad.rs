@@ -165,6 +165,19 @@ impl SaTable {
         slot.sa.take()
     }
 
+    pub fn remove_outbound(&mut self, index: u32) -> Option<OutboundSa> {
+        self.outbound.get_mut(index as usize)?.take()
+    }
+
+    pub fn remove_tunnel(&mut self, index: u32) -> Option<Tunnel> {
+        self.tunnels.get_mut(index as usize)?.take()
+    }
+
+    /// The tunnel at `index`, to update in place (its learned NAT-T port stays).
+    pub fn tunnel_mut(&mut self, index: u32) -> Option<&mut Tunnel> {
+        self.tunnels.get_mut(index as usize)?.as_mut()
+    }
+
     pub fn install_outbound(&mut self, index: u32, sa: OutboundSa) {
         put(&mut self.outbound, index, sa);
     }
@@ -214,7 +227,7 @@ pub struct OutboundRoute {
 ///
 /// Tunnels of tenants behind NAT are found by (tenant, inner destination):
 /// their subnets overlap between tenants.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct OutboundRoutes {
     ipv4: ByLength<u32>,
     ipv6: ByLength<u128>,
@@ -240,6 +253,47 @@ impl OutboundRoutes {
     pub fn insert_tenant_ipv4(&mut self, tenant: u32, prefix: Ipv4Cidr, route: OutboundRoute) -> Option<OutboundRoute> {
         let key = (tenant, u32::from(prefix.addr) & mask_v4(prefix.prefix_len));
         table_for(&mut self.tenant_ipv4, prefix.prefix_len).insert(key, route)
+    }
+
+    pub fn has_ipv4(&self, prefix: Ipv4Cidr) -> bool {
+        let key = u32::from(prefix.addr) & mask_v4(prefix.prefix_len);
+        self.ipv4.iter().any(|(len, table)| *len == prefix.prefix_len && table.contains_key(&key))
+    }
+
+    pub fn has_ipv6(&self, prefix: Ipv6Cidr) -> bool {
+        let key = u128::from(prefix.addr) & mask_v6(prefix.prefix_len);
+        self.ipv6.iter().any(|(len, table)| *len == prefix.prefix_len && table.contains_key(&key))
+    }
+
+    /// Whether a route of `tenant` covers part of `prefix`, or all of it.
+    pub fn overlaps_tenant_ipv4(&self, tenant: u32, prefix: Ipv4Cidr) -> bool {
+        let addr = u32::from(prefix.addr);
+        self.tenant_ipv4.iter().any(|(len, table)| {
+            if *len <= prefix.prefix_len {
+                table.contains_key(&(tenant, addr & mask_v4(*len)))
+            } else {
+                // Longer routes inside the prefix: only a table walk finds them
+                // (this runs when a tunnel is added, not per packet).
+                let mask = mask_v4(prefix.prefix_len);
+                table.keys().any(|(t, a)| *t == tenant && a & mask == addr & mask)
+            }
+        })
+    }
+
+    /// Removes the route of `prefix` if it still points at `route`.
+    pub fn remove_ipv4(&mut self, prefix: Ipv4Cidr, route: OutboundRoute) {
+        let key = u32::from(prefix.addr) & mask_v4(prefix.prefix_len);
+        remove_if(&mut self.ipv4, prefix.prefix_len, &key, route);
+    }
+
+    pub fn remove_ipv6(&mut self, prefix: Ipv6Cidr, route: OutboundRoute) {
+        let key = u128::from(prefix.addr) & mask_v6(prefix.prefix_len);
+        remove_if(&mut self.ipv6, prefix.prefix_len, &key, route);
+    }
+
+    pub fn remove_tenant_ipv4(&mut self, tenant: u32, prefix: Ipv4Cidr, route: OutboundRoute) {
+        let key = (tenant, u32::from(prefix.addr) & mask_v4(prefix.prefix_len));
+        remove_if(&mut self.tenant_ipv4, prefix.prefix_len, &key, route);
     }
 
     /// The tunnel of `tenant` whose subnets hold `dst`.
@@ -268,6 +322,38 @@ impl OutboundRoutes {
             IpAddr::V6(ip) => self.lookup_ipv6(ip),
         }
     }
+}
+
+/// The routes all workers read, replaced whole by the manager (release)
+/// and picked up by each worker at its next batch (acquire): a change
+/// never tears a table, and old tables go when the last worker lets go.
+pub struct RouteTable {
+    current: arc_swap::ArcSwap<OutboundRoutes>,
+}
+
+impl RouteTable {
+    pub fn new(routes: OutboundRoutes) -> RouteTable {
+        RouteTable { current: arc_swap::ArcSwap::from_pointee(routes) }
+    }
+    pub fn snapshot(&self) -> std::sync::Arc<OutboundRoutes> {
+        self.current.load_full()
+    }
+    #[inline]
+    pub fn is_current(&self, snapshot: &std::sync::Arc<OutboundRoutes>) -> bool {
+        std::sync::Arc::ptr_eq(&self.current.load(), snapshot)
+    }
+    pub fn publish(&self, routes: OutboundRoutes) {
+        self.current.store(std::sync::Arc::new(routes));
+    }
+}
+
+fn remove_if<K: std::hash::Hash + Eq>(tables: &mut ByLength<K>, len: u8, key: &K, route: OutboundRoute) {
+    if let Some((_, table)) = tables.iter_mut().find(|(l, _)| *l == len) {
+        if table.get(key) == Some(&route) {
+            table.remove(key);
+        }
+    }
+    tables.retain(|(_, table)| !table.is_empty());
 }
 
 fn table_for<K, V>(tables: &mut Vec<(u8, FxHashMap<K, V>)>, len: u8) -> &mut FxHashMap<K, V> {

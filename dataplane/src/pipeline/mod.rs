@@ -20,7 +20,7 @@ use crate::port::PacketBuf;
 use crate::esp::sa::SaEvent;
 use crate::nat::{NatCore, NatEvent};
 use crate::sad::OutboundRoute;
-use crate::sad::{OutboundRoutes, SaTable};
+use crate::sad::{OutboundRoutes, RouteTable, SaTable};
 use crate::wire::{ethernet, ipv4, ipv6, MacAddr, WireError};
 use crate::Side;
 use arrayvec::ArrayVec;
@@ -189,6 +189,8 @@ pub struct Forwarder {
     sad: SaTable,
     /// Which SA carries which inner destination (shared, read-only).
     routes: Arc<OutboundRoutes>,
+    /// Where newer routes are published while the dataplane runs.
+    route_table: Option<Arc<RouteTable>>,
     settings: TunnelSettings,
     ipv4_ident: u16,
     icmp_limiter: icmp_error::IcmpLimiter,
@@ -226,6 +228,7 @@ impl Forwarder {
             now_ms: 0,
             sad: SaTable::new(0),
             routes: Arc::new(OutboundRoutes::default()),
+            route_table: None,
             settings: TunnelSettings::default(),
             ipv4_ident: 0,
             icmp_limiter: icmp_error::IcmpLimiter::default(),
@@ -264,6 +267,18 @@ impl Forwarder {
         self
     }
 
+    /// Follows `table` for routes: each batch starts with the latest published.
+    pub fn with_route_table(mut self, table: Arc<RouteTable>) -> Self {
+        self.routes = table.snapshot();
+        self.route_table = Some(table);
+        self
+    }
+
+    /// Applies a change of this worker's tunnels (from the manager).
+    pub fn apply(&mut self, update: crate::tables::TableUpdate) {
+        crate::tables::apply(&mut self.sad, update);
+    }
+
     /// This worker's SA table (for stats and tests).
     pub fn sad(&self) -> &SaTable {
         &self.sad
@@ -275,6 +290,11 @@ impl Forwarder {
         if !self.neighbours.is_current(&self.snapshot) {
             self.snapshot = self.neighbours.snapshot();
             self.last_hop = [None; 2];
+        }
+        if let Some(table) = &self.route_table {
+            if !table.is_current(&self.routes) {
+                self.routes = table.snapshot();
+            }
         }
         if let Some(nat) = &mut self.nat {
             nat.maintain(now_ms, &mut self.counters);

@@ -111,6 +111,87 @@ impl ToControl<'_> {
     }
 }
 
+const KIND_TUNNEL: u8 = 16;
+const KIND_TUNNEL_DOWN: u8 = 17;
+const KIND_SEND_IKE: u8 = 18;
+/// Body bytes of a SendIke before its payload: two addresses, two ports, family.
+const SEND_LEN: usize = 16 + 16 + 2 + 2 + 4;
+
+/// One message from the control process to the dataplane.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ToDataplane<'a> {
+    /// Install or update a tunnel (the config file's format, as JSON).
+    Tunnel(crate::tunnels::TunnelConfig),
+    /// Remove a tunnel control installed.
+    TunnelDown(&'a str),
+    /// Send an IKE message from our `from` to the peer's `to` on the
+    /// outside port (with the non-ESP marker when on port 4500).
+    SendIke { from: std::net::SocketAddr, to: std::net::SocketAddr, payload: &'a [u8] },
+}
+
+fn ip_bytes(ip: std::net::IpAddr) -> [u8; 16] {
+    match ip {
+        std::net::IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+        std::net::IpAddr::V6(a) => a.octets(),
+    }
+}
+
+impl ToDataplane<'_> {
+    /// The whole message.
+    pub fn encode(&self) -> Vec<u8> {
+        let (kind, body) = match self {
+            ToDataplane::Tunnel(config) => (KIND_TUNNEL, serde_json::to_vec(config).expect("a tunnel serialises")),
+            ToDataplane::TunnelDown(name) => (KIND_TUNNEL_DOWN, name.as_bytes().to_vec()),
+            ToDataplane::SendIke { from, to, payload } => {
+                let mut body = Vec::with_capacity(SEND_LEN + payload.len());
+                body.extend_from_slice(&ip_bytes(from.ip()));
+                body.extend_from_slice(&ip_bytes(to.ip()));
+                body.extend_from_slice(&from.port().to_le_bytes());
+                body.extend_from_slice(&to.port().to_le_bytes());
+                body.extend_from_slice(&[u8::from(from.is_ipv6()), 0, 0, 0]);
+                body.extend_from_slice(payload);
+                (KIND_SEND_IKE, body)
+            }
+        };
+        let len = body.len() as u16;
+        [&[kind, 0, len as u8, (len >> 8) as u8][..], &body].concat()
+    }
+
+    /// Reads one message, checking every field.
+    pub fn decode(bytes: &[u8]) -> Result<ToDataplane<'_>, MessageError> {
+        let [kind, _, lo, hi] = *bytes.first_chunk::<HEADER_LEN>().ok_or(MessageError::Truncated)?;
+        let body = &bytes[HEADER_LEN..];
+        if body.len() != usize::from(u16::from_le_bytes([lo, hi])) {
+            return Err(MessageError::Truncated);
+        }
+        match kind {
+            KIND_TUNNEL => serde_json::from_slice(body).map(ToDataplane::Tunnel).map_err(|_| MessageError::Field("tunnel")),
+            KIND_TUNNEL_DOWN => std::str::from_utf8(body).map(ToDataplane::TunnelDown).map_err(|_| MessageError::Field("tunnel name")),
+            KIND_SEND_IKE => {
+                let head = body.get(..SEND_LEN).ok_or(MessageError::Truncated)?;
+                let ip = |at: usize, v6: bool| -> Result<std::net::IpAddr, MessageError> {
+                    let a = std::net::Ipv6Addr::from(<[u8; 16]>::try_from(&head[at..at + 16]).expect("16 bytes"));
+                    if v6 {
+                        Ok(a.into())
+                    } else {
+                        a.to_ipv4_mapped().map(Into::into).ok_or(MessageError::Field("IPv4 address"))
+                    }
+                };
+                let v6 = match head[36] {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(MessageError::Field("family")),
+                };
+                let port = |at: usize| u16::from_le_bytes([head[at], head[at + 1]]);
+                let from = std::net::SocketAddr::new(ip(0, v6)?, port(32));
+                let to = std::net::SocketAddr::new(ip(16, v6)?, port(34));
+                Ok(ToDataplane::SendIke { from, to, payload: &body[SEND_LEN..] })
+            }
+            other => Err(MessageError::Kind(other)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,6 +205,30 @@ mod tests {
             assert!(ToControl::decode(&bytes[..len]).is_err());
         }
         assert!(ToControl::decode(&[&bytes[..], &[0]].concat()).is_err());
+    }
+
+    #[test]
+    fn messages_to_the_dataplane_round_trip_and_bad_bytes_are_refused() {
+        let tunnel: crate::tunnels::TunnelConfig = toml::from_str(
+            "name = \"clinic-1/00100000\"\nremote = \"2001:db8::2\"\nudp_encap = true\nipv4 = [\"192.168.1.0/24\"]\ntenant = \"clinic-1\"\n\
+             [[inbound]]\nspi = 1048576\nkey = \"00112233445566778899aabbccddeeff01020304\"\n\
+             [outbound]\nspi = 3000\nkey = \"00112233445566778899aabbccddeeff01020304\"\n",
+        )
+        .unwrap();
+        for message in [
+            ToDataplane::Tunnel(tunnel),
+            ToDataplane::TunnelDown("clinic-1/00100000"),
+            ToDataplane::SendIke { from: "[2001:db8::1]:4500".parse().unwrap(), to: "[2001:db8::2]:4500".parse().unwrap(), payload: &[1, 2, 3] },
+            ToDataplane::SendIke { from: "192.0.2.1:500".parse().unwrap(), to: "198.51.100.7:1234".parse().unwrap(), payload: &[] },
+        ] {
+            let bytes = message.encode();
+            assert_eq!(ToDataplane::decode(&bytes), Ok(message));
+            for len in 0..bytes.len() {
+                assert!(ToDataplane::decode(&bytes[..len]).is_err());
+            }
+        }
+        assert_eq!(ToDataplane::decode(&[KIND_TUNNEL, 0, 2, 0, b'{', b'}']), Err(MessageError::Field("tunnel")));
+        assert_eq!(ToDataplane::decode(&[KIND_TUNNEL_DOWN, 0, 1, 0, 0xff]), Err(MessageError::Field("tunnel name")));
     }
 
     #[test]
