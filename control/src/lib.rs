@@ -4,6 +4,7 @@
 //! it (`link`), speaks IKEv2 (`ike`) and checks certificates (`pki`).
 
 pub mod config;
+pub mod dataplane;
 pub mod fuzzing;
 pub mod ike;
 pub mod link;

@@ -42,6 +42,18 @@ pub fn payload_byte(seq: u64, offset: usize) -> u8 {
 /// followed by [`payload_byte`]s. The families of `src` and `dst` must match.
 pub fn write_udp_frame(frame: &mut [u8], dst_mac: MacAddr, src_mac: MacAddr, flow: &Flow, seq: u64) {
     assert!(frame.len() >= flow.min_frame_len(), "frame too short for the flow");
+    let payload = &mut frame[flow.min_frame_len() - 8..];
+    payload[..8].copy_from_slice(&seq.to_be_bytes());
+    for (i, b) in payload[8..].iter_mut().enumerate() {
+        *b = payload_byte(seq, i);
+    }
+    write_udp_headers(frame, dst_mac, src_mac, flow, seq as u16);
+}
+
+/// Writes the Ethernet, IP and UDP headers (with the UDP checksum) of a
+/// frame whose payload is already in place after them; `ident` is the IPv4
+/// identification.
+pub fn write_udp_headers(frame: &mut [u8], dst_mac: MacAddr, src_mac: MacAddr, flow: &Flow, ident: u16) {
     let (ethertype, l3_len) = match flow.src {
         IpAddr::V4(_) => (ethernet::ETHERTYPE_IPV4, ipv4::MIN_HEADER_LEN),
         IpAddr::V6(_) => (ethernet::ETHERTYPE_IPV6, ipv6::HEADER_LEN),
@@ -50,11 +62,7 @@ pub fn write_udp_frame(frame: &mut [u8], dst_mac: MacAddr, src_mac: MacAddr, flo
     let ip = &mut frame[ethernet::HEADER_LEN..];
     let udp_len = ip.len() - l3_len;
     {
-        let (udp_hdr, payload) = ip[l3_len..].split_at_mut(UDP_HEADER_LEN);
-        payload[..8].copy_from_slice(&seq.to_be_bytes());
-        for (i, b) in payload[8..].iter_mut().enumerate() {
-            *b = payload_byte(seq, i);
-        }
+        let udp_hdr = &mut ip[l3_len..l3_len + UDP_HEADER_LEN];
         udp_hdr[0..2].copy_from_slice(&flow.src_port.to_be_bytes());
         udp_hdr[2..4].copy_from_slice(&flow.dst_port.to_be_bytes());
         udp_hdr[4..6].copy_from_slice(&(udp_len as u16).to_be_bytes());
@@ -62,7 +70,7 @@ pub fn write_udp_frame(frame: &mut [u8], dst_mac: MacAddr, src_mac: MacAddr, flo
     }
     let pseudo = match (flow.src, flow.dst) {
         (IpAddr::V4(src), IpAddr::V4(dst)) => {
-            ipv4::write_header(ip, (l3_len + udp_len) as u16, PROTO_UDP, 64, seq as u16, src, dst);
+            ipv4::write_header(ip, (l3_len + udp_len) as u16, PROTO_UDP, 64, ident, src, dst);
             let mut acc = checksum::sum(0, &src.octets());
             acc = checksum::sum(acc, &dst.octets());
             acc + u32::from(PROTO_UDP) + udp_len as u32

@@ -11,7 +11,10 @@ use sekisho_dataplane::port::dpdk::{Eal, EthPort, Mbuf, Mempool};
 use sekisho_dataplane::shm::stats::{self, StatsArea, STATE_STOPPED};
 use sekisho_dataplane::worker::{Handoff, Worker, HANDOFF_RING};
 use sekisho_dataplane::nat::NatCore;
-use sekisho_dataplane::shm::messages::{ToControl, FIXED_LEN};
+use sekisho_dataplane::shm::messages::{ToControl, ToDataplane, FIXED_LEN};
+use sekisho_dataplane::sad::RouteTable;
+use sekisho_dataplane::tables::{Change, TableManager};
+use sekisho_dataplane::worker::{Task, Tasks};
 use sekisho_dataplane::shm::ring;
 use sekisho_dataplane::pipeline::Event;
 use std::io::Write;
@@ -27,6 +30,13 @@ const PUNT_SLOTS: u64 = 1024;
 /// The events ring: SA lifetime events, 4,096 deep.
 const EVENT_MESSAGE_BYTES: usize = 64;
 const EVENT_SLOTS: u64 = 4096;
+/// The control ring: tunnels (JSON) and IKE messages to send, 1,024 deep.
+const CONTROL_MESSAGE_BYTES: usize = 16 * 1024;
+const CONTROL_SLOTS: u64 = 1024;
+/// Tasks waiting for each worker (table updates, IKE packets to send).
+const TASK_QUEUE: usize = 4096;
+/// How long the manager waits for a worker to take its part of a change.
+const TASK_WAIT: Duration = Duration::from_secs(2);
 use sekisho_dataplane::Side;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -194,7 +204,11 @@ fn run(config: &Config) -> Result<()> {
     let events_path = d.run_dir.join("events.ring");
     ring::create(&events_path, EVENT_MESSAGE_BYTES, EVENT_SLOTS).with_context(|| format!("creating {}", events_path.display()))?;
     let mut events_ring = ring::Producer::open(&events_path).with_context(|| format!("opening {}", events_path.display()))?;
-    tracing::info!(dir = %d.run_dir.display(), "IKE packets for the control process go to punt-<worker>.ring there, SA events to events.ring");
+    // Tunnels and IKE packets from the control process.
+    let control_path = d.run_dir.join("control.ring");
+    ring::create(&control_path, CONTROL_MESSAGE_BYTES, CONTROL_SLOTS).with_context(|| format!("creating {}", control_path.display()))?;
+    let mut control_ring = ring::Consumer::open(&control_path).with_context(|| format!("opening {}", control_path.display()))?;
+    tracing::info!(dir = %d.run_dir.display(), "IKE packets for the control process go to punt-<worker>.ring there, SA events to events.ring; tunnels come from control.ring");
 
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -205,7 +219,10 @@ fn run(config: &Config) -> Result<()> {
 
     let policy = config.policy().map_err(|(field, message)| anyhow::anyhow!("{field}: {message}"))?.map(Arc::new);
     let tables = config.tables(policy.as_deref()).map_err(|(field, message)| anyhow::anyhow!("{field}: {message}"))?;
-    let routes = Arc::new(tables.routes);
+    let route_table = Arc::new(RouteTable::new(tables.routes));
+    let mut table_manager = TableManager::new(&config.tunnels, d.workers.len(), config.outside_addrs(), policy.clone())
+        .map_err(|(field, message)| anyhow::anyhow!("{field}: {message}"))?;
+    let tasks: Vec<Arc<Tasks>> = (0..d.workers.len()).map(|_| Arc::new(Tasks::new(TASK_QUEUE))).collect();
     // Port-block loans and returns (RFC 7422) and logged sessions, one JSON line each.
     let nat_log_path = d.run_dir.join("nat.jsonl");
     let mut nat_log = match &policy {
@@ -231,7 +248,7 @@ fn run(config: &Config) -> Result<()> {
     let now_ms = move || clock.elapsed().as_millis() as u64;
     eal.scope(|scope| -> Result<()> {
         for (index, &lcore) in d.workers.iter().enumerate() {
-            let (sad, routes, handoff) = (sa_tables.next().expect("one SA table per worker"), routes.clone(), handoff.clone());
+            let (sad, route_table, handoff, tasks) = (sa_tables.next().expect("one SA table per worker"), route_table.clone(), handoff.clone(), tasks[index].clone());
             let (events, sa_report, nat_report, policy) = (events.clone(), sa_report.clone(), nat_report.clone(), policy.clone());
             let punt = punt_rings[index].take().expect("one ring per worker");
             let (ports, pool, stats, stop, neighbours) = (&ports, &pool, &stats, &stop, neighbours.clone());
@@ -239,7 +256,7 @@ fn run(config: &Config) -> Result<()> {
             scope.launch(lcore, move || {
                 let queue = index as u16;
                 let mut forwarder =
-                    Forwarder::new(interfaces, [ports[0].mac(), ports[1].mac()], neighbours).with_tunnels(sad, routes, settings);
+                    Forwarder::new(interfaces, [ports[0].mac(), ports[1].mac()], neighbours).with_tunnels(sad, route_table.snapshot(), settings).with_route_table(route_table);
                 if let Some(policy) = policy {
                     forwarder = forwarder.with_nat(NatCore::new(policy, index as u8));
                 }
@@ -247,7 +264,8 @@ fn run(config: &Config) -> Result<()> {
                     Worker::new(ports[0].queue(queue, pool), ports[1].queue(queue, pool), forwarder)
                         .with_handoff(index, handoff)
                         .with_events(events)
-                        .with_punt(punt);
+                        .with_punt(punt)
+                        .with_tasks(tasks);
                 let mut polls = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     worker.poll(now_ms());
@@ -289,7 +307,18 @@ fn run(config: &Config) -> Result<()> {
                     }
                 }
             }
-            std::thread::sleep(Duration::from_millis(5));
+            let mut message = vec![0u8; CONTROL_MESSAGE_BYTES];
+            loop {
+                match control_ring.pop(&mut message) {
+                    Ok(Some(len)) => from_control(&message[..len], &mut table_manager, &route_table, &tasks),
+                    Ok(None) => break,
+                    Err(corrupt) => {
+                        tracing::error!(?corrupt, path = %control_path.display(), "control.ring is corrupt: messages skipped");
+                        break;
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(1));
         }
         Ok(())
     })?;
@@ -324,6 +353,52 @@ fn run(config: &Config) -> Result<()> {
     drop(pool);
     drop(eal);
     Ok(())
+}
+
+/// One message from the control process: a tunnel to install, update or
+/// remove (its owner worker's part first, then the routes, or the other
+/// way round for a removal), or an IKE packet to send. Anything refused is
+/// logged with its reason and changes nothing.
+fn from_control(bytes: &[u8], manager: &mut TableManager, routes: &RouteTable, tasks: &[Arc<Tasks>]) {
+    let message = match ToDataplane::decode(bytes) {
+        Ok(m) => m,
+        Err(error) => return tracing::error!(%error, "message from the control process refused"),
+    };
+    let change = match message {
+        ToDataplane::SendIke { from, to, payload } => {
+            if tasks[0].queue.push(Task::SendIke { from, to, payload: payload.to_vec() }).is_err() {
+                tracing::warn!(%to, "worker 0's task queue is full: IKE packet dropped (the peer retransmits)");
+            }
+            return;
+        }
+        ToDataplane::Tunnel(config) => manager.upsert(&config, Instant::now()),
+        ToDataplane::TunnelDown(name) => manager.remove(name, Instant::now()),
+    };
+    let Change { core, update, routes: new_routes, routes_first } = match change {
+        Ok(change) => change,
+        Err((field, message)) => return tracing::error!(%field, %message, "tunnel from the control process refused"),
+    };
+    let worker = &tasks[usize::from(core)];
+    let (before, after) = if routes_first { (new_routes, None) } else { (None, new_routes) };
+    if let Some(r) = before {
+        routes.publish(r);
+    }
+    let target = worker.done.load(Ordering::Acquire) + 1 + worker.queue.len() as u64;
+    if worker.queue.push(Task::Update(update)).is_err() {
+        return tracing::error!(core, "worker task queue full: tunnel change lost");
+    }
+    if let Some(r) = after {
+        // Make before break: routes only to what the owner has installed.
+        let deadline = Instant::now() + TASK_WAIT;
+        while worker.done.load(Ordering::Acquire) < target {
+            if Instant::now() > deadline {
+                tracing::error!(core, "worker did not take its tunnel change in time: routes published anyway");
+                break;
+            }
+            std::thread::yield_now();
+        }
+        routes.publish(r);
+    }
 }
 
 /// Validates a config and prints what the peers need: each static tunnel's

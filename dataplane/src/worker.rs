@@ -9,6 +9,30 @@ use crate::Side;
 use crossbeam_queue::ArrayQueue;
 use std::sync::Arc;
 
+/// What the manager thread asks of one worker, done between bursts.
+pub enum Task {
+    /// A change of this worker's tunnels and SAs.
+    Update(crate::tables::TableUpdate),
+    /// An IKE message from the control process to send on the outside port.
+    SendIke { from: std::net::SocketAddr, to: std::net::SocketAddr, payload: Vec<u8> },
+}
+
+/// One worker's task queue, and how many tasks it has done (the manager
+/// waits on that before publishing routes that need the worker's part).
+pub struct Tasks {
+    pub queue: ArrayQueue<Task>,
+    pub done: std::sync::atomic::AtomicU64,
+}
+
+impl Tasks {
+    pub fn new(capacity: usize) -> Tasks {
+        Tasks { queue: ArrayQueue::new(capacity), done: std::sync::atomic::AtomicU64::new(0) }
+    }
+}
+
+/// Most tasks a worker does between two bursts.
+const TASKS_PER_POLL: usize = 64;
+
 /// Packets in flight from one worker to another (per ordered pair).
 pub const HANDOFF_RING: usize = 1024;
 
@@ -43,11 +67,12 @@ pub struct Worker<P: Port> {
     events: Option<Arc<ArrayQueue<Event>>>,
     /// This worker's ring of packets for the control process.
     punt: Option<Producer>,
+    tasks: Option<Arc<Tasks>>,
 }
 
 impl<P: Port> Worker<P> {
     pub fn new(outside: P, inside: P, forwarder: Forwarder) -> Self {
-        Worker { ports: [outside, inside], forwarder, core: 0, handoff: None, events: None, punt: None }
+        Worker { ports: [outside, inside], forwarder, core: 0, handoff: None, events: None, punt: None, tasks: None }
     }
 
     /// Joins the worker to the others as `core`, handing packets to their owners.
@@ -63,6 +88,12 @@ impl<P: Port> Worker<P> {
         self
     }
 
+    /// Takes table updates and IKE packets to send from `tasks`.
+    pub fn with_tasks(mut self, tasks: Arc<Tasks>) -> Self {
+        self.tasks = Some(tasks);
+        self
+    }
+
     /// Passes SA and NAT events to `events` (else they are only counted).
     pub fn with_events(mut self, events: Arc<ArrayQueue<Event>>) -> Self {
         self.events = Some(events);
@@ -73,6 +104,7 @@ impl<P: Port> Worker<P> {
     /// from each port, processed and sent. Returns the number of frames taken in.
     pub fn poll(&mut self, now_ms: u64) -> usize {
         self.forwarder.begin_batch(now_ms);
+        self.run_tasks();
         let mut received = self.poll_handoff();
         for side in [Side::Outside, Side::Inside] {
             let mut rx: Batch<P::Buf> = Batch::new();
@@ -89,6 +121,39 @@ impl<P: Port> Worker<P> {
         self.send_solicitations();
         self.pass_events();
         received
+    }
+
+    fn run_tasks(&mut self) {
+        let Some(tasks) = self.tasks.clone() else { return };
+        let mut done = 0;
+        let mut out: Batch<P::Buf> = Batch::new();
+        while done < TASKS_PER_POLL {
+            let Some(task) = tasks.queue.pop() else { break };
+            done += 1;
+            match task {
+                Task::Update(update) => {
+                    self.forwarder.apply(update);
+                    self.forwarder.counters.add(Counter::TableUpdates, 1);
+                }
+                Task::SendIke { from, to, payload } => {
+                    let port = &mut self.ports[Side::Outside as usize];
+                    let Some(mut buf) = port.alloc() else {
+                        self.forwarder.counters.drop(DropReason::NoBuffer, 1);
+                        continue;
+                    };
+                    if self.forwarder.write_ike(&mut buf, from, to, &payload) {
+                        if out.is_full() {
+                            send(&mut self.ports[Side::Outside as usize], &mut out, &mut self.forwarder);
+                        }
+                        out.push(buf);
+                    }
+                }
+            }
+        }
+        if done > 0 {
+            send(&mut self.ports[Side::Outside as usize], &mut out, &mut self.forwarder);
+            tasks.done.fetch_add(done as u64, std::sync::atomic::Ordering::Release);
+        }
     }
 
     fn pass_events(&mut self) {

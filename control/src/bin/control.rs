@@ -1,26 +1,33 @@
 //! `sekisho-control`: the control process.
 //!
-//! - `run --config FILE --listen ADDR...`: the IKEv2 responder on the
-//!   host's own UDP sockets (no dataplane in front), printing one JSON line
-//!   per event (CHILD_SA up or down, log lines); SIGHUP reloads the config,
-//!   SIGTERM stops it with a summary of its counters.
+//! - `run --config FILE --run-dir DIR`: the IKEv2 responder behind a
+//!   running dataplane: IKE comes from its punt rings and goes back through
+//!   its control ring, with every CHILD_SA as a tunnel it installs; after a
+//!   dataplane restart every tunnel is installed again.
+//! - `run --config FILE --listen ADDR...`: the same on the host's own UDP
+//!   sockets, without a dataplane (IKE interop tests, the load tester).
+//!
+//! Either prints one JSON line per event (CHILD_SA up or down, log lines);
+//! SIGHUP reloads the config, SIGTERM stops it with a summary of its counters.
 //! - `check --config FILE`: loads the config and says what is wrong with it.
 //! - `watch --run-dir DIR`: prints what a running dataplane passes to control.
 
 use sekisho_control::config;
+use sekisho_control::dataplane::{Link, TunnelBook};
+use sekisho_dataplane::shm::messages::ToDataplane;
 use sekisho_control::ike::responder::{Event, Responder};
 use sekisho_control::link::FromDataplane;
 use sekisho_control::udp::UdpTransport;
 use sekisho_dataplane::shm::messages::ToControl;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn usage() -> ! {
-    eprintln!("usage: sekisho-control run --config FILE --listen ADDR:PORT [--listen ...]");
+    eprintln!("usage: sekisho-control run --config FILE (--run-dir DIR | --listen ADDR:PORT [--listen ...])");
     eprintln!("       sekisho-control check --config FILE");
     eprintln!("       sekisho-control watch --run-dir DIR [--count N] [--seconds S]");
     std::process::exit(2);
@@ -36,7 +43,7 @@ fn main() {
     }
     let get = |name: &str| flags.iter().filter(|(f, _)| f == name).map(|(_, v)| v.clone()).collect::<Vec<_>>();
     match command.as_str() {
-        "run" => run(PathBuf::from(get("--config").pop().unwrap_or_else(|| usage())), get("--listen")),
+        "run" => run(PathBuf::from(get("--config").pop().unwrap_or_else(|| usage())), get("--listen"), get("--run-dir").pop().map(PathBuf::from)),
         "check" => match config::load(&PathBuf::from(get("--config").pop().unwrap_or_else(|| usage()))) {
             Ok(c) => println!("config ok: {} tenants, {} workers, DH groups {:?}", c.tenants.len(), c.workers, c.settings.dh_groups),
             Err(e) => {
@@ -53,17 +60,26 @@ fn main() {
     }
 }
 
-fn run(config_path: PathBuf, listen: Vec<String>) {
+/// Where IKE comes from and goes to.
+enum Transport {
+    Udp(UdpTransport),
+    Dataplane { run_dir: PathBuf, link: Option<Link>, book: TunnelBook },
+}
+
+fn run(config_path: PathBuf, listen: Vec<String>, run_dir: Option<PathBuf>) {
     let fail = |e: String| -> ! {
         eprintln!("sekisho-control: {e}");
         std::process::exit(1);
     };
     let c = config::load(&config_path).unwrap_or_else(|e| fail(e));
-    let addresses: Vec<SocketAddr> = listen.iter().map(|a| a.parse().unwrap_or_else(|_| fail(format!("--listen {a}: not ADDR:PORT")))).collect();
-    if addresses.is_empty() {
-        usage();
-    }
-    let mut transport = UdpTransport::bind(&addresses).unwrap_or_else(|e| fail(e.to_string()));
+    let mut transport = match (run_dir, listen.is_empty()) {
+        (Some(run_dir), true) => Transport::Dataplane { run_dir, link: None, book: TunnelBook::default() },
+        (None, false) => {
+            let addresses: Vec<SocketAddr> = listen.iter().map(|a| a.parse().unwrap_or_else(|_| fail(format!("--listen {a}: not ADDR:PORT")))).collect();
+            Transport::Udp(UdpTransport::bind(&addresses).unwrap_or_else(|e| fail(e.to_string())))
+        }
+        _ => usage(),
+    };
     let terminate = Arc::new(AtomicBool::new(false));
     let reload = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGTERM, terminate.clone()).expect("SIGTERM handler");
@@ -89,36 +105,36 @@ fn run(config_path: PathBuf, listen: Vec<String>) {
                 Err(e) => events.push(Event::Log(format!("reload refused: {e}"))),
             }
         }
-        let mut busy = false;
-        loop {
-            match transport.receive() {
-                Ok(Some(r)) => {
-                    busy = true;
-                    responder.handle(Instant::now(), r.from, r.to, transport.datagram(&r), &mut events);
-                }
-                Ok(None) => break,
-                Err(e) => {
-                    events.push(Event::Log(format!("receive: {e}")));
-                    break;
-                }
-            }
-        }
+        let busy = match &mut transport {
+            Transport::Udp(udp) => receive_udp(udp, &mut responder, &mut events),
+            Transport::Dataplane { run_dir, link, book } => receive_dataplane(run_dir, link, book, &mut responder, &mut events),
+        };
         if last_tick.elapsed() >= Duration::from_secs(1) {
             responder.tick(Instant::now(), &mut events);
             last_tick = Instant::now();
         }
         for e in events.drain(..) {
-            match e {
-                Event::Send { from, to, datagram } => {
-                    if let Err(e) = transport.send(from, to, &datagram) {
+            if let Some(line) = e.json() {
+                writeln!(out, "{line}").ok();
+            }
+            match (&mut transport, e) {
+                (Transport::Udp(udp), Event::Send { from, to, datagram }) => {
+                    if let Err(e) = udp.send(from, to, &datagram) {
                         writeln!(out, "{}", serde_json::json!({"log": format!("send to {to}: {e}")})).ok();
                     }
                 }
-                other => {
-                    if let Some(line) = other.json() {
-                        writeln!(out, "{line}").ok();
+                (Transport::Dataplane { link, book, .. }, e) => {
+                    let Some(link) = link else { continue };
+                    match e {
+                        Event::Send { from, to, datagram } => link.send(&ToDataplane::SendIke { from, to, payload: &datagram }),
+                        other => {
+                            for change in book.apply(&other) {
+                                link.send(&change.message());
+                            }
+                        }
                     }
                 }
+                _ => {}
             }
         }
         out.flush().ok();
@@ -126,7 +142,69 @@ fn run(config_path: PathBuf, listen: Vec<String>) {
             std::thread::sleep(Duration::from_millis(1));
         }
     }
-    writeln!(out, "{}", serde_json::json!({"summary": {"ike_sas": responder.ike_sa_count(), "child_sas": responder.children().count(), "esp_ignored": transport.esp_ignored, "counters": responder.counters}})).ok();
+    let (esp_ignored, tunnels, unsent) = match &transport {
+        Transport::Udp(udp) => (udp.esp_ignored, 0, 0),
+        Transport::Dataplane { link, book, .. } => (0, book.len(), link.as_ref().map_or(0, |l| l.unsent)),
+    };
+    writeln!(
+        out,
+        "{}",
+        serde_json::json!({"summary": {"ike_sas": responder.ike_sa_count(), "child_sas": responder.children().count(), "tunnels": tunnels,
+            "esp_ignored": esp_ignored, "control_ring_full": unsent, "counters": responder.counters}})
+    )
+    .ok();
+}
+
+fn receive_udp(udp: &mut UdpTransport, responder: &mut Responder, events: &mut Vec<Event>) -> bool {
+    let mut busy = false;
+    loop {
+        match udp.receive() {
+            Ok(Some(r)) => {
+                busy = true;
+                responder.handle(Instant::now(), r.from, r.to, udp.datagram(&r), events);
+            }
+            Ok(None) => return busy,
+            Err(e) => {
+                events.push(Event::Log(format!("receive: {e}")));
+                return busy;
+            }
+        }
+    }
+}
+
+fn receive_dataplane(run_dir: &Path, link: &mut Option<Link>, book: &TunnelBook, responder: &mut Responder, events: &mut Vec<Event>) -> bool {
+    let Some(l) = link else {
+        match Link::open(run_dir) {
+            Ok(Some(opened)) => {
+                events.push(Event::Log(format!("linked to the dataplane in {}", run_dir.display())));
+                *link = Some(opened);
+                resync(link.as_mut().expect("just set"), book, events);
+            }
+            Ok(None) => {}
+            Err((path, e)) => events.push(Event::Log(format!("{}: {e}", path.display()))),
+        }
+        return false;
+    };
+    if l.restarted() {
+        events.push(Event::Log("the dataplane restarted: installing every tunnel again".into()));
+        resync(l, book, events);
+    }
+    let mut sa_events = Vec::new();
+    let taken = l.drain(|from, to, datagram| responder.handle(Instant::now(), from, to, datagram, events), |e| sa_events.push(e));
+    for e in sa_events {
+        events.push(Event::Log(format!("SA {:08x} {:?} lifetime {:?} reached after {} packets", e.spi, e.direction, e.expiry, e.packets)));
+    }
+    taken > 0
+}
+
+/// Installs every tunnel of the book in a (re)started dataplane.
+fn resync(link: &mut Link, book: &TunnelBook, events: &mut Vec<Event>) {
+    for tunnel in book.all() {
+        link.send(&ToDataplane::Tunnel(tunnel.clone()));
+    }
+    if !book.is_empty() {
+        events.push(Event::Log(format!("{} tunnels installed again", book.len())));
+    }
 }
 
 fn watch(run_dir: PathBuf, count: u64, seconds: f64) {

@@ -50,6 +50,8 @@ declare! {
         HandoffsSent => "handoffs_sent", "packets handed to the worker that owns their SA";
         HandoffsReceived => "handoffs_received", "packets taken over from other workers for SAs owned here";
         IkePunted => "ike_punted", "IKE packets (UDP 500, and 4500 with the non-ESP marker) passed to the control process's ring";
+        IkeSent => "ike_sent", "IKE packets the control process asked this worker to send";
+        TableUpdates => "table_updates", "tunnel installs, updates and removals applied to this worker's SA table";
         NatSessionsCreated => "nat_sessions_created", "sessions started from clinics (allowed by a rule, given a pool port)";
         NatSessionsExpired => "nat_sessions_expired", "idle sessions freed by the sweep";
         NatTranslatedUp => "nat_translated_up", "packets from clinics translated onto the pool";
@@ -103,6 +105,7 @@ declare! {
         NatKeepalive => "nat_keepalive", "NAT-T keepalive (RFC 3948 §2.3), swallowed";
         IkeToControl => "ike_to_control", "IKE packet for the control process, with no ring to it";
         PuntFull => "punt_full", "IKE packet for the control process, whose ring was full (it is not keeping up, or not running)";
+        IkeUnsendable => "ike_unsendable", "IKE packet from the control process with no route or neighbour to its peer, or too big for a buffer";
         PolicyDenied => "policy_denied", "new session from a clinic that no rule allows, or a rule denies";
         NoSession => "no_session", "packet to the pool (or a clinic's ICMP error) that belongs to no live session: inbound connections are not allowed";
         TcpNotSyn => "tcp_not_syn", "TCP segment from a clinic without a session that is not a SYN";

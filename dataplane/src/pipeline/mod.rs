@@ -191,6 +191,8 @@ pub struct Forwarder {
     routes: Arc<OutboundRoutes>,
     /// Where newer routes are published while the dataplane runs.
     route_table: Option<Arc<RouteTable>>,
+    /// IPv4 identification of the IKE packets this worker sends.
+    ike_ident: u16,
     settings: TunnelSettings,
     ipv4_ident: u16,
     icmp_limiter: icmp_error::IcmpLimiter,
@@ -229,6 +231,7 @@ impl Forwarder {
             sad: SaTable::new(0),
             routes: Arc::new(OutboundRoutes::default()),
             route_table: None,
+            ike_ident: 0,
             settings: TunnelSettings::default(),
             ipv4_ident: 0,
             icmp_limiter: icmp_error::IcmpLimiter::default(),
@@ -277,6 +280,28 @@ impl Forwarder {
     /// Applies a change of this worker's tunnels (from the manager).
     pub fn apply(&mut self, update: crate::tables::TableUpdate) {
         crate::tables::apply(&mut self.sad, update);
+    }
+
+    /// Writes an IKE message from the control process into `buf` as a frame
+    /// to the peer on the outside port, with the non-ESP marker from port
+    /// 4500 (RFC 3948 §2.2). False (counted) if it cannot go.
+    pub fn write_ike<B: PacketBuf>(&mut self, buf: &mut B, from: std::net::SocketAddr, to: std::net::SocketAddr, payload: &[u8]) -> bool {
+        let mac = self.interfaces[Side::Outside as usize].next_hop(to.ip()).and_then(|hop| self.resolve(Side::Outside, hop));
+        let flow = crate::craft::Flow { src: from.ip(), dst: to.ip(), src_port: from.port(), dst_port: to.port() };
+        let marker = if from.port() == crate::esp::NAT_T_PORT { 4 } else { 0 };
+        let headers = flow.min_frame_len() - 8;
+        let fits = from.is_ipv4() == to.is_ipv4() && buf.set_len(headers + marker + payload.len());
+        let Some(mac) = mac.filter(|_| fits) else {
+            self.counters.drop(DropReason::IkeUnsendable, 1);
+            return false;
+        };
+        let frame = buf.data_mut();
+        frame[headers..headers + marker].fill(0);
+        frame[headers + marker..].copy_from_slice(payload);
+        self.ike_ident = self.ike_ident.wrapping_add(1);
+        crate::craft::write_udp_headers(frame, mac, self.macs[Side::Outside as usize], &flow, self.ike_ident);
+        self.counters.add(Counter::IkeSent, 1);
+        true
     }
 
     /// This worker's SA table (for stats and tests).

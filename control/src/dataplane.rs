@@ -1,0 +1,331 @@
+//! The control process in front of a dataplane: IKE packets arrive as
+//! frames the workers punted, answers leave as SendIke messages, and each
+//! CHILD_SA becomes part of a tunnel the dataplane installs (a rekey adds
+//! an inbound SA and replaces the outbound one under the same tunnel name;
+//! a delete drops the old inbound SA, the last one takes the tunnel down).
+//! The book of tunnels is kept so that a restarted dataplane gets every
+//! tunnel back without a new handshake.
+
+use crate::ike::responder::Event;
+use crate::ike::ts::TrafficSelector;
+use crate::link::FromDataplane;
+use sekisho_dataplane::addr::Ipv4Cidr;
+use sekisho_dataplane::shm::messages::{ToControl, ToDataplane};
+use sekisho_dataplane::shm::ring::{Producer, RingError};
+use sekisho_dataplane::tunnels::{LifetimeConfig, SaConfig, TunnelConfig};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+const ETHERTYPE_IPV4: u16 = 0x0800;
+const ETHERTYPE_IPV6: u16 = 0x86dd;
+const PROTO_UDP: u8 = 17;
+
+/// The IKE message in a punted frame: the peer's address, ours, and the
+/// message (the non-ESP marker removed). None for anything else.
+pub fn ike_datagram(frame: &[u8]) -> Option<(SocketAddr, SocketAddr, &[u8])> {
+    let ethertype = u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]);
+    let ip = frame.get(14..)?;
+    let (src, dst, udp): (IpAddr, IpAddr, &[u8]) = match ethertype {
+        ETHERTYPE_IPV4 => {
+            let ihl = usize::from(ip.first()? & 0x0f) * 4;
+            let total = usize::from(u16::from_be_bytes([*ip.get(2)?, *ip.get(3)?]));
+            // A fragment cannot be read as one datagram (the dataplane punts whole ones).
+            let fragment = u16::from_be_bytes([*ip.get(6)?, *ip.get(7)?]) & 0x3fff != 0;
+            if ip[0] >> 4 != 4 || ihl < 20 || *ip.get(9)? != PROTO_UDP || fragment || total < ihl || total > ip.len() {
+                return None;
+            }
+            let src = Ipv4Addr::from(<[u8; 4]>::try_from(ip.get(12..16)?).ok()?);
+            let dst = Ipv4Addr::from(<[u8; 4]>::try_from(ip.get(16..20)?).ok()?);
+            (src.into(), dst.into(), ip.get(ihl..total)?)
+        }
+        ETHERTYPE_IPV6 => {
+            let payload = usize::from(u16::from_be_bytes([*ip.get(4)?, *ip.get(5)?]));
+            if ip[0] >> 4 != 6 || *ip.get(6)? != PROTO_UDP {
+                return None;
+            }
+            let src = Ipv6Addr::from(<[u8; 16]>::try_from(ip.get(8..24)?).ok()?);
+            let dst = Ipv6Addr::from(<[u8; 16]>::try_from(ip.get(24..40)?).ok()?);
+            (src.into(), dst.into(), ip.get(40..40 + payload)?)
+        }
+        _ => return None,
+    };
+    let length = usize::from(u16::from_be_bytes([*udp.get(4)?, *udp.get(5)?]));
+    if length < 8 || length > udp.len() {
+        return None;
+    }
+    let from = SocketAddr::new(src, u16::from_be_bytes([udp[0], udp[1]]));
+    let to = SocketAddr::new(dst, u16::from_be_bytes([udp[2], udp[3]]));
+    let mut message = &udp[8..length];
+    if to.port() == crate::udp::NAT_T_PORT {
+        message = message.strip_prefix(&[0u8; 4][..])?;
+    }
+    Some((from, to, message))
+}
+
+/// The fewest prefixes covering an IPv4 range exactly.
+pub fn range_to_prefixes(start: Ipv4Addr, end: Ipv4Addr) -> Vec<Ipv4Cidr> {
+    let (mut at, end) = (u64::from(u32::from(start)), u64::from(u32::from(end)));
+    let mut out = Vec::new();
+    while at <= end {
+        let mut len = 32u32;
+        // Grow the block while it stays aligned and inside the range.
+        while len > 0 {
+            let size = 1u64 << (33 - len);
+            if at % size != 0 || at + size - 1 > end {
+                break;
+            }
+            len -= 1;
+        }
+        out.push(Ipv4Cidr { addr: Ipv4Addr::from(at as u32), prefix_len: len as u8 });
+        at += 1u64 << (32 - len);
+    }
+    out
+}
+
+fn prefixes(selectors: &[TrafficSelector]) -> Vec<Ipv4Cidr> {
+    selectors
+        .iter()
+        .filter_map(|ts| match (ts.start, ts.end) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => Some(range_to_prefixes(a, b)),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A change to ask of the dataplane.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TunnelChange {
+    Up(TunnelConfig),
+    Down(String),
+}
+
+impl TunnelChange {
+    pub fn message(&self) -> ToDataplane<'_> {
+        match self {
+            TunnelChange::Up(config) => ToDataplane::Tunnel(config.clone()),
+            TunnelChange::Down(name) => ToDataplane::TunnelDown(name),
+        }
+    }
+}
+
+/// The tunnels control has asked the dataplane to hold.
+#[derive(Default)]
+pub struct TunnelBook {
+    tunnels: BTreeMap<String, TunnelConfig>,
+    /// Rekeyed tunnels' new outbound SA, by tunnel: the new CHILD_SA's
+    /// inbound SPI and the SA. As the rekey's responder we send on the new
+    /// SA only once the initiator deletes the old one: before that, it may
+    /// not have installed the new SA's inbound half yet (RFC 7296 §2.8).
+    pending_outbound: BTreeMap<String, (u32, SaConfig)>,
+}
+
+impl TunnelBook {
+    /// The dataplane messages for one responder event (none for most).
+    pub fn apply(&mut self, event: &Event) -> Vec<TunnelChange> {
+        match event {
+            Event::ChildUp { tenant, worker, peer, local, nat, child, replaces } => {
+                let inbound = SaConfig { spi: Some(child.inbound_spi), key: hex(&child.inbound_key), esn: child.esn, replay_window: None };
+                let outbound = SaConfig { spi: Some(child.outbound_spi), key: hex(&child.outbound_key), esn: child.esn, replay_window: None };
+                let existing = replaces.and_then(|old| self.name_of(old));
+                let config = match existing.and_then(|name| self.tunnels.get(&name).cloned()) {
+                    // A rekey: both inbound SAs until the old one is deleted,
+                    // and the old outbound SA until then too.
+                    Some(mut t) => {
+                        t.inbound.retain(|sa| Some(sa.spi) == replaces.map(Some));
+                        t.inbound.push(inbound);
+                        t.remote = peer.ip();
+                        t.remote_port = peer.port();
+                        self.pending_outbound.insert(t.name.clone(), (child.inbound_spi, outbound));
+                        t
+                    }
+                    None => TunnelConfig {
+                        name: format!("{tenant}/{:08x}", child.inbound_spi),
+                        remote: peer.ip(),
+                        local: Some(local.ip()),
+                        udp_encap: *nat,
+                        remote_port: peer.port(),
+                        ipv4: prefixes(&child.clinic),
+                        ipv6: Vec::new(),
+                        worker: Some(*worker),
+                        tenant: Some(tenant.clone()),
+                        copy_dscp: false,
+                        lifetime: LifetimeConfig::default(),
+                        inbound: vec![inbound],
+                        outbound,
+                    },
+                };
+                self.tunnels.insert(config.name.clone(), config.clone());
+                vec![TunnelChange::Up(config)]
+            }
+            Event::ChildDown { inbound_spi, .. } => {
+                let Some(name) = self.name_of(*inbound_spi) else { return Vec::new() };
+                let t = self.tunnels.get_mut(&name).expect("named above");
+                t.inbound.retain(|sa| sa.spi != Some(*inbound_spi));
+                if t.inbound.is_empty() {
+                    self.tunnels.remove(&name);
+                    self.pending_outbound.remove(&name);
+                    return vec![TunnelChange::Down(name)];
+                }
+                match self.pending_outbound.remove(&name) {
+                    // The old CHILD_SA went: send on the new one now.
+                    Some((new_spi, outbound)) if new_spi != *inbound_spi => t.outbound = outbound,
+                    // The new one went before it was used: the old one stays.
+                    _ => {}
+                }
+                vec![TunnelChange::Up(t.clone())]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn name_of(&self, inbound_spi: u32) -> Option<String> {
+        self.tunnels.iter().find(|(_, t)| t.inbound.iter().any(|sa| sa.spi == Some(inbound_spi))).map(|(n, _)| n.clone())
+    }
+
+    /// Every tunnel, to install again in a restarted dataplane.
+    pub fn all(&self) -> impl Iterator<Item = &TunnelConfig> {
+        self.tunnels.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.tunnels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tunnels.is_empty()
+    }
+}
+
+/// Both directions of the link to one running dataplane.
+pub struct Link {
+    run_dir: PathBuf,
+    pub from: FromDataplane,
+    to: Producer,
+    /// The control ring's generation: a new one means the dataplane restarted.
+    generation: u64,
+    /// Messages that did not fit the control ring (it was full).
+    pub unsent: u64,
+    checked_at: std::time::Instant,
+}
+
+impl Link {
+    /// Opens the rings the dataplane created in `run_dir`; Ok(None) while
+    /// they are not there yet.
+    pub fn open(run_dir: &Path) -> Result<Option<Link>, (PathBuf, RingError)> {
+        let path = run_dir.join("control.ring");
+        if !path.exists() {
+            return Ok(None);
+        }
+        let to = Producer::open(&path).map_err(|e| (path.clone(), e))?;
+        let from = FromDataplane::open(run_dir)?;
+        Ok(Some(Link { run_dir: run_dir.to_owned(), generation: to.generation(), from, to, unsent: 0, checked_at: std::time::Instant::now() }))
+    }
+
+    pub fn send(&mut self, message: &ToDataplane) {
+        if self.to.push(&message.encode()).is_err() {
+            self.unsent += 1;
+        }
+    }
+
+    /// True (and the link reopened) if the dataplane restarted since: its
+    /// rings were created anew.
+    /// Looks at most once a second.
+    pub fn restarted(&mut self) -> bool {
+        if self.checked_at.elapsed() < std::time::Duration::from_secs(1) {
+            return false;
+        }
+        self.checked_at = std::time::Instant::now();
+        let path = self.run_dir.join("control.ring");
+        let Ok(current) = Producer::open(&path) else { return false };
+        if current.generation() == self.generation {
+            return false;
+        }
+        match Link::open(&self.run_dir) {
+            Ok(Some(fresh)) => {
+                *self = fresh;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Every punted IKE datagram and SA event waiting.
+    pub fn drain(&mut self, mut ike: impl FnMut(SocketAddr, SocketAddr, &[u8]), mut sa_event: impl FnMut(sekisho_dataplane::esp::sa::SaEvent)) -> usize {
+        self.from.drain(|message| match message {
+            ToControl::Punted { frame, .. } => {
+                if let Some((from, to, datagram)) = ike_datagram(frame) {
+                    ike(from, to, datagram);
+                }
+            }
+            ToControl::SaEvent(e) => sa_event(e),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ike::sa::ChildSa;
+    use sekisho_dataplane::craft::{write_udp_frame, Flow};
+    use sekisho_dataplane::wire::MacAddr;
+
+    #[test]
+    fn ranges_become_the_fewest_prefixes() {
+        let p = |a: &str, b: &str| range_to_prefixes(a.parse().unwrap(), b.parse().unwrap()).iter().map(|c| c.to_string()).collect::<Vec<_>>();
+        assert_eq!(p("192.168.1.0", "192.168.1.255"), vec!["192.168.1.0/24"]);
+        assert_eq!(p("0.0.0.0", "255.255.255.255"), vec!["0.0.0.0/0"]);
+        assert_eq!(p("10.0.0.1", "10.0.0.6"), vec!["10.0.0.1/32", "10.0.0.2/31", "10.0.0.4/31", "10.0.0.6/32"]);
+        assert_eq!(p("10.0.0.5", "10.0.0.5"), vec!["10.0.0.5/32"]);
+    }
+
+    #[test]
+    fn punted_frames_give_their_ike_message() {
+        let mut frame = vec![0u8; 14 + 40 + 8 + 4 + 8];
+        let flow = Flow { src: "2001:db8::2".parse().unwrap(), dst: "2001:db8::1".parse().unwrap(), src_port: 4500, dst_port: 4500 };
+        write_udp_frame(&mut frame, MacAddr([2; 6]), MacAddr([4; 6]), &flow, 0);
+        // write_udp_frame puts a sequence number first: make it the non-ESP marker.
+        frame[62..66].fill(0);
+        let (from, to, message) = ike_datagram(&frame).unwrap();
+        assert_eq!((from, to, message.len()), ("[2001:db8::2]:4500".parse().unwrap(), "[2001:db8::1]:4500".parse().unwrap(), 8));
+        frame[62] = 1;
+        assert!(ike_datagram(&frame).is_none(), "ESP on 4500 is not IKE");
+        for len in 0..60 {
+            assert!(ike_datagram(&frame[..len]).is_none());
+        }
+    }
+
+    #[test]
+    fn children_become_tunnels_that_rekey_and_go() {
+        let child = |inbound: u32, outbound: u32| ChildSa {
+            inbound_spi: inbound,
+            outbound_spi: outbound,
+            inbound_key: vec![1; 20],
+            outbound_key: vec![2; 20],
+            esn: false,
+            clinic: vec![TrafficSelector { protocol: 0, start_port: 0, end_port: 65535, start: "192.168.1.0".parse().unwrap(), end: "192.168.1.255".parse().unwrap() }],
+            inside: vec![],
+            pfs_group: None,
+        };
+        let up = |c: ChildSa, replaces| Event::ChildUp { tenant: "clinic-1".into(), worker: 1, peer: "[2001:db8::2]:4500".parse().unwrap(), local: "[2001:db8::1]:4500".parse().unwrap(), nat: true, child: c, replaces };
+        let mut book = TunnelBook::default();
+        let [TunnelChange::Up(first)] = &book.apply(&up(child(0x0410_0000, 7000), None))[..] else { panic!() };
+        assert_eq!((first.name.as_str(), first.ipv4[0].to_string(), first.worker, first.udp_encap), ("clinic-1/04100000", "192.168.1.0/24".into(), Some(1), true));
+        assert_eq!(first.inbound[0].key, "01".repeat(20));
+        let [TunnelChange::Up(rekeyed)] = &book.apply(&up(child(0x0410_0001, 8000), Some(0x0410_0000)))[..] else { panic!() };
+        // Both inbound SAs; still the old outbound SA until the initiator deletes the old CHILD_SA.
+        assert_eq!((rekeyed.name.as_str(), rekeyed.inbound.len(), rekeyed.outbound.spi), ("clinic-1/04100000", 2, Some(7000)));
+        let down = |spi| Event::ChildDown { tenant: "clinic-1".into(), inbound_spi: spi, outbound_spi: 0 };
+        let [TunnelChange::Up(after)] = &book.apply(&down(0x0410_0000))[..] else { panic!() };
+        assert_eq!(after.inbound.iter().map(|s| s.spi).collect::<Vec<_>>(), vec![Some(0x0410_0001)]);
+        assert_eq!(after.outbound.spi, Some(8000));
+        assert_eq!(book.apply(&down(0x0410_0001)), vec![TunnelChange::Down("clinic-1/04100000".into())]);
+        assert!(book.is_empty());
+        assert!(book.apply(&down(0x0410_0001)).is_empty());
+    }
+}
