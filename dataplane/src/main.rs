@@ -13,6 +13,7 @@ use sekisho_dataplane::worker::{Handoff, Worker, HANDOFF_RING};
 use sekisho_dataplane::nat::NatCore;
 use sekisho_dataplane::shm::messages::{ToControl, ToDataplane, FIXED_LEN};
 use sekisho_dataplane::sad::RouteTable;
+use sekisho_dataplane::shm::sequences::SequenceLog;
 use sekisho_dataplane::tables::{Change, TableManager};
 use sekisho_dataplane::worker::{Task, Tasks};
 use sekisho_dataplane::shm::ring;
@@ -33,6 +34,8 @@ const EVENT_SLOTS: u64 = 4096;
 /// The control ring: tunnels (JSON) and IKE messages to send, 1,024 deep.
 const CONTROL_MESSAGE_BYTES: usize = 16 * 1024;
 const CONTROL_SLOTS: u64 = 1024;
+/// Outbound SAs per worker whose sequence numbers are kept across restarts.
+const SEQUENCE_SLOTS: usize = 1 << 16;
 /// Tasks waiting for each worker (table updates, IKE packets to send).
 const TASK_QUEUE: usize = 4096;
 /// How long the manager waits for a worker to take its part of a change.
@@ -223,6 +226,19 @@ fn run(config: &Config) -> Result<()> {
     let mut table_manager = TableManager::new(&config.tunnels, d.workers.len(), config.outside_addrs(), policy.clone())
         .map_err(|(field, message)| anyhow::anyhow!("{field}: {message}"))?;
     let tasks: Vec<Arc<Tasks>> = (0..d.workers.len()).map(|_| Arc::new(Tasks::new(TASK_QUEUE))).collect();
+    // Each worker's outbound sequence numbers, kept for the next run.
+    let mut sequence_logs = Vec::new();
+    let mut recorded = std::collections::HashMap::new();
+    for index in 0..d.workers.len() {
+        let path = d.run_dir.join(format!("seq-{index}"));
+        let (log, previous) = SequenceLog::open(&path, SEQUENCE_SLOTS).with_context(|| format!("opening {}", path.display()))?;
+        recorded.extend(previous);
+        sequence_logs.push(Some(log));
+    }
+    if !recorded.is_empty() {
+        tracing::info!(sas = recorded.len(), "outbound sequence numbers of the previous run: SAs installed again resume past them");
+    }
+    table_manager.resume_sequences(recorded);
     // Port-block loans and returns (RFC 7422) and logged sessions, one JSON line each.
     let nat_log_path = d.run_dir.join("nat.jsonl");
     let mut nat_log = match &policy {
@@ -251,6 +267,7 @@ fn run(config: &Config) -> Result<()> {
             let (sad, route_table, handoff, tasks) = (sa_tables.next().expect("one SA table per worker"), route_table.clone(), handoff.clone(), tasks[index].clone());
             let (events, sa_report, nat_report, policy) = (events.clone(), sa_report.clone(), nat_report.clone(), policy.clone());
             let punt = punt_rings[index].take().expect("one ring per worker");
+            let sequence_log = sequence_logs[index].take().expect("one log per worker");
             let (ports, pool, stats, stop, neighbours) = (&ports, &pool, &stats, &stop, neighbours.clone());
             let interfaces = [config.ports.outside.interface(), config.ports.inside.interface()];
             scope.launch(lcore, move || {
@@ -273,9 +290,11 @@ fn run(config: &Config) -> Result<()> {
                     // Publishing is a few hundred bytes of stores: not every poll.
                     if polls.is_multiple_of(1024) {
                         stats.publish(index, &worker.forwarder.counters);
+                        sequence_log.record(worker.forwarder.sad().outbound_sas().map(|sa| (sa.spi, sa.seq)));
                     }
                 }
                 stats.publish(index, &worker.forwarder.counters);
+                sequence_log.record(worker.forwarder.sad().outbound_sas().map(|sa| (sa.spi, sa.seq)));
                 sa_report.lock().expect("no worker panics (panic = abort)").extend(sa_counters(worker.forwarder.sad()));
                 if let Some(nat) = worker.forwarder.nat() {
                     let (blocks, ports) = nat.sessions.ports().usage();

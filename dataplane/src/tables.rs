@@ -95,12 +95,14 @@ pub struct TableManager {
     tunnels: HashMap<String, Installed>,
     next_index: Vec<u32>,
     freed: Vec<Vec<(u32, Instant)>>,
+    /// Outbound sequence numbers a previous run recorded, by SPI.
+    resume: HashMap<u32, u64>,
 }
 
 impl TableManager {
     /// Starts from the config file's tunnels (already built by `tunnels::build`).
     pub fn new(configs: &[TunnelConfig], workers: usize, outside_addrs: Vec<IpAddr>, policy: Option<std::sync::Arc<Policy>>) -> Result<TableManager, (String, String)> {
-        let mut m = TableManager { workers, outside_addrs, policy, routes: OutboundRoutes::default(), tunnels: HashMap::new(), next_index: vec![0; workers], freed: vec![Vec::new(); workers] };
+        let mut m = TableManager { workers, outside_addrs, policy, routes: OutboundRoutes::default(), tunnels: HashMap::new(), next_index: vec![0; workers], freed: vec![Vec::new(); workers], resume: HashMap::new() };
         let mut next_slot = vec![0u32; workers];
         for (t, tc) in configs.iter().enumerate() {
             // The same order as tunnels::build, so the same indices.
@@ -112,6 +114,21 @@ impl TableManager {
             m.tunnels.insert(tc.name.clone(), Installed { checked, index, from_config: true });
         }
         Ok(m)
+    }
+
+    /// Outbound SAs installed again after a restart continue past these
+    /// recorded sequence numbers (see `shm::sequences`).
+    pub fn resume_sequences(&mut self, recorded: HashMap<u32, u64>) {
+        self.resume = recorded;
+    }
+
+    fn outbound_sa(&self, checked: &CheckedTunnel, index: u32) -> OutboundSa {
+        let mut sa = checked.outbound_sa(index);
+        if let Some(last) = self.resume.get(&sa.spi) {
+            let limit = if sa.esn { u64::MAX } else { u64::from(u32::MAX) };
+            sa.seq = last.saturating_add(crate::shm::sequences::SEQUENCE_MARGIN).min(limit);
+        }
+        sa
     }
 
     pub fn tunnel_count(&self) -> usize {
@@ -172,7 +189,7 @@ impl TableManager {
         }
         let all_inbound = checked.inbound_sas(index);
         let add_inbound = all_inbound.into_iter().enumerate().filter(|(i, _)| add.contains(i)).map(|(_, sa)| sa).collect();
-        let update = TableUpdate::Tunnel { index, tunnel: checked.tunnel.clone(), add_inbound, remove_inbound: remove, outbound: outbound.then(|| checked.outbound_sa(index)) };
+        let update = TableUpdate::Tunnel { index, tunnel: checked.tunnel.clone(), add_inbound, remove_inbound: remove, outbound: outbound.then(|| self.outbound_sa(&checked, index)) };
         let core = checked.core;
         self.routes = routes.clone();
         self.tunnels.insert(config.name.clone(), Installed { checked, index, from_config: false });
@@ -281,5 +298,11 @@ mod tests {
         let TableUpdate::Tunnel { index, .. } = later.update else { panic!() };
         assert_eq!(index, route.sa, "reused after the quarantine");
         assert_eq!(m.dynamic_tunnels(), vec!["later".to_string()]);
+
+        // After a restart, an outbound SA resumes past its recorded number.
+        m.resume_sequences(HashMap::from([(6000, 41)]));
+        let change = m.upsert(&tunnel("resumed", "192.168.4.0/24", &[spi(0, 7)], 6000), now).unwrap();
+        let TableUpdate::Tunnel { outbound: Some(sa), .. } = change.update else { panic!() };
+        assert_eq!(sa.seq, 41 + crate::shm::sequences::SEQUENCE_MARGIN);
     }
 }

@@ -3,8 +3,10 @@
 //! plugin (this kernel has no XFRM). Recipes: ../shared/design/PEERS.md.
 
 use sekisho_control::pki::issue::{Authority, KeyKind};
+use crate::bin;
+use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// A network namespace, deleted (with its links) when dropped.
@@ -185,4 +187,123 @@ pub fn clinic_connection(name: &str, local: &str, remote: &str, id: &str, cert: 
 
 pub fn swanctl_conf(connections: &[String]) -> String {
     format!("connections {{\n{}}}\n", connections.concat())
+}
+
+/// `sekisho-control run` in a namespace, its events in a file.
+pub struct Control {
+    child: Child,
+    events: PathBuf,
+}
+
+impl Control {
+    /// Starts it with `args` after `--config` (`--listen ...` or `--run-dir ...`).
+    pub fn start(ns: &Netns, dir: &Path, config: &str, args: &[&str]) -> Control {
+        let config_path = dir.join("control.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let events = dir.join("events.jsonl");
+        let mut command = ns.command(bin("sekisho-control").to_str().unwrap());
+        command.arg("run").arg("--config").arg(&config_path);
+        command.args(args);
+        let child = command.stdout(std::fs::File::create(&events).unwrap()).stderr(Stdio::inherit()).spawn().unwrap();
+        let control = Control { child, events };
+        control.wait_for("ready", |v| v.get("ready").is_some());
+        control
+    }
+
+    pub fn lines(&self) -> Vec<Value> {
+        std::fs::read_to_string(&self.events).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    }
+
+    /// Waits for an event line matching `f`; returns it.
+    pub fn wait_for(&self, what: &str, f: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(v) = self.lines().into_iter().find(|v| f(v)) {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "no {what} from sekisho-control; its events:\n{}", std::fs::read_to_string(&self.events).unwrap_or_default());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        self.lines().iter().filter_map(|v| v["log"].as_str().map(str::to_owned)).collect::<Vec<_>>().join("\n")
+    }
+}
+
+impl Drop for Control {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+
+/// `sekisho-dataplane run` in a namespace with af_packet ports on veths.
+pub struct Dataplane {
+    child: Option<Child>,
+    pub run_dir: PathBuf,
+    stdout: PathBuf,
+    stderr: PathBuf,
+}
+
+impl Dataplane {
+    /// Starts it with `config` (written to `dir`) and waits for its rings.
+    pub fn start(ns: &Netns, dir: &Path, config: &str, run_dir: &Path) -> Dataplane {
+        std::fs::create_dir_all(dir).expect("dir");
+        let path = dir.join("dataplane.toml");
+        std::fs::write(&path, config).expect("config");
+        let (stdout, stderr) = (dir.join("dataplane.out"), dir.join("dataplane.err"));
+        let child = ns
+            .command(bin("sekisho-dataplane").to_str().expect("path"))
+            .args(["run", "--config"])
+            .arg(&path)
+            .stdout(std::fs::File::create(&stdout).expect("stdout"))
+            .stderr(std::fs::File::create(&stderr).expect("stderr"))
+            .spawn()
+            .expect("sekisho-dataplane");
+        let d = Dataplane { child: Some(child), run_dir: run_dir.to_owned(), stdout, stderr };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !std::fs::read_to_string(&d.stderr).unwrap_or_default().contains("forwarding") {
+            assert!(Instant::now() < deadline, "the dataplane did not start:\n{}", std::fs::read_to_string(&d.stderr).unwrap_or_default());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        d
+    }
+
+    /// Stops it (SIGINT) and returns its closing summary.
+    pub fn stop(mut self) -> Value {
+        let mut child = self.child.take().expect("running");
+        let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while child.try_wait().expect("wait").is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("the dataplane did not stop:\n{}", std::fs::read_to_string(&self.stderr).unwrap_or_default());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        crate::last_json(&std::fs::read_to_string(&self.stdout).unwrap_or_default())
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
+impl Drop for Dataplane {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `tests/peers/udp_echo.py` in a namespace.
+pub fn udp_echo(ns: &Netns, args: &[&str]) -> Command {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("peers/udp_echo.py");
+    let mut c = ns.command("/usr/bin/python3");
+    c.arg(script).args(args);
+    c
 }

@@ -5,62 +5,9 @@
 //! DH group 14, the CHILD_SA and the IKE SA are rekeyed, and deletes clean
 //! up; a clinic with a certificate from another CA is refused.
 
-use sekisho_tests::strongswan::{clinic_connection, link, swanctl_conf, Charon, Netns, TestPki};
-use sekisho_tests::{bin, Scratch};
+use sekisho_tests::strongswan::{clinic_connection, link, swanctl_conf, Charon, Control, Netns, TestPki};
+use sekisho_tests::Scratch;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
-use std::time::{Duration, Instant};
-
-/// `sekisho-control run` in a namespace, its events in a file.
-struct Control {
-    child: Child,
-    events: PathBuf,
-}
-
-impl Control {
-    fn start(ns: &Netns, dir: &Path, config: &str, listen: &[&str]) -> Control {
-        let config_path = dir.join("control.toml");
-        std::fs::write(&config_path, config).unwrap();
-        let events = dir.join("events.jsonl");
-        let mut command = ns.command(bin("sekisho-control").to_str().unwrap());
-        command.arg("run").arg("--config").arg(&config_path);
-        for l in listen {
-            command.args(["--listen", l]);
-        }
-        let child = command.stdout(std::fs::File::create(&events).unwrap()).stderr(Stdio::inherit()).spawn().unwrap();
-        let control = Control { child, events };
-        control.wait_for("ready", |v| v.get("ready").is_some());
-        control
-    }
-
-    fn lines(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.events).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
-    }
-
-    /// Waits for an event line matching `f`; returns it.
-    fn wait_for(&self, what: &str, f: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(v) = self.lines().into_iter().find(|v| f(v)) {
-                return v;
-            }
-            assert!(Instant::now() < deadline, "no {what} from sekisho-control; its events:\n{}", std::fs::read_to_string(&self.events).unwrap_or_default());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn logs(&self) -> String {
-        self.lines().iter().filter_map(|v| v["log"].as_str().map(str::to_owned)).collect::<Vec<_>>().join("\n")
-    }
-}
-
-impl Drop for Control {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn control_config(pki: &TestPki) -> String {
     format!(
@@ -88,7 +35,7 @@ fn strongswan_over_ipv6_connects_rekeys_and_deletes() {
     // kernel-libipsec routes the tunnel from an address inside local_ts.
     clinic.ip(&["addr", "add", "192.168.1.1/32", "dev", "lo"]);
     std::fs::create_dir_all(scratch.path("gw")).unwrap();
-    let control = Control::start(&gw, &scratch.path("gw"), &control_config(&pki), &["[2001:db8:5e::1]:500", "[2001:db8:5e::1]:4500"]);
+    let control = Control::start(&gw, &scratch.path("gw"), &control_config(&pki), &["--listen", "[2001:db8:5e::1]:500", "--listen", "[2001:db8:5e::1]:4500"]);
 
     let conf = swanctl_conf(&[
         // The clinic asks for two subnets; its tenant declared one of them.
@@ -156,7 +103,7 @@ fn strongswan_over_ipv4_through_a_nat_uses_nat_traversal() {
         assert!(nat.command("nft").args(rule).status().unwrap().success(), "nft {rule:?}");
     }
     std::fs::create_dir_all(scratch.path("gw")).unwrap();
-    let control = Control::start(&gw, &scratch.path("gw"), &control_config(&pki), &["198.51.100.1:500", "198.51.100.1:4500"]);
+    let control = Control::start(&gw, &scratch.path("gw"), &control_config(&pki), &["--listen", "198.51.100.1:500", "--listen", "198.51.100.1:4500"]);
     let conf = swanctl_conf(&[clinic_connection("gw", "10.1.0.2", "198.51.100.1", "clinic1.example", "clinic1.example.pem", "192.168.1.0/24", "10.100.0.0/16")]);
     let charon = Charon::start(&clinic, &scratch.path("clinic"), &pki, &[("clinic1.example.pem", "clinic1.example.key")], &conf);
     let (ok, out) = charon.swanctl(&["--initiate", "--child", "lan", "--ike", "gw"]);

@@ -4,4 +4,5 @@
 mod mapping;
 pub mod messages;
 pub mod ring;
+pub mod sequences;
 pub mod stats;

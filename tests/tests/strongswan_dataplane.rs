@@ -1,0 +1,134 @@
+//! The whole gateway with a real peer: strongSwan (a clinic router, in its
+//! own namespace) builds its tunnel over IPv6 to the dataplane, which passes
+//! IKE to `sekisho-control` through shared memory; the CHILD_SA comes back
+//! as a tunnel the dataplane installs. IPv4 traffic then flows both ways
+//! (decrypt, firewall, NAPT, encrypt) to a server on the inside, without a
+//! lost packet across CHILD_SA rekeys with PFS and IKE SA rekeys; a delete
+//! from the clinic takes the tunnel out of both processes; a restarted
+//! dataplane gets its tunnel back from control without a new handshake.
+
+use sekisho_tests::strongswan::{clinic_connection, run, swanctl_conf, udp_echo, Charon, Control, Dataplane, Netns, TestPki};
+use sekisho_tests::Scratch;
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Child, Stdio};
+
+/// Kills the echo server when the test ends.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn dataplane_config(run_dir: &Path, prefix: &str) -> String {
+    format!(
+        "[dataplane]\nmain_lcore = 0\nworkers = [1]\nmempool_size = 8191\nrun_dir = \"{}\"\n\
+         eal_args = [\"--file-prefix={prefix}\", \"--single-file-segments\", \"-m\", \"256\", \"--no-pci\", \"--vdev=net_af_packet0,iface=dpo\", \"--vdev=net_af_packet1,iface=dpi\"]\n\n\
+         [nat]\npool = [\"100.64.0.0/30\"]\n\n\
+         [[tenants]]\nname = \"clinic-1\"\nsubnets = [\"192.168.1.0/24\"]\n\
+         [[tenants.rules]]\ndst = \"10.100.0.0/16\"\nprotocol = \"udp\"\naction = \"allow\"\n\n\
+         [ports.outside]\ndevice = \"net_af_packet0\"\nipv6 = [\"2001:db8:5e::1/64\"]\n\n\
+         [ports.inside]\ndevice = \"net_af_packet1\"\nipv4 = [\"10.100.0.1/24\"]\n",
+        run_dir.display()
+    )
+}
+
+fn control_config(pki: &TestPki) -> String {
+    format!(
+        "[gateway]\nidentity = \"gw.sekisho.example\"\ncertificate = \"{}\"\nkey = \"{}\"\ncas = [\"{}\"]\nworkers = 1\n\n\
+         [ike]\ninside = [\"10.100.0.0/16\"]\n\n\
+         [[tenants]]\nname = \"clinic-1\"\nidentities = [\"clinic1.example\"]\nsubnets = [\"192.168.1.0/24\"]\n",
+        pki.path("gw.pem").display(),
+        pki.path("gw.key").display(),
+        pki.path("ca.pem").display()
+    )
+}
+
+/// Sends `count` numbered datagrams at `rate` from the clinic's LAN address
+/// to the server and back; the echo tool's report.
+fn traffic(clinic: &Netns, count: u32, rate: u32) -> Child {
+    udp_echo(clinic, &["send", "192.168.1.1", "10.100.0.10", "7777", &count.to_string(), &rate.to_string()]).stdout(Stdio::piped()).spawn().expect("udp_echo send")
+}
+
+fn report(child: Child) -> Value {
+    let out = child.wait_with_output().expect("udp_echo");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("udp_echo: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+#[test]
+fn strongswan_traffic_crosses_the_dataplane_through_rekeys_deletes_and_a_restart() {
+    let scratch = Scratch::new("ss-dp");
+    let pki = TestPki::create(&scratch.path("pki"), &["clinic1.example"], "stranger.example");
+    let tag = std::process::id() % 100_000;
+    let (gw, clinic, server) = (Netns::new(&format!("sdg-{tag}")), Netns::new(&format!("sdc-{tag}")), Netns::new(&format!("sds-{tag}")));
+    // The dataplane's ports are veth ends without kernel addresses.
+    run("ip", &["link", "add", "dpo", "netns", &gw.0, "type", "veth", "peer", "name", "clo", "netns", &clinic.0]);
+    run("ip", &["link", "add", "dpi", "netns", &gw.0, "type", "veth", "peer", "name", "srv", "netns", &server.0]);
+    for port in ["dpo", "dpi"] {
+        assert!(gw.command("sysctl").args(["-qw", &format!("net.ipv6.conf.{port}.disable_ipv6=1")]).status().unwrap().success());
+        gw.ip(&["link", "set", port, "up"]);
+    }
+    clinic.ip(&["addr", "add", "2001:db8:5e::2/64", "dev", "clo", "nodad"]);
+    clinic.ip(&["link", "set", "clo", "up"]);
+    clinic.ip(&["addr", "add", "192.168.1.1/32", "dev", "lo"]);
+    server.ip(&["addr", "add", "10.100.0.10/24", "dev", "srv"]);
+    server.ip(&["link", "set", "srv", "up"]);
+    server.ip(&["route", "add", "100.64.0.0/30", "via", "10.100.0.1"]);
+    // Full checksums on what the kernel sends into the dataplane (PEERS.md).
+    for (ns, dev) in [(&clinic, "clo"), (&server, "srv")] {
+        assert!(ns.command("ethtool").args(["-K", dev, "tx", "off"]).stdout(Stdio::null()).status().unwrap().success());
+    }
+
+    let run_dir = scratch.path("run");
+    let prefix = format!("dpss{tag}");
+    let dataplane = Dataplane::start(&gw, &scratch.path("dp"), &dataplane_config(&run_dir, &prefix), &run_dir);
+    std::fs::create_dir_all(scratch.path("gw")).unwrap();
+    let control = Control::start(&gw, &scratch.path("gw"), &control_config(&pki), &["--run-dir", run_dir.to_str().unwrap()]);
+    let _echo = Killed(udp_echo(&server, &["serve", "10.100.0.10", "7777"]).spawn().expect("echo server"));
+    let conf = swanctl_conf(&[clinic_connection("gw", "2001:db8:5e::2", "2001:db8:5e::1", "clinic1.example", "clinic1.example.pem", "192.168.1.0/24", "10.100.0.0/16")]);
+    let charon = Charon::start(&clinic, &scratch.path("clinic"), &pki, &[("clinic1.example.pem", "clinic1.example.key")], &conf);
+
+    let (ok, out) = charon.swanctl(&["--initiate", "--child", "lan", "--ike", "gw"]);
+    assert!(ok, "initiate failed:\n{out}\n{}\ncontrol:\n{}\ndataplane:\n{}", charon.log(), control.logs(), dataplane.log());
+    control.wait_for("child_up", |v| v.get("child_up").is_some());
+    // The first datagram waits on ARP for the server; then every one comes back.
+    let warm = report(traffic(&clinic, 10, 50));
+    assert!(warm["received"].as_u64().unwrap() >= 9, "{warm}\n{}", dataplane.log());
+
+    // Rekeys during traffic: not one datagram lost.
+    let flow = traffic(&clinic, 2400, 300);
+    for step in [&["--rekey", "--child", "lan"][..], &["--rekey", "--ike", "gw"], &["--rekey", "--child", "lan"]] {
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        let (ok, out) = charon.swanctl(step);
+        assert!(ok, "{step:?}: {out}");
+    }
+    let during = report(flow);
+    assert_eq!((during["received"].as_u64(), during["lost"].as_array().map(Vec::len)), (Some(2400), Some(0)), "{during}");
+    let rekeys = control.lines().iter().filter(|v| v["child_up"]["pfs_group"] == 14).count();
+    assert_eq!(rekeys, 2, "{}", control.logs());
+
+    // The dataplane restarts: control installs the tunnel again, traffic resumes, no handshake.
+    let ike_sas_before = charon.swanctl(&["--list-sas"]).1;
+    let summary = dataplane.stop();
+    assert!(summary["sas"].as_array().is_some_and(|sas| !sas.is_empty()), "{summary}");
+    let dataplane = Dataplane::start(&gw, &scratch.path("dp2"), &dataplane_config(&run_dir, &prefix), &run_dir);
+    control.wait_for("resync", |v| v["log"].as_str().is_some_and(|l| l.contains("installed again")));
+    // Only the first datagrams may go, while the fresh dataplane resolves its neighbours.
+    let after = report(traffic(&clinic, 200, 100));
+    let lost_late = after["lost"].as_array().unwrap().iter().any(|n| n.as_u64().unwrap() >= 5);
+    assert!(after["received"].as_u64().unwrap() >= 195 && !lost_late, "after the restart: {after}\n{}", dataplane.log());
+    let ike_sas_after = charon.swanctl(&["--list-sas"]).1;
+    let spi = |text: &str| text.lines().find(|l| l.contains("ESTABLISHED")).map(str::to_owned);
+    assert_eq!(spi(&ike_sas_before), spi(&ike_sas_after), "the same IKE SA");
+
+    // A delete from the clinic: the tunnel leaves control and the dataplane.
+    let (ok, out) = charon.swanctl(&["--terminate", "--ike", "gw"]);
+    assert!(ok, "{out}");
+    control.wait_for("child_down", |v| v.get("child_down").is_some());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let summary = dataplane.stop();
+    assert_eq!(summary["sas"], serde_json::json!([]), "no SA left in the dataplane: {summary}");
+}
