@@ -101,14 +101,14 @@ fn hex(bytes: &[u8]) -> String {
 /// A change to ask of the dataplane.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TunnelChange {
-    Up(TunnelConfig),
+    Up(Box<TunnelConfig>),
     Down(String),
 }
 
 impl TunnelChange {
     pub fn message(&self) -> ToDataplane<'_> {
         match self {
-            TunnelChange::Up(config) => ToDataplane::Tunnel(config.clone()),
+            TunnelChange::Up(config) => ToDataplane::Tunnel((**config).clone()),
             TunnelChange::Down(name) => ToDataplane::TunnelDown(name),
         }
     }
@@ -161,7 +161,7 @@ impl TunnelBook {
                     },
                 };
                 self.tunnels.insert(config.name.clone(), config.clone());
-                vec![TunnelChange::Up(config)]
+                vec![TunnelChange::Up(Box::new(config))]
             }
             Event::ChildDown { inbound_spi, .. } => {
                 let Some(name) = self.name_of(*inbound_spi) else { return Vec::new() };
@@ -178,7 +178,7 @@ impl TunnelBook {
                     // The new one went before it was used: the old one stays.
                     _ => {}
                 }
-                vec![TunnelChange::Up(t.clone())]
+                vec![TunnelChange::Up(Box::new(t.clone()))]
             }
             _ => Vec::new(),
         }

@@ -24,7 +24,7 @@ pub enum TableUpdate {
     /// Installs or updates tunnel `index`: its state, inbound SAs to add
     /// and to remove, and a new outbound SA (None: keep the current one and
     /// its sequence number).
-    Tunnel { index: u32, tunnel: Tunnel, add_inbound: Vec<InboundSa>, remove_inbound: Vec<u32>, outbound: Option<OutboundSa> },
+    Tunnel { index: u32, tunnel: Tunnel, add_inbound: Vec<InboundSa>, remove_inbound: Vec<u32>, outbound: Option<Box<OutboundSa>> },
     /// Removes tunnel `index` with its SAs.
     Remove { index: u32, inbound: Vec<u32> },
 }
@@ -48,7 +48,7 @@ pub fn apply(table: &mut SaTable, update: TableUpdate) {
                 table.remove_inbound(spi);
             }
             if let Some(sa) = outbound {
-                table.install_outbound(index, sa);
+                table.install_outbound(index, *sa);
             }
         }
         TableUpdate::Remove { index, inbound } => {
@@ -189,7 +189,7 @@ impl TableManager {
         }
         let all_inbound = checked.inbound_sas(index);
         let add_inbound = all_inbound.into_iter().enumerate().filter(|(i, _)| add.contains(i)).map(|(_, sa)| sa).collect();
-        let update = TableUpdate::Tunnel { index, tunnel: checked.tunnel.clone(), add_inbound, remove_inbound: remove, outbound: outbound.then(|| self.outbound_sa(&checked, index)) };
+        let update = TableUpdate::Tunnel { index, tunnel: checked.tunnel, add_inbound, remove_inbound: remove, outbound: outbound.then(|| Box::new(self.outbound_sa(&checked, index))) };
         let core = checked.core;
         self.routes = routes.clone();
         self.tunnels.insert(config.name.clone(), Installed { checked, index, from_config: false });
@@ -244,7 +244,7 @@ mod tests {
         let fixed = tunnel("fixed", "10.9.0.0/16", &[spi(0, 0)], 500);
         let mut m = TableManager::new(std::slice::from_ref(&fixed), 2, addrs, None).unwrap();
         let mut tables = [SaTable::new(0), SaTable::new(1)];
-        let built = tunnels::build(&[fixed.clone()], 2, &["2001:db8::1".parse().unwrap()], None).unwrap();
+        let built = tunnels::build(std::slice::from_ref(&fixed), 2, &["2001:db8::1".parse().unwrap()], None).unwrap();
         for (t, b) in tables.iter_mut().zip(built.cores) {
             *t = b;
         }

@@ -58,7 +58,7 @@ impl SequenceLog {
 fn read(path: &Path) -> Option<HashMap<u32, u64>> {
     let file = OpenOptions::new().read(true).open(path).ok()?;
     let len = file.metadata().ok()?.len() as usize;
-    if len < HEADER * 8 || len % 8 != 0 {
+    if len < HEADER * 8 || !len.is_multiple_of(8) {
         return None;
     }
     let map = Mapping::new(&file, len / 8, false).ok()?;
