@@ -348,6 +348,69 @@ pub fn to_control_message(data: &[u8]) {
     }
 }
 
+/// The dataplane's side of the control ring: a message as the manager
+/// reads it, and a tunnel it carries checked and installed (or refused)
+/// by a table manager, never a panic; what decodes encodes to the same.
+pub struct ControlRingHarness {
+    manager: crate::tables::TableManager,
+    tables: Vec<crate::sad::SaTable>,
+}
+
+impl Default for ControlRingHarness {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ControlRingHarness {
+    pub fn new() -> ControlRingHarness {
+        let policy = crate::policy::Policy::compile(
+            &toml::from_str::<crate::policy::NatConfig>("pool = [\"100.64.0.0/30\"]").expect("NAT config"),
+            &[crate::policy::TenantConfig { name: "clinic-1".into(), subnets: vec!["192.168.0.0/16".parse().expect("prefix")], port_blocks: 2, max_sessions: 100, rules: vec![], inbound: vec![] }],
+            &[],
+            2,
+        )
+        .expect("policy");
+        let outside = vec!["2001:db8::1".parse().expect("address"), "192.0.2.1".parse().expect("address")];
+        let manager = crate::tables::TableManager::new(&[], 2, outside, Some(std::sync::Arc::new(policy))).expect("manager");
+        ControlRingHarness { manager, tables: vec![crate::sad::SaTable::new(0), crate::sad::SaTable::new(1)] }
+    }
+
+    pub fn run(&mut self, data: &[u8]) {
+        use crate::shm::messages::ToDataplane;
+        let Ok(message) = ToDataplane::decode(data) else { return };
+        assert_eq!(ToDataplane::decode(&message.encode()).as_ref(), Ok(&message));
+        let now = std::time::Instant::now();
+        let change = match &message {
+            ToDataplane::Tunnel(config) => self.manager.upsert(config, now),
+            ToDataplane::TunnelDown(name) => self.manager.remove(name, now),
+            ToDataplane::SendIke { .. } => return,
+        };
+        if let Ok(change) = change {
+            crate::tables::apply(&mut self.tables[usize::from(change.core)], change.update);
+        }
+    }
+}
+
+/// Seeds for the `control_ring` target: a tunnel, its removal, an IKE packet.
+pub fn control_ring_seeds() -> Vec<Vec<u8>> {
+    use crate::shm::messages::ToDataplane;
+    let key = "00112233445566778899aabbccddeeff01020304";
+    let tunnel: crate::tunnels::TunnelConfig = toml::from_str(&format!(
+        "name = \"clinic-1/00100000\"\nremote = \"2001:db8::2\"\nudp_encap = true\nipv4 = [\"192.168.1.0/24\"]\ntenant = \"clinic-1\"\nworker = 0\n\
+         [[inbound]]\nspi = 1048576\nkey = \"{key}\"\n[outbound]\nspi = 3000\nkey = \"{key}\"\n"
+    ))
+    .expect("seed tunnel");
+    [
+        ToDataplane::Tunnel(tunnel),
+        ToDataplane::TunnelDown("clinic-1/00100000"),
+        ToDataplane::SendIke { from: "[2001:db8::1]:4500".parse().expect("address"), to: "[2001:db8::2]:4500".parse().expect("address"), payload: &[0; 28] },
+    ]
+    .iter()
+    .map(ToDataplane::encode)
+    .collect()
+}
+
 /// Seeds for the `shm_message` target: one message of each kind.
 pub fn shm_message_seeds() -> Vec<Vec<u8>> {
     use crate::esp::sa::{Direction, Expiry, SaEvent};

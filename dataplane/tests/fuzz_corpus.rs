@@ -37,6 +37,11 @@ fn shm_message_corpus() {
 }
 
 #[test]
+fn control_ring_corpus() {
+    replay("control_ring", sekisho_dataplane::fuzzing::ControlRingHarness::new(), sekisho_dataplane::fuzzing::ControlRingHarness::run);
+}
+
+#[test]
 fn nat_inner_corpus() {
     replay("nat_inner", NatHarness::new(), NatHarness::run);
 }
@@ -48,7 +53,7 @@ fn nat_inner_corpus() {
 fn write_seeds() {
     let (frames, plaintexts) = sekisho_dataplane::fuzzing::seeds();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus");
-    for (target, inputs) in [("frame", frames), ("esp_plaintext", plaintexts), ("nat_inner", sekisho_dataplane::fuzzing::nat_seeds()), ("nat_pipeline", sekisho_dataplane::fuzzing::nat_pipeline_seeds()), ("shm_message", sekisho_dataplane::fuzzing::shm_message_seeds())] {
+    for (target, inputs) in [("frame", frames), ("esp_plaintext", plaintexts), ("nat_inner", sekisho_dataplane::fuzzing::nat_seeds()), ("nat_pipeline", sekisho_dataplane::fuzzing::nat_pipeline_seeds()), ("shm_message", sekisho_dataplane::fuzzing::shm_message_seeds()), ("control_ring", sekisho_dataplane::fuzzing::control_ring_seeds())] {
         std::fs::create_dir_all(root.join(target)).unwrap();
         for (i, input) in inputs.iter().enumerate() {
             std::fs::write(root.join(target).join(format!("seed-{i}")), input).unwrap();

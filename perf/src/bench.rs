@@ -59,6 +59,15 @@ impl BenchRecord {
         map.insert("gbit_s".into(), json!((bytes as f64 * 8.0 / ns_per_packet * 100.0).round() / 100.0));
         BenchRecord(map)
     }
+    /// A measurement of operations that are not packets (handshakes, say).
+    pub fn operation(bench: &str, subject: &str, ns_per_op: f64) -> Self {
+        let mut map = Map::new();
+        map.insert("bench".into(), json!(bench));
+        map.insert("subject".into(), json!(subject));
+        map.insert("ns_per_op".into(), json!(ns_per_op.round()));
+        BenchRecord(map)
+    }
+
     pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
         self.0.insert(key.into(), value.into());
         self

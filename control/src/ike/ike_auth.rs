@@ -12,7 +12,6 @@ use super::sa::{ChildSa, IkeSa, Phase};
 use super::ts::{self, TrafficSelector};
 use super::wire::{self, Payload};
 use crate::pki::identity::Identity;
-use openssl::x509::X509;
 use std::time::Instant;
 
 /// CERT and CERTREQ encoding: X.509 certificate, signature (§3.6).
@@ -83,7 +82,7 @@ impl Responder {
 
     /// Checks the peer's certificate, identity and AUTH payload; its
     /// identity and tenant name.
-    fn authenticate(&self, payloads: &[Payload], sa: &IkeSa) -> Result<(Identity, String), Refusal> {
+    fn authenticate(&mut self, payloads: &[Payload], sa: &IkeSa) -> Result<(Identity, String), Refusal> {
         let Phase::HalfOpen { request, .. } = &sa.phase else { unreachable!("IKE_AUTH only on a half-open SA") };
         let (mut idi, mut idr, mut auth_payload, mut certs) = (None, None, None, Vec::new());
         for p in payloads {
@@ -109,7 +108,7 @@ impl Responder {
         for body in certs {
             let (&encoding, der) = body.split_first().ok_or(Refusal::Syntax("empty CERT"))?;
             if encoding == CERT_X509_SIGNATURE {
-                x509.push(X509::from_der(der).map_err(|_| Refusal::Certificate("a CERT payload that is not DER X.509".into()))?);
+                x509.push(self.certificates.parse(der).map_err(|_| Refusal::Certificate("a CERT payload that is not DER X.509".into()))?);
             }
         }
         let (end, intermediates) = x509.split_first().ok_or(Refusal::Certificate("no certificate sent".into()))?;

@@ -1,9 +1,7 @@
 //! The IKEv2 key schedule (RFC 7296 §2.13, §2.14, §2.17, §2.18): prf,
 //! prf+, SKEYSEED and the split of keying material into the SA's keys.
 
-use openssl::hash::MessageDigest;
-use openssl::pkey::PKey;
-use openssl::sign::Signer;
+use hmac::{Hmac, Mac};
 
 /// PRF transform IDs (RFC 4868 §2.1; IANA "Transform Type 2").
 pub const PRF_HMAC_SHA2_256: u16 = 5;
@@ -37,11 +35,11 @@ impl Prf {
         }
     }
 
-    pub fn digest(self) -> MessageDigest {
+    pub fn hash(self) -> Hash {
         match self {
-            Prf::HmacSha256 => MessageDigest::sha256(),
-            Prf::HmacSha384 => MessageDigest::sha384(),
-            Prf::HmacSha512 => MessageDigest::sha512(),
+            Prf::HmacSha256 => Hash::Sha256,
+            Prf::HmacSha384 => Hash::Sha384,
+            Prf::HmacSha512 => Hash::Sha512,
         }
     }
 
@@ -56,7 +54,7 @@ impl Prf {
 
     /// prf(key, data...) over the concatenation of `data`.
     pub fn prf(self, key: &[u8], data: &[&[u8]]) -> Vec<u8> {
-        hmac(self.digest(), key, data)
+        hmac(self.hash(), key, data)
     }
 
     /// prf+ (§2.13): T1 = prf(K, S | 0x01), Tn = prf(K, Tn-1 | S | n),
@@ -81,14 +79,29 @@ impl Prf {
     }
 }
 
-/// HMAC with `digest` over the concatenation of `data`.
-pub fn hmac(digest: MessageDigest, key: &[u8], data: &[&[u8]]) -> Vec<u8> {
-    let key = PKey::hmac(key).expect("HMAC keys of any length");
-    let mut signer = Signer::new(digest, &key).expect("HMAC with a SHA-2 digest");
-    for part in data {
-        signer.update(part).expect("HMAC update");
+/// The SHA-2 hashes of the HMACs here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hash {
+    Sha256,
+    Sha384,
+    Sha512,
+}
+
+/// HMAC (RustCrypto's: OpenSSL 3 spends microseconds fetching the
+/// algorithm on every call, and a handshake makes dozens).
+pub fn hmac(hash: Hash, key: &[u8], data: &[&[u8]]) -> Vec<u8> {
+    fn run<M: Mac + hmac::digest::KeyInit>(key: &[u8], data: &[&[u8]]) -> Vec<u8> {
+        let mut mac = <M as hmac::digest::KeyInit>::new_from_slice(key).expect("HMAC keys of any length");
+        for part in data {
+            mac.update(part);
+        }
+        mac.finalize().into_bytes().to_vec()
     }
-    signer.sign_to_vec().expect("HMAC output")
+    match hash {
+        Hash::Sha256 => run::<Hmac<sha2::Sha256>>(key, data),
+        Hash::Sha384 => run::<Hmac<sha2::Sha384>>(key, data),
+        Hash::Sha512 => run::<Hmac<sha2::Sha512>>(key, data),
+    }
 }
 
 /// Key lengths of an IKE SA's algorithms, in bytes.

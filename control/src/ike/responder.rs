@@ -122,6 +122,9 @@ pub(super) struct CookieSecret {
     pub since: Instant,
 }
 
+/// Parsed peer certificates kept: a few per clinic for the largest networks.
+const CERTIFICATE_CACHE: usize = 16_384;
+
 pub(super) const COOKIE_SECRET_LIFETIME: Duration = Duration::from_secs(120);
 
 pub struct Responder {
@@ -137,6 +140,7 @@ pub struct Responder {
     pub(super) half_open: HashMap<(u64, IpAddr), u64>,
     pub(super) half_open_per_source: HashMap<IpAddr, usize>,
     pub(super) cookie: CookieSecret,
+    pub(super) certificates: crate::pki::CertificateCache,
     pub counters: Counters,
 }
 
@@ -155,6 +159,7 @@ impl Responder {
             half_open: HashMap::new(),
             half_open_per_source: HashMap::new(),
             cookie: CookieSecret { version: 0, current: secret, previous: secret, since: now },
+            certificates: crate::pki::CertificateCache::new(CERTIFICATE_CACHE),
             counters: Counters::default(),
         }
     }

@@ -10,7 +10,8 @@ use super::protect::Reassembly;
 use super::responder::{unprotected_notify, Event, Responder};
 use super::sa::{IkeSa, Phase};
 use super::wire::{self, Header, Message, FLAG_RESPONSE, IKE_SA_INIT};
-use super::{auth, keys::hmac};
+use super::auth;
+use super::keys::{hmac, Hash};
 use openssl::hash::{hash, MessageDigest};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
@@ -35,7 +36,7 @@ impl Responder {
             IpAddr::V4(a) => a.octets().to_vec(),
             IpAddr::V6(a) => a.octets().to_vec(),
         };
-        let mac = hmac(MessageDigest::sha256(), secret, &[ni, &ip, &spi_i.to_be_bytes()]);
+        let mac = hmac(Hash::Sha256, secret, &[ni, &ip, &spi_i.to_be_bytes()]);
         [&[version][..], &mac[..16]].concat()
     }
 

@@ -2,8 +2,7 @@
 //! §2.5): AES-GCM with a 16-byte ICV (RFC 5282), or AES-CBC with
 //! HMAC-SHA2 (RFC 3602, RFC 4868), as RFC 8247 recommends for IKEv2.
 
-use super::keys::hmac;
-use openssl::hash::MessageDigest;
+use super::keys::{hmac, Hash};
 use openssl::symm::{self, Cipher};
 
 /// Encryption transform IDs (IANA "Transform Type 1").
@@ -53,11 +52,11 @@ impl Integrity {
             Integrity::Sha512_256 => AUTH_HMAC_SHA2_512_256,
         }
     }
-    fn digest(self) -> MessageDigest {
+    fn hash(self) -> Hash {
         match self {
-            Integrity::Sha256_128 => MessageDigest::sha256(),
-            Integrity::Sha384_192 => MessageDigest::sha384(),
-            Integrity::Sha512_256 => MessageDigest::sha512(),
+            Integrity::Sha256_128 => Hash::Sha256,
+            Integrity::Sha384_192 => Hash::Sha384,
+            Integrity::Sha512_256 => Hash::Sha512,
         }
     }
     /// Key bytes: the hash's output length (RFC 4868 §2.1.1).
@@ -172,7 +171,7 @@ impl Protection {
                 message.extend_from_slice(&iv);
                 message.extend_from_slice(&ciphertext);
                 // §3.14: the ICV covers the whole message up to itself.
-                let icv = hmac(integrity.digest(), integrity_key, &[message]);
+                let icv = hmac(integrity.hash(), integrity_key, &[message]);
                 message.extend_from_slice(&icv[..integrity.icv_len()]);
             }
         }
@@ -201,7 +200,7 @@ impl Protection {
                     return Err(OpenError::Short);
                 }
                 let (covered, icv) = message.split_at(message.len() - icv_len);
-                let expected = hmac(integrity.digest(), integrity_key, &[covered]);
+                let expected = hmac(integrity.hash(), integrity_key, &[covered]);
                 if !openssl::memcmp::eq(&expected[..icv_len], icv) {
                     return Err(OpenError::Integrity);
                 }

@@ -122,6 +122,39 @@ impl Trust {
     }
 }
 
+/// Parsed certificates by the SHA-256 of their DER: a clinic that comes
+/// back (after a rekey's reauthentication or a reconnect) skips OpenSSL's
+/// parse, which costs more than a signature check. Bounded; the oldest
+/// entry goes first.
+pub struct CertificateCache {
+    parsed: std::collections::HashMap<[u8; 32], X509>,
+    order: std::collections::VecDeque<[u8; 32]>,
+    capacity: usize,
+}
+
+impl CertificateCache {
+    pub fn new(capacity: usize) -> CertificateCache {
+        CertificateCache { parsed: Default::default(), order: Default::default(), capacity: capacity.max(1) }
+    }
+
+    pub fn parse(&mut self, der: &[u8]) -> Result<X509, PkiError> {
+        use sha2::Digest;
+        let key: [u8; 32] = sha2::Sha256::digest(der).into();
+        if let Some(cert) = self.parsed.get(&key) {
+            return Ok(cert.clone());
+        }
+        let cert = X509::from_der(der).map_err(|e| PkiError::Unreadable(e.to_string()))?;
+        if self.order.len() == self.capacity {
+            if let Some(oldest) = self.order.pop_front() {
+                self.parsed.remove(&oldest);
+            }
+        }
+        self.order.push_back(key);
+        self.parsed.insert(key, cert.clone());
+        Ok(cert)
+    }
+}
+
 /// The gateway's own key and certificate chain.
 pub struct Credentials {
     pub key: PKey<Private>,
@@ -175,5 +208,12 @@ mod tests {
         let (leaf, _) = sub_ca.issue("clinic5.example", KeyKind::Rsa2048, -1, 30);
         assert_eq!(trust.verify(&leaf, &[sub]), Ok(()));
         assert!(trust.verify(&leaf, &[]).is_err(), "without its intermediate");
+
+        let mut cache = CertificateCache::new(1);
+        let der = good.to_der().unwrap();
+        assert_eq!(cache.parse(&der).unwrap().to_der().unwrap(), der);
+        assert_eq!(cache.parse(&der).unwrap().to_der().unwrap(), der, "from the cache");
+        assert!(cache.parse(&revoked.to_der().unwrap()).is_ok() && cache.parsed.len() == 1, "bounded");
+        assert!(cache.parse(&der[..100]).is_err());
     }
 }
