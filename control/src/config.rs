@@ -52,7 +52,7 @@ struct Ike {
     cookie_threshold_per_source: usize,
     max_half_open: usize,
     half_open_timeout: u64,
-    idle_timeout: u64,
+    liveness_interval: u64,
     max_datagram: usize,
 }
 
@@ -67,7 +67,7 @@ impl Default for Ike {
             cookie_threshold_per_source: s.cookie_threshold_per_source,
             max_half_open: s.max_half_open,
             half_open_timeout: s.half_open_timeout.as_secs(),
-            idle_timeout: s.idle_timeout.as_secs(),
+            liveness_interval: s.liveness_interval.as_secs(),
             max_datagram: s.max_datagram,
         }
     }
@@ -125,7 +125,7 @@ pub fn parse(text: &str, base: &Path) -> Result<ControlConfig, String> {
         cookie_threshold_per_source: ike.cookie_threshold_per_source,
         max_half_open: ike.max_half_open,
         half_open_timeout: Duration::from_secs(ike.half_open_timeout),
-        idle_timeout: Duration::from_secs(ike.idle_timeout),
+        liveness_interval: Duration::from_secs(ike.liveness_interval),
         max_datagram: ike.max_datagram,
     };
     let mut tenants = Vec::new();

@@ -4,7 +4,8 @@
 serve ADDR PORT            answer every datagram with the same bytes
 send SRC DST PORT N RATE   send N numbered datagrams from SRC at RATE per
                            second, wait for the echoes, print one JSON line:
-                           sent, received, lost (numbers missing), late
+                           sent, unsent (no route), received, lost (numbers
+                           missing)
 """
 import json
 import socket
@@ -26,18 +27,22 @@ def send(src, dst, port, count, rate):
     s.bind((src, 0))
     s.setblocking(False)
     seen = set()
+    unsent = 0
     start = time.monotonic()
     for n in range(count):
         while time.monotonic() < start + n / rate:
             drain(s, seen)
             time.sleep(0.0005)
-        s.sendto(n.to_bytes(8, "big") + b"sekisho" * 8, (dst, int(port)))
+        try:
+            s.sendto(n.to_bytes(8, "big") + b"sekisho" * 8, (dst, int(port)))
+        except OSError:
+            unsent += 1
     deadline = time.monotonic() + 2.0
     while time.monotonic() < deadline and len(seen) < count:
         drain(s, seen)
         time.sleep(0.001)
     lost = sorted(set(range(count)) - seen)
-    print(json.dumps({"sent": count, "received": len(seen), "lost": lost[:50], "seconds": round(time.monotonic() - start, 3)}))
+    print(json.dumps({"sent": count - unsent, "unsent": unsent, "received": len(seen), "lost": lost[:50], "seconds": round(time.monotonic() - start, 3)}))
 
 
 def drain(s, seen):

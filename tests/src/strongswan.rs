@@ -226,6 +226,13 @@ impl Control {
         }
     }
 
+    /// Replaces its config file and sends SIGHUP.
+    pub fn reload(&self, config: &str) {
+        std::fs::write(self.events.with_file_name("control.toml"), config).expect("config");
+        let status = Command::new("kill").args(["-HUP", &self.child.id().to_string()]).status().expect("kill");
+        assert!(status.success());
+    }
+
     pub fn logs(&self) -> String {
         self.lines().iter().filter_map(|v| v["log"].as_str().map(str::to_owned)).collect::<Vec<_>>().join("\n")
     }

@@ -128,6 +128,21 @@ fn strongswan_traffic_crosses_the_dataplane_through_rekeys_deletes_and_a_restart
     let (ok, out) = charon.swanctl(&["--terminate", "--ike", "gw"]);
     assert!(ok, "{out}");
     control.wait_for("child_down", |v| v.get("child_down").is_some());
+    let gone = report(traffic(&clinic, 20, 100));
+    assert_eq!(gone["received"], 0, "{gone}");
+
+    // Back again, then removed by the operator: the gateway deletes it from both processes.
+    let (ok, out) = charon.swanctl(&["--initiate", "--child", "lan", "--ike", "gw"]);
+    assert!(ok, "{out}");
+    let again = report(traffic(&clinic, 20, 100));
+    assert!(again["received"].as_u64().unwrap() >= 19, "{again}");
+    control.reload(&control_config(&pki).split("[[tenants]]").next().unwrap().to_string());
+    let downs = || control.lines().iter().filter(|v| v.get("child_down").is_some()).count();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while downs() < 2 {
+        assert!(std::time::Instant::now() < deadline, "{}", control.logs());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     std::thread::sleep(std::time::Duration::from_millis(300));
     let summary = dataplane.stop();
     assert_eq!(summary["sas"], serde_json::json!([]), "no SA left in the dataplane: {summary}");

@@ -86,6 +86,43 @@ fn strongswan_over_ipv6_connects_rekeys_and_deletes() {
 }
 
 #[test]
+fn a_reload_refuses_a_bad_file_whole_and_deletes_a_removed_tenants_tunnel() {
+    let scratch = Scratch::new("ss-reload");
+    let pki = TestPki::create(&scratch.path("pki"), &["clinic1.example"], "stranger.example");
+    let tag = std::process::id() % 100_000;
+    let gw = Netns::new(&format!("ssgr-{tag}"));
+    let clinic = Netns::new(&format!("sscr-{tag}"));
+    link(&gw, "gw0", "2001:db8:5e::1/64", &clinic, "cl0", "2001:db8:5e::2/64");
+    clinic.ip(&["addr", "add", "192.168.1.1/32", "dev", "lo"]);
+    std::fs::create_dir_all(scratch.path("gw")).unwrap();
+    let config = control_config(&pki);
+    let control = Control::start(&gw, &scratch.path("gw"), &config, &["--listen", "[2001:db8:5e::1]:500", "--listen", "[2001:db8:5e::1]:4500"]);
+    let conf = swanctl_conf(&[clinic_connection("gw", "2001:db8:5e::2", "2001:db8:5e::1", "clinic1.example", "clinic1.example.pem", "192.168.1.0/24", "10.100.0.0/16")]);
+    let charon = Charon::start(&clinic, &scratch.path("clinic"), &pki, &[("clinic1.example.pem", "clinic1.example.key")], &conf);
+    let (ok, out) = charon.swanctl(&["--initiate", "--child", "lan", "--ike", "gw"]);
+    assert!(ok, "{out}\n{}", control.logs());
+    control.wait_for("child_up", |v| child_up(v).is_some());
+
+    // A file that does not parse: refused whole, with the line at fault; the tunnel stays.
+    control.reload(&config.replace("[ike]", "[ike"));
+    let refusal = control.wait_for("refusal", |v| v["log"].as_str().is_some_and(|l| l.starts_with("reload refused")));
+    assert!(refusal["log"].as_str().unwrap().contains("line"), "{refusal}");
+    let (_, sas) = charon.swanctl(&["--list-sas"]);
+    assert!(sas.contains("INSTALLED"), "{sas}");
+
+    // The clinic's tenant removed: the gateway deletes its IKE SA, and strongSwan hears of it.
+    let without = config.split("[[tenants]]").next().unwrap().to_string();
+    control.reload(&without);
+    control.wait_for("child_down", |v| v.get("child_down").is_some());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !charon.swanctl(&["--list-sas"]).1.trim().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "strongSwan kept the IKE SA:\n{}", charon.log());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(charon.log().contains("received DELETE for IKE_SA"), "{}", charon.log());
+}
+
+#[test]
 fn strongswan_over_ipv4_through_a_nat_uses_nat_traversal() {
     let scratch = Scratch::new("ss-ike4");
     let pki = TestPki::create(&scratch.path("pki"), &["clinic1.example"], "stranger.example");

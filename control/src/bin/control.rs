@@ -98,8 +98,8 @@ fn run(config_path: PathBuf, listen: Vec<String>, run_dir: Option<PathBuf>) {
             // A bad file is refused whole; the running state stays (tunnels too).
             match config::load(&config_path) {
                 Ok(c) if c.workers == workers => {
-                    responder.reconfigure(c.settings, c.tenants, c.trust);
                     events.push(Event::Log(format!("config reloaded from {}", config_path.display())));
+                    responder.reconfigure(c.settings, c.tenants, c.trust, Instant::now(), &mut events);
                 }
                 Ok(_) => events.push(Event::Log("reload refused: gateway.workers cannot change while running".into())),
                 Err(e) => events.push(Event::Log(format!("reload refused: {e}"))),

@@ -148,6 +148,8 @@ impl Responder {
             children: std::mem::take(&mut sa.children),
             created: now,
             last_heard: now,
+            our_next_id: 0,
+            outstanding: None,
         };
         out.push(Event::Log(format!("ike_sa {:016x} of {tenant} rekeyed to {new_spi_r:016x}", sa.spi_r)));
         self.counters.ike_sas_rekeyed += 1;

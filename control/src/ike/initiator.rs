@@ -396,6 +396,24 @@ impl Initiator {
         Ok(())
     }
 
+    /// Answers the responder's own request (a liveness check or a delete)
+    /// as a peer does: an empty INFORMATIONAL response under its Message
+    /// ID. The request's inner payload types, and the response.
+    pub fn answer(&mut self, datagram: &[u8]) -> Result<(Vec<u8>, Vec<u8>), String> {
+        let m = wire::parse(datagram).map_err(|e| e.to_string())?;
+        if m.header.is_response() || m.header.from_initiator() {
+            return Err("not a request from the responder".into());
+        }
+        let sk = m.payloads.last().ok_or("no payloads")?;
+        let keys = self.keys.as_ref().expect("IKE_SA_INIT done");
+        let plain = protect::open(self.protection, Keys { encryption: &keys.sk_er, integrity: &keys.sk_ar }, datagram, sk).map_err(|e| e.to_string())?;
+        let kinds = wire::chain(sk.inner_next, &plain).map_err(|e| e.to_string())?.iter().map(|p| p.kind).collect();
+        let header = Header { initiator_spi: self.spi_i, responder_spi: self.spi_r, next_payload: 0, minor_version: 0, exchange: m.header.exchange, flags: FLAG_INITIATOR | wire::FLAG_RESPONSE, message_id: m.header.message_id, length: 0 };
+        let keys = Keys { encryption: &keys.sk_ei, integrity: &keys.sk_ai };
+        let response = protect::seal(self.protection, keys, &mut self.iv_counter, header, &Chain::new(), 1232, false).remove(0);
+        Ok((kinds, response))
+    }
+
     /// An INFORMATIONAL request deleting the CHILD_SA of responder SPI `their_spi`.
     pub fn delete_child_request(&mut self, their_spi: u32, max_datagram: usize) -> Vec<Vec<u8>> {
         let ours = self.children.iter().find(|c| c.their_spi == their_spi).map_or(0, |c| c.our_spi);

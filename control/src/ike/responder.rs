@@ -5,7 +5,7 @@
 //! in, and what to send and install goes out as [`Event`]s.
 
 use super::protect::{self, Chain};
-use super::sa::{ChildSa, IkeSa, Phase};
+use super::sa::{ChildSa, IkeSa, Phase, Purpose};
 use super::wire::{self, Header, Message, ENCRYPTED, ENCRYPTED_FRAGMENT, FLAG_RESPONSE, IKE_SA_INIT};
 use crate::pki::identity::Identity;
 use crate::pki::{Credentials, Trust};
@@ -35,8 +35,10 @@ pub struct Settings {
     pub half_open_timeout: Duration,
     /// Largest IKE datagram we send; bigger messages are fragmented (RFC 7383).
     pub max_datagram: usize,
-    /// An established IKE SA that has not been heard of this long is dropped.
-    pub idle_timeout: Duration,
+    /// An established IKE SA not heard of this long gets a liveness check
+    /// (an empty INFORMATIONAL request, §1.4); a peer that answers none of
+    /// its retransmissions is dead and its SAs go.
+    pub liveness_interval: Duration,
 }
 
 impl Default for Settings {
@@ -51,7 +53,7 @@ impl Default for Settings {
             half_open_timeout: Duration::from_secs(30),
             // 1280 bytes of IPv6 less its header, UDP and the non-ESP marker.
             max_datagram: 1280 - 40 - 8 - 4,
-            idle_timeout: Duration::from_secs(600),
+            liveness_interval: Duration::from_secs(60),
         }
     }
 }
@@ -110,7 +112,7 @@ pub struct Counters {
     pub child_sas_rekeyed: u64,
     pub ike_sas_rekeyed: u64,
     pub deletes: u64,
-    pub idle_expired: u64,
+    pub dead_peers: u64,
 }
 
 /// The secret behind cookies, replaced now and then; the one before stays
@@ -165,10 +167,13 @@ impl Responder {
     }
 
     /// Replaces the tenant registry and trust (a config reload): SAs stay.
-    pub fn reconfigure(&mut self, settings: Settings, tenants: Tenants, trust: Trust) {
+    /// SAs whose identity left the registry are deleted (see
+    /// [`Responder::delete_unregistered`]); the others stay.
+    pub fn reconfigure(&mut self, settings: Settings, tenants: Tenants, trust: Trust, now: Instant, out: &mut Vec<Event>) {
         self.settings = settings;
         self.tenants = tenants;
         self.trust = trust;
+        self.delete_unregistered(now, out);
     }
 
     pub fn ike_sa_count(&self) -> usize {
@@ -203,8 +208,11 @@ impl Responder {
                 return;
             }
         };
-        // We send no requests yet, so every response is unexpected.
-        if message.header.is_response() || !message.header.from_initiator() {
+        if message.header.is_response() {
+            return self.response(now, datagram, &message, out);
+        }
+        // Requests come from the original initiator (§3.1, the I flag).
+        if !message.header.from_initiator() {
             self.counters.malformed += 1;
             return;
         }
@@ -330,27 +338,42 @@ impl Responder {
         }
     }
 
-    /// Timers: half-open SAs that never finished, silent peers, the cookie secret.
+    /// Timers: half-open SAs that never finished, retransmissions of our
+    /// requests and liveness checks of silent peers, the cookie secret.
     pub fn tick(&mut self, now: Instant, out: &mut Vec<Event>) {
         let half_open_timeout = self.settings.half_open_timeout;
-        let idle_timeout = self.settings.idle_timeout;
-        let expired: Vec<u64> = self
-            .sas
-            .values()
-            .filter(|sa| match sa.phase {
-                Phase::HalfOpen { .. } => now.duration_since(sa.created) > half_open_timeout,
-                Phase::Established { .. } => now.duration_since(sa.last_heard) > idle_timeout,
-            })
-            .map(|sa| sa.spi_r)
-            .collect();
+        let expired: Vec<u64> = self.sas.values().filter(|sa| matches!(sa.phase, Phase::HalfOpen { .. }) && now.duration_since(sa.created) > half_open_timeout).map(|sa| sa.spi_r).collect();
         for spi in expired {
             let sa = self.sas.remove(&spi).expect("listed above");
-            match sa.phase {
-                Phase::HalfOpen { .. } => self.counters.half_open_expired += 1,
-                Phase::Established { .. } => {
-                    self.counters.idle_expired += 1;
-                    out.push(Event::Log(format!("ike_sa {:016x} of {} silent for {}s: dropped", sa.spi_r, sa.tenant().unwrap_or("?"), idle_timeout.as_secs())));
+            self.counters.half_open_expired += 1;
+            self.forget(sa, out);
+        }
+        let (liveness, max_datagram) = (self.settings.liveness_interval, self.settings.max_datagram);
+        let mut dead = Vec::new();
+        for sa in self.sas.values_mut().filter(|sa| matches!(sa.phase, Phase::Established { .. })) {
+            match &mut sa.outstanding {
+                Some(o) if now.duration_since(o.sent) >= RETRANSMIT_BASE * (1 << o.tries) => {
+                    if o.tries + 1 >= RETRANSMIT_TRIES {
+                        dead.push(sa.spi_r);
+                        continue;
+                    }
+                    o.tries += 1;
+                    o.sent = now;
+                    out.extend(o.datagrams.iter().map(|d| Event::Send { from: sa.local, to: sa.peer, datagram: d.clone() }));
                 }
+                Some(_) => {}
+                None if now.duration_since(sa.last_heard) >= liveness => {
+                    let datagrams = sa.request(wire::INFORMATIONAL, &Chain::new(), max_datagram, now, Purpose::Liveness);
+                    out.extend(datagrams.into_iter().map(|d| Event::Send { from: sa.local, to: sa.peer, datagram: d }));
+                }
+                None => {}
+            }
+        }
+        for spi in dead {
+            let sa = self.sas.remove(&spi).expect("listed above");
+            if sa.outstanding.as_ref().is_some_and(|o| o.purpose == Purpose::Liveness) {
+                self.counters.dead_peers += 1;
+                out.push(Event::Log(format!("ike_sa {:016x} of {} at {}: no answer to a liveness check, peer dead", sa.spi_r, sa.tenant().unwrap_or("?"), sa.peer)));
             }
             self.forget(sa, out);
         }
@@ -360,7 +383,71 @@ impl Responder {
             self.cookie = CookieSecret { version: self.cookie.version.wrapping_add(1), current: secret, previous: self.cookie.current, since: now };
         }
     }
+
+    /// Deletes, from our side, every IKE SA whose identity no longer maps
+    /// to the tenant it was made for (the tenant or identity was removed
+    /// from the registry): its CHILD_SAs stop at once, and the peer is told
+    /// with an INFORMATIONAL Delete (§1.4.1).
+    pub fn delete_unregistered(&mut self, now: Instant, out: &mut Vec<Event>) {
+        let stale: Vec<u64> = self
+            .sas
+            .values()
+            .filter(|sa| match &sa.phase {
+                Phase::Established { tenant, peer_id } => sa.outstanding.as_ref().is_none_or(|o| o.purpose != Purpose::DeleteIke) && self.tenants.find(peer_id).is_none_or(|t| t.name != *tenant),
+                Phase::HalfOpen { .. } => false,
+            })
+            .map(|sa| sa.spi_r)
+            .collect();
+        for spi in stale {
+            let mut sa = self.sas.remove(&spi).expect("listed above");
+            out.push(Event::Log(format!("ike_sa {spi:016x} of {}: no longer in the tenant registry, deleted", sa.tenant().unwrap_or("?"))));
+            let tenant = sa.tenant().unwrap_or_default().to_string();
+            for child in std::mem::take(&mut sa.children) {
+                self.spis.release(child.inbound_spi);
+                out.push(Event::ChildDown { tenant: tenant.clone(), inbound_spi: child.inbound_spi, outbound_spi: child.outbound_spi });
+            }
+            let mut chain = Chain::new();
+            chain.push(wire::DELETE, super::informational::delete_body(super::proposal::PROTOCOL_IKE, &[]));
+            // A request already in flight: the delete waits for no one (the SA
+            // is gone either way); its Message ID follows.
+            sa.outstanding = None;
+            let datagrams = sa.request(wire::INFORMATIONAL, &chain, self.settings.max_datagram, now, Purpose::DeleteIke);
+            out.extend(datagrams.into_iter().map(|d| Event::Send { from: sa.local, to: sa.peer, datagram: d }));
+            self.counters.deletes += 1;
+            self.sas.insert(spi, sa);
+        }
+    }
+
+    /// A response to one of our requests.
+    fn response(&mut self, now: Instant, datagram: &[u8], message: &Message, out: &mut Vec<Event>) {
+        let h = message.header;
+        let Some(sa) = self.sas.get_mut(&h.responder_spi).filter(|sa| sa.spi_i == h.initiator_spi) else {
+            self.counters.unknown_spi += 1;
+            return;
+        };
+        let Some(purpose) = sa.outstanding.as_ref().filter(|o| o.id == h.message_id).map(|o| o.purpose) else {
+            self.counters.unexpected_message_id += 1;
+            return;
+        };
+        let authentic = message.payloads.last().filter(|p| p.kind == ENCRYPTED).is_some_and(|sk| protect::open(sa.protection, sa.keys_in(), datagram, sk).is_ok());
+        if !authentic {
+            self.counters.integrity_failures += 1;
+            return;
+        }
+        sa.outstanding = None;
+        sa.our_next_id = sa.our_next_id.wrapping_add(1);
+        sa.last_heard = now;
+        if purpose == Purpose::DeleteIke {
+            let sa = self.sas.remove(&h.responder_spi).expect("found above");
+            self.forget(sa, out);
+        }
+    }
 }
+
+/// First retransmission of our requests, doubled each time (§2.1).
+const RETRANSMIT_BASE: Duration = Duration::from_secs(1);
+/// Sends of a request before the peer counts as dead: 1+2+4+8+16 s.
+const RETRANSMIT_TRIES: u32 = 5;
 
 /// An unprotected response carrying one notify (to an IKE_SA_INIT request).
 pub(super) fn unprotected_notify(spi_i: u64, spi_r: u64, kind: u16, data: &[u8]) -> Vec<u8> {

@@ -39,6 +39,22 @@ impl std::fmt::Debug for ChildSa {
     }
 }
 
+/// Why we sent a request of our own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    Liveness,
+    DeleteIke,
+}
+
+/// Our request waiting for its response (one at a time: window size 1, §2.3).
+pub struct Outstanding {
+    pub id: u32,
+    pub datagrams: Vec<Vec<u8>>,
+    pub sent: Instant,
+    pub tries: u32,
+    pub purpose: Purpose,
+}
+
 pub struct IkeSa {
     pub spi_i: u64,
     pub spi_r: u64,
@@ -66,6 +82,9 @@ pub struct IkeSa {
     pub children: Vec<ChildSa>,
     pub created: Instant,
     pub last_heard: Instant,
+    /// The Message ID of our next request (our own sequence, §2.2).
+    pub our_next_id: u32,
+    pub outstanding: Option<Outstanding>,
 }
 
 impl IkeSa {
@@ -81,6 +100,16 @@ impl IkeSa {
         let datagrams = protect::seal(self.protection, keys, &mut self.iv_counter, header, chain, max_datagram, self.fragmentation);
         self.last_response = Some((message_id, datagrams.clone()));
         self.next_request = message_id.wrapping_add(1);
+        datagrams
+    }
+
+    /// Seals a request of ours (the original responder's: no I flag) and
+    /// keeps it for retransmission until its response comes.
+    pub fn request(&mut self, exchange: u8, chain: &Chain, max_datagram: usize, now: Instant, purpose: Purpose) -> Vec<Vec<u8>> {
+        let header = Header { initiator_spi: self.spi_i, responder_spi: self.spi_r, next_payload: 0, minor_version: 0, exchange, flags: 0, message_id: self.our_next_id, length: 0 };
+        let keys = Keys { encryption: &self.keys.sk_er, integrity: &self.keys.sk_ar };
+        let datagrams = protect::seal(self.protection, keys, &mut self.iv_counter, header, chain, max_datagram, self.fragmentation);
+        self.outstanding = Some(Outstanding { id: self.our_next_id, datagrams: datagrams.clone(), sent: now, tries: 0, purpose });
         datagrams
     }
 

@@ -200,6 +200,8 @@ impl Responder {
             children: Vec::new(),
             created: now,
             last_heard: now,
+            our_next_id: 0,
+            outstanding: None,
         };
         self.sas.insert(spi_r, sa);
         self.half_open.insert((spi_i, from.ip()), spi_r);

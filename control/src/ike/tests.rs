@@ -366,10 +366,48 @@ fn child_and_ike_rekeys_then_deletes() {
     receive(&mut i, &sent);
     assert!(events.iter().any(|e| matches!(e, Event::ChildDown { inbound_spi, .. } if *inbound_spi == rekeyed.their_spi)));
     assert_eq!(r.children().count(), 0);
-    assert_eq!(r.ike_sa_count(), 1, "the old IKE SA waits for its own delete (or its idle timeout)");
+    assert_eq!(r.ike_sa_count(), 1, "the old IKE SA waits for its own delete, or a liveness check");
+    // The old IKE SA's peer never answers its liveness check: retransmitted
+    // at 1, 2, 4 and 8 s, then the peer is dead (and with it the SA).
+    let start = Instant::now() + Duration::from_secs(61);
     let mut events = Vec::new();
-    r.tick(Instant::now() + Duration::from_secs(601), &mut events);
-    assert_eq!(r.ike_sa_count(), 0);
+    for s in [0, 1, 3, 7, 15, 31] {
+        r.tick(start + Duration::from_secs(s), &mut events);
+    }
+    let sends = events.iter().filter(|e| matches!(e, Event::Send { .. })).count();
+    assert_eq!((sends, r.ike_sa_count(), r.counters.dead_peers), (5, 0, 1));
+    assert!(logs(&events).iter().any(|l| l.contains("peer dead")));
+}
+
+#[test]
+fn liveness_checks_are_answered_and_a_removed_tenant_is_deleted_from_our_side() {
+    let mut r = responder(Settings::default());
+    let (mut i, child) = connect(&mut r, initiator("clinic1.example", &pki().clinic), 1232);
+    let later = Instant::now() + Duration::from_secs(61);
+    let mut events = Vec::new();
+    r.tick(later, &mut events);
+    let Some(Event::Send { datagram, .. }) = events.first() else { panic!("no liveness check: {events:?}") };
+    let (kinds, answer) = i.answer(datagram).unwrap();
+    assert!(kinds.is_empty(), "an empty INFORMATIONAL");
+    let mut events = Vec::new();
+    r.handle(later, addr(CLINIC), addr(GATEWAY), &answer, &mut events);
+    // Answered: no retransmission, the SA lives on.
+    r.tick(later + Duration::from_secs(5), &mut events);
+    assert!(events.is_empty() && r.ike_sa_count() == 1, "{events:?}");
+
+    // The operator removes the clinic's identity: its CHILD_SA stops now, and the peer is told.
+    let p = pki();
+    let trust = Trust::new(vec![p.ca.cert.clone()], vec![]).unwrap();
+    let tenants = Tenants::new(vec![Tenant { name: "clinic-2".into(), identities: vec![Identity::from_config("clinic2.example").unwrap()], subnets: vec!["192.168.1.0/24".parse().unwrap()], worker: 0 }]);
+    let mut events = Vec::new();
+    r.reconfigure(Settings::default(), tenants, trust, later, &mut events);
+    assert!(events.iter().any(|e| matches!(e, Event::ChildDown { inbound_spi, .. } if *inbound_spi == child.inbound_spi)));
+    let delete = events.iter().find_map(|e| if let Event::Send { datagram, .. } = e { Some(datagram.clone()) } else { None }).unwrap();
+    let (kinds, answer) = i.answer(&delete).unwrap();
+    assert_eq!(kinds, vec![wire::DELETE]);
+    assert_eq!(r.ike_sa_count(), 1, "until the peer answers");
+    r.handle(later, addr(CLINIC), addr(GATEWAY), &answer, &mut events);
+    assert_eq!((r.ike_sa_count(), r.children().count()), (0, 0));
 }
 
 #[test]
