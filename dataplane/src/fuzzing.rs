@@ -385,6 +385,13 @@ impl ControlRingHarness {
             ToDataplane::Tunnel(config) => self.manager.upsert(config, now),
             ToDataplane::TunnelDown(name) => self.manager.remove(name, now),
             ToDataplane::SendIke { .. } => return,
+            ToDataplane::Reset => {
+                for name in self.manager.dynamic_tunnels() {
+                    let change = self.manager.remove(&name, now).expect("a dynamic tunnel");
+                    crate::tables::apply(&mut self.tables[usize::from(change.core)], change.update);
+                }
+                return;
+            }
         };
         if let Ok(change) = change {
             crate::tables::apply(&mut self.tables[usize::from(change.core)], change.update);
@@ -405,6 +412,7 @@ pub fn control_ring_seeds() -> Vec<Vec<u8>> {
         ToDataplane::Tunnel(tunnel),
         ToDataplane::TunnelDown("clinic-1/00100000"),
         ToDataplane::SendIke { from: "[2001:db8::1]:4500".parse().expect("address"), to: "[2001:db8::2]:4500".parse().expect("address"), payload: &[0; 28] },
+        ToDataplane::Reset,
     ]
     .iter()
     .map(ToDataplane::encode)

@@ -392,6 +392,15 @@ fn from_control(bytes: &[u8], manager: &mut TableManager, routes: &RouteTable, t
         }
         ToDataplane::Tunnel(config) => manager.upsert(&config, Instant::now()),
         ToDataplane::TunnelDown(name) => manager.remove(name, Instant::now()),
+        ToDataplane::Reset => {
+            let names = manager.dynamic_tunnels();
+            tracing::info!(tunnels = names.len(), "the control process started afresh: removing the tunnels it installed before");
+            for name in names {
+                let removal = ToDataplane::TunnelDown(&name).encode();
+                from_control(&removal, manager, routes, tasks);
+            }
+            return;
+        }
     };
     let Change { core, update, routes: new_routes, routes_first } = match change {
         Ok(change) => change,

@@ -175,8 +175,12 @@ fn receive_udp(udp: &mut UdpTransport, responder: &mut Responder, events: &mut V
 fn receive_dataplane(run_dir: &Path, link: &mut Option<Link>, book: &TunnelBook, responder: &mut Responder, events: &mut Vec<Event>) -> bool {
     let Some(l) = link else {
         match Link::open(run_dir) {
-            Ok(Some(opened)) => {
-                events.push(Event::Log(format!("linked to the dataplane in {}", run_dir.display())));
+            Ok(Some(mut opened)) => {
+                // A control process that starts afresh knows none of the
+                // tunnels a previous one installed, and cannot rekey them:
+                // they go, and their clinics connect again.
+                events.push(Event::Log(format!("linked to the dataplane in {}: tunnels of an earlier control process removed", run_dir.display())));
+                opened.send(&ToDataplane::Reset);
                 *link = Some(opened);
                 resync(link.as_mut().expect("just set"), book, events);
             }

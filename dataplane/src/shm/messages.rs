@@ -114,6 +114,7 @@ impl ToControl<'_> {
 const KIND_TUNNEL: u8 = 16;
 const KIND_TUNNEL_DOWN: u8 = 17;
 const KIND_SEND_IKE: u8 = 18;
+const KIND_RESET: u8 = 19;
 /// Body bytes of a SendIke before its payload: two addresses, two ports, family.
 const SEND_LEN: usize = 16 + 16 + 2 + 2 + 4;
 
@@ -127,6 +128,9 @@ pub enum ToDataplane<'a> {
     /// Send an IKE message from our `from` to the peer's `to` on the
     /// outside port (with the non-ESP marker when on port 4500).
     SendIke { from: std::net::SocketAddr, to: std::net::SocketAddr, payload: &'a [u8] },
+    /// Remove every tunnel control installed: a control process that
+    /// started afresh does not know them (and cannot rekey them).
+    Reset,
 }
 
 fn ip_bytes(ip: std::net::IpAddr) -> [u8; 16] {
@@ -152,6 +156,7 @@ impl ToDataplane<'_> {
                 body.extend_from_slice(payload);
                 (KIND_SEND_IKE, body)
             }
+            ToDataplane::Reset => (KIND_RESET, Vec::new()),
         };
         let len = body.len() as u16;
         [&[kind, 0, len as u8, (len >> 8) as u8][..], &body].concat()
@@ -187,6 +192,7 @@ impl ToDataplane<'_> {
                 let to = std::net::SocketAddr::new(ip(16, v6)?, port(34));
                 Ok(ToDataplane::SendIke { from, to, payload: &body[SEND_LEN..] })
             }
+            KIND_RESET if body.is_empty() => Ok(ToDataplane::Reset),
             other => Err(MessageError::Kind(other)),
         }
     }
@@ -220,6 +226,7 @@ mod tests {
             ToDataplane::TunnelDown("clinic-1/00100000"),
             ToDataplane::SendIke { from: "[2001:db8::1]:4500".parse().unwrap(), to: "[2001:db8::2]:4500".parse().unwrap(), payload: &[1, 2, 3] },
             ToDataplane::SendIke { from: "192.0.2.1:500".parse().unwrap(), to: "198.51.100.7:1234".parse().unwrap(), payload: &[] },
+            ToDataplane::Reset,
         ] {
             let bytes = message.encode();
             assert_eq!(ToDataplane::decode(&bytes), Ok(message));
