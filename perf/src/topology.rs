@@ -69,6 +69,10 @@ pub const POOL: &str = "100.64.0.0/30";
 /// The servers' subnet, which the clinics' tenant may reach.
 pub const SERVERS_V4: &str = "192.0.2.0/24";
 
+/// A second tenant, whose tunnels (10.200.N.0/24) come and go during
+/// reconfiguration measurements (`sekisho-churn`).
+pub const CHURN_TENANT: &str = "branch";
+
 /// The gateway's side of the static tunnel, as config; with NAT, the
 /// clinics are one tenant whose rule lets them reach the servers.
 pub fn tunnel_config(traffic: Traffic) -> String {
@@ -83,7 +87,8 @@ pub fn tunnel_config(traffic: Traffic) -> String {
     match traffic {
         Traffic::Nat => format!(
             "[nat]\npool = [\"{POOL}\"]\n\n[[tenants]]\nname = \"clinics\"\nsubnets = [\"{CLINICS_V4}\"]\n\
-             [[tenants.rules]]\ndst = \"{SERVERS_V4}\"\nprotocol = \"udp\"\naction = \"allow\"\n\n{}",
+             [[tenants.rules]]\ndst = \"{SERVERS_V4}\"\nprotocol = \"udp\"\naction = \"allow\"\n\n\
+             [[tenants]]\nname = \"{CHURN_TENANT}\"\nsubnets = [\"10.200.0.0/16\"]\n\n{}",
             tunnel(&format!("ipv4 = [\"{CLINICS_V4}\"]\n"), &format!("tenant = \"clinics\"\nlifetime = {{ soft_packets = {SOFT_PACKETS} }}\n"))
         ),
         _ => tunnel(&format!("ipv4 = [\"{CLINICS_V4}\"]\nipv6 = [\"{CLINICS_V6}\"]\n"), ""),
