@@ -354,6 +354,8 @@ pub fn to_control_message(data: &[u8]) {
 pub struct ControlRingHarness {
     manager: crate::tables::TableManager,
     tables: Vec<crate::sad::SaTable>,
+    nat: crate::policy::NatConfig,
+    policy: std::sync::Arc<crate::policy::Policy>,
 }
 
 impl Default for ControlRingHarness {
@@ -364,16 +366,18 @@ impl Default for ControlRingHarness {
 
 impl ControlRingHarness {
     pub fn new() -> ControlRingHarness {
+        let nat = toml::from_str::<crate::policy::NatConfig>("pool = [\"100.64.0.0/30\"]").expect("NAT config");
         let policy = crate::policy::Policy::compile(
-            &toml::from_str::<crate::policy::NatConfig>("pool = [\"100.64.0.0/30\"]").expect("NAT config"),
+            &nat,
             &[crate::policy::TenantConfig { name: "clinic-1".into(), subnets: vec!["192.168.0.0/16".parse().expect("prefix")], port_blocks: 2, max_sessions: 100, rules: vec![], inbound: vec![] }],
             &[],
             2,
         )
         .expect("policy");
         let outside = vec!["2001:db8::1".parse().expect("address"), "192.0.2.1".parse().expect("address")];
-        let manager = crate::tables::TableManager::new(&[], 2, outside, Some(std::sync::Arc::new(policy))).expect("manager");
-        ControlRingHarness { manager, tables: vec![crate::sad::SaTable::new(0), crate::sad::SaTable::new(1)] }
+        let policy = std::sync::Arc::new(policy);
+        let manager = crate::tables::TableManager::new(&[], 2, outside, Some(policy.clone())).expect("manager");
+        ControlRingHarness { manager, tables: vec![crate::sad::SaTable::new(0), crate::sad::SaTable::new(1)], nat, policy }
     }
 
     pub fn run(&mut self, data: &[u8]) {
@@ -385,6 +389,15 @@ impl ControlRingHarness {
             ToDataplane::Tunnel(config) => self.manager.upsert(config, now),
             ToDataplane::TunnelDown(name) => self.manager.remove(name, now),
             ToDataplane::SendIke { .. } => return,
+            ToDataplane::Tenants(tenants) => {
+                if let Ok(compiled) = crate::policy::Policy::compile(&self.nat, tenants, &[], 2) {
+                    if compiled.replacement_fault(&self.policy).is_none() {
+                        self.policy = std::sync::Arc::new(compiled);
+                        self.manager.set_policy(self.policy.clone());
+                    }
+                }
+                return;
+            }
             ToDataplane::Reset => {
                 for name in self.manager.dynamic_tunnels() {
                     let change = self.manager.remove(&name, now).expect("a dynamic tunnel");
@@ -413,6 +426,7 @@ pub fn control_ring_seeds() -> Vec<Vec<u8>> {
         ToDataplane::TunnelDown("clinic-1/00100000"),
         ToDataplane::SendIke { from: "[2001:db8::1]:4500".parse().expect("address"), to: "[2001:db8::2]:4500".parse().expect("address"), payload: &[0; 28] },
         ToDataplane::Reset,
+        ToDataplane::Tenants(vec![toml::from_str("name = \"clinic-1\"\nsubnets = [\"192.168.0.0/16\"]\n[[rules]]\ndst = \"10.0.0.0/8\"\naction = \"allow\"\n").expect("seed tenant")]),
     ]
     .iter()
     .map(ToDataplane::encode)

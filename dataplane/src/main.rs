@@ -12,6 +12,7 @@ use sekisho_dataplane::shm::stats::{self, StatsArea, STATE_STOPPED};
 use sekisho_dataplane::worker::{Handoff, Worker, HANDOFF_RING};
 use sekisho_dataplane::nat::NatCore;
 use sekisho_dataplane::shm::messages::{ToControl, ToDataplane, FIXED_LEN};
+use sekisho_dataplane::policy::Policy;
 use sekisho_dataplane::sad::RouteTable;
 use sekisho_dataplane::shm::sequences::SequenceLog;
 use sekisho_dataplane::tables::{Change, TableManager};
@@ -226,6 +227,7 @@ fn run(config: &Config) -> Result<()> {
     let mut table_manager = TableManager::new(&config.tunnels, d.workers.len(), config.outside_addrs(), policy.clone())
         .map_err(|(field, message)| anyhow::anyhow!("{field}: {message}"))?;
     let tasks: Vec<Arc<Tasks>> = (0..d.workers.len()).map(|_| Arc::new(Tasks::new(TASK_QUEUE))).collect();
+    let mut running_policy = policy.clone();
     // Each worker's outbound sequence numbers, kept for the next run.
     let mut sequence_logs = Vec::new();
     let mut recorded = std::collections::HashMap::new();
@@ -329,7 +331,7 @@ fn run(config: &Config) -> Result<()> {
             let mut message = vec![0u8; CONTROL_MESSAGE_BYTES];
             loop {
                 match control_ring.pop(&mut message) {
-                    Ok(Some(len)) => from_control(&message[..len], &mut table_manager, &route_table, &tasks),
+                    Ok(Some(len)) => from_control(&message[..len], &mut table_manager, &route_table, &tasks, config, &mut running_policy),
                     Ok(None) => break,
                     Err(corrupt) => {
                         tracing::error!(?corrupt, path = %control_path.display(), "control.ring is corrupt: messages skipped");
@@ -378,7 +380,7 @@ fn run(config: &Config) -> Result<()> {
 /// remove (its owner worker's part first, then the routes, or the other
 /// way round for a removal), or an IKE packet to send. Anything refused is
 /// logged with its reason and changes nothing.
-fn from_control(bytes: &[u8], manager: &mut TableManager, routes: &RouteTable, tasks: &[Arc<Tasks>]) {
+fn from_control(bytes: &[u8], manager: &mut TableManager, routes: &RouteTable, tasks: &[Arc<Tasks>], config: &Config, policy: &mut Option<Arc<Policy>>) {
     let message = match ToDataplane::decode(bytes) {
         Ok(m) => m,
         Err(error) => return tracing::error!(%error, "message from the control process refused"),
@@ -397,10 +399,11 @@ fn from_control(bytes: &[u8], manager: &mut TableManager, routes: &RouteTable, t
             tracing::info!(tunnels = names.len(), "the control process started afresh: removing the tunnels it installed before");
             for name in names {
                 let removal = ToDataplane::TunnelDown(&name).encode();
-                from_control(&removal, manager, routes, tasks);
+                from_control(&removal, manager, routes, tasks, config, policy);
             }
             return;
         }
+        ToDataplane::Tenants(tenants) => return replace_policy(tenants, manager, tasks, config, policy),
     };
     let Change { core, update, routes: new_routes, routes_first } = match change {
         Ok(change) => change,
@@ -427,6 +430,31 @@ fn from_control(bytes: &[u8], manager: &mut TableManager, routes: &RouteTable, t
         }
         routes.publish(r);
     }
+}
+
+/// The tenants' policy from the control process: compiled with the
+/// config's pool and global rules, checked against the running one, then
+/// handed to every worker (each picks it up between bursts).
+fn replace_policy(tenants: Vec<sekisho_dataplane::policy::TenantConfig>, manager: &mut TableManager, tasks: &[Arc<Tasks>], config: &Config, policy: &mut Option<Arc<Policy>>) {
+    let (Some(nat), Some(running)) = (&config.nat, policy.as_ref()) else {
+        return tracing::error!("tenants from the control process refused: this dataplane has no [nat] section");
+    };
+    let compiled = match Policy::compile(nat, &tenants, &config.rules, config.dataplane.workers.len() as u8) {
+        Ok(p) => p,
+        Err((field, message)) => return tracing::error!(%field, %message, "tenants from the control process refused"),
+    };
+    if let Some(fault) = compiled.replacement_fault(running) {
+        return tracing::error!(%fault, "tenants from the control process refused");
+    }
+    let compiled = Arc::new(compiled);
+    for worker in tasks {
+        if worker.queue.push(Task::Policy(compiled.clone())).is_err() {
+            tracing::error!("worker task queue full: policy update lost on one worker");
+        }
+    }
+    manager.set_policy(compiled.clone());
+    tracing::info!(tenants = compiled.names.len(), rules = compiled.rules.len(), "tenants' policy replaced");
+    *policy = Some(compiled);
 }
 
 /// Validates a config and prints what the peers need: each static tunnel's

@@ -131,6 +131,11 @@ impl TableManager {
         sa
     }
 
+    /// The policy tunnels are checked against from now on (tenants' subnets).
+    pub fn set_policy(&mut self, policy: std::sync::Arc<Policy>) {
+        self.policy = Some(policy);
+    }
+
     pub fn tunnel_count(&self) -> usize {
         self.tunnels.len()
     }

@@ -13,6 +13,8 @@ use std::sync::Arc;
 pub enum Task {
     /// A change of this worker's tunnels and SAs.
     Update(crate::tables::TableUpdate),
+    /// A new tenants' policy (same tenants and pool, other rules or limits).
+    Policy(Arc<crate::policy::Policy>),
     /// An IKE message from the control process to send on the outside port.
     SendIke { from: std::net::SocketAddr, to: std::net::SocketAddr, payload: Vec<u8> },
 }
@@ -135,6 +137,7 @@ impl<P: Port> Worker<P> {
                     self.forwarder.apply(update);
                     self.forwarder.counters.add(Counter::TableUpdates, 1);
                 }
+                Task::Policy(policy) => self.forwarder.set_policy(policy),
                 Task::SendIke { from, to, payload } => {
                     let port = &mut self.ports[Side::Outside as usize];
                     let Some(mut buf) = port.alloc() else {

@@ -73,6 +73,17 @@ pub const SERVERS_V4: &str = "192.0.2.0/24";
 /// reconfiguration measurements (`sekisho-churn`).
 pub const CHURN_TENANT: &str = "branch";
 
+/// The tenants behind NAT: the clinics, whose rule lets them reach the
+/// servers, and the churn tenant; `extra_rules` adds a rule to each (the
+/// reconfiguration measurements switch between the two policies).
+pub fn tenants_toml(extra_rules: bool) -> String {
+    let extra = if extra_rules { format!("[[tenants.rules]]\ndst = \"{SERVERS_V4}\"\nprotocol = \"tcp\"\nports = \"443\"\naction = \"allow\"\n") } else { String::new() };
+    format!(
+        "[[tenants]]\nname = \"clinics\"\nsubnets = [\"{CLINICS_V4}\"]\n[[tenants.rules]]\ndst = \"{SERVERS_V4}\"\nprotocol = \"udp\"\naction = \"allow\"\n{extra}\n\
+         [[tenants]]\nname = \"{CHURN_TENANT}\"\nsubnets = [\"10.200.0.0/16\"]\n{extra}"
+    )
+}
+
 /// The gateway's side of the static tunnel, as config; with NAT, the
 /// clinics are one tenant whose rule lets them reach the servers.
 pub fn tunnel_config(traffic: Traffic) -> String {
@@ -86,9 +97,8 @@ pub fn tunnel_config(traffic: Traffic) -> String {
     };
     match traffic {
         Traffic::Nat => format!(
-            "[nat]\npool = [\"{POOL}\"]\n\n[[tenants]]\nname = \"clinics\"\nsubnets = [\"{CLINICS_V4}\"]\n\
-             [[tenants.rules]]\ndst = \"{SERVERS_V4}\"\nprotocol = \"udp\"\naction = \"allow\"\n\n\
-             [[tenants]]\nname = \"{CHURN_TENANT}\"\nsubnets = [\"10.200.0.0/16\"]\n\n{}",
+            "[nat]\npool = [\"{POOL}\"]\n\n{}\n{}",
+            tenants_toml(false),
             tunnel(&format!("ipv4 = [\"{CLINICS_V4}\"]\n"), &format!("tenant = \"clinics\"\nlifetime = {{ soft_packets = {SOFT_PACKETS} }}\n"))
         ),
         _ => tunnel(&format!("ipv4 = [\"{CLINICS_V4}\"]\nipv6 = [\"{CLINICS_V6}\"]\n"), ""),

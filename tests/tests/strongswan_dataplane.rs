@@ -38,11 +38,13 @@ fn dataplane_config(run_dir: &Path, prefix: &str) -> String {
     )
 }
 
+/// Control's config: the tenants and their rules, which it pushes to the dataplane.
 fn control_config(pki: &TestPki) -> String {
     format!(
         "[gateway]\nidentity = \"gw.sekisho.example\"\ncertificate = \"{}\"\nkey = \"{}\"\ncas = [\"{}\"]\nworkers = 1\n\n\
          [ike]\ninside = [\"10.100.0.0/16\"]\n\n\
-         [[tenants]]\nname = \"clinic-1\"\nidentities = [\"clinic1.example\"]\nsubnets = [\"192.168.1.0/24\"]\n",
+         [[tenants]]\nname = \"clinic-1\"\nidentities = [\"clinic1.example\"]\nsubnets = [\"192.168.1.0/24\"]\n\
+         [[tenants.rules]]\ndst = \"10.100.0.0/16\"\nprotocol = \"udp\"\naction = \"allow\"\n",
         pki.path("gw.pem").display(),
         pki.path("gw.key").display(),
         pki.path("ca.pem").display()
@@ -96,6 +98,7 @@ fn strongswan_traffic_crosses_the_dataplane_through_rekeys_deletes_and_a_restart
     let (ok, out) = charon.swanctl(&["--initiate", "--child", "lan", "--ike", "gw"]);
     assert!(ok, "initiate failed:\n{out}\n{}\ncontrol:\n{}\ndataplane:\n{}", charon.log(), control.logs(), dataplane.log());
     control.wait_for("child_up", |v| v.get("child_up").is_some());
+    assert!(dataplane.log().contains("tenants' policy replaced"), "control pushes the tenants' rules: {}", dataplane.log());
     // The first datagram waits on ARP for the server; then every one comes back.
     let warm = report(traffic(&clinic, 10, 50));
     assert!(warm["received"].as_u64().unwrap() >= 9, "{warm}\n{}", dataplane.log());

@@ -14,6 +14,7 @@
 
 use sekisho_control::config;
 use sekisho_control::dataplane::{Link, TunnelBook};
+use sekisho_dataplane::policy::TenantConfig;
 use sekisho_dataplane::shm::messages::ToDataplane;
 use sekisho_control::ike::responder::{Event, Responder};
 use sekisho_control::link::FromDataplane;
@@ -63,7 +64,7 @@ fn main() {
 /// Where IKE comes from and goes to.
 enum Transport {
     Udp(UdpTransport),
-    Dataplane { run_dir: PathBuf, link: Option<Link>, book: TunnelBook },
+    Dataplane { run_dir: PathBuf, link: Option<Link>, book: TunnelBook, policies: Vec<TenantConfig> },
 }
 
 fn run(config_path: PathBuf, listen: Vec<String>, run_dir: Option<PathBuf>) {
@@ -73,7 +74,7 @@ fn run(config_path: PathBuf, listen: Vec<String>, run_dir: Option<PathBuf>) {
     };
     let c = config::load(&config_path).unwrap_or_else(|e| fail(e));
     let mut transport = match (run_dir, listen.is_empty()) {
-        (Some(run_dir), true) => Transport::Dataplane { run_dir, link: None, book: TunnelBook::default() },
+        (Some(run_dir), true) => Transport::Dataplane { run_dir, link: None, book: TunnelBook::default(), policies: c.policies.clone() },
         (None, false) => {
             let addresses: Vec<SocketAddr> = listen.iter().map(|a| a.parse().unwrap_or_else(|_| fail(format!("--listen {a}: not ADDR:PORT")))).collect();
             Transport::Udp(UdpTransport::bind(&addresses).unwrap_or_else(|e| fail(e.to_string())))
@@ -99,6 +100,12 @@ fn run(config_path: PathBuf, listen: Vec<String>, run_dir: Option<PathBuf>) {
             match config::load(&config_path) {
                 Ok(c) if c.workers == workers => {
                     events.push(Event::Log(format!("config reloaded from {}", config_path.display())));
+                    if let Transport::Dataplane { link, policies, .. } = &mut transport {
+                        *policies = c.policies.clone();
+                        if let Some(link) = link {
+                            link.send(&ToDataplane::Tenants(c.policies.clone()));
+                        }
+                    }
                     responder.reconfigure(c.settings, c.tenants, c.trust, Instant::now(), &mut events);
                 }
                 Ok(_) => events.push(Event::Log("reload refused: gateway.workers cannot change while running".into())),
@@ -107,7 +114,7 @@ fn run(config_path: PathBuf, listen: Vec<String>, run_dir: Option<PathBuf>) {
         }
         let busy = match &mut transport {
             Transport::Udp(udp) => receive_udp(udp, &mut responder, &mut events),
-            Transport::Dataplane { run_dir, link, book } => receive_dataplane(run_dir, link, book, &mut responder, &mut events),
+            Transport::Dataplane { run_dir, link, book, policies } => receive_dataplane(run_dir, link, book, policies, &mut responder, &mut events),
         };
         if last_tick.elapsed() >= Duration::from_secs(1) {
             responder.tick(Instant::now(), &mut events);
@@ -172,7 +179,7 @@ fn receive_udp(udp: &mut UdpTransport, responder: &mut Responder, events: &mut V
     }
 }
 
-fn receive_dataplane(run_dir: &Path, link: &mut Option<Link>, book: &TunnelBook, responder: &mut Responder, events: &mut Vec<Event>) -> bool {
+fn receive_dataplane(run_dir: &Path, link: &mut Option<Link>, book: &TunnelBook, policies: &[TenantConfig], responder: &mut Responder, events: &mut Vec<Event>) -> bool {
     let Some(l) = link else {
         match Link::open(run_dir) {
             Ok(Some(mut opened)) => {
@@ -182,7 +189,7 @@ fn receive_dataplane(run_dir: &Path, link: &mut Option<Link>, book: &TunnelBook,
                 events.push(Event::Log(format!("linked to the dataplane in {}: tunnels of an earlier control process removed", run_dir.display())));
                 opened.send(&ToDataplane::Reset);
                 *link = Some(opened);
-                resync(link.as_mut().expect("just set"), book, events);
+                resync(link.as_mut().expect("just set"), book, policies, events);
             }
             Ok(None) => {}
             Err((path, e)) => events.push(Event::Log(format!("{}: {e}", path.display()))),
@@ -191,7 +198,7 @@ fn receive_dataplane(run_dir: &Path, link: &mut Option<Link>, book: &TunnelBook,
     };
     if l.restarted() {
         events.push(Event::Log("the dataplane restarted: installing every tunnel again".into()));
-        resync(l, book, events);
+        resync(l, book, policies, events);
     }
     let mut sa_events = Vec::new();
     let taken = l.drain(|from, to, datagram| responder.handle(Instant::now(), from, to, datagram, events), |e| sa_events.push(e));
@@ -201,8 +208,9 @@ fn receive_dataplane(run_dir: &Path, link: &mut Option<Link>, book: &TunnelBook,
     taken > 0
 }
 
-/// Installs every tunnel of the book in a (re)started dataplane.
-fn resync(link: &mut Link, book: &TunnelBook, events: &mut Vec<Event>) {
+/// Gives a (re)started dataplane the tenants' policy and every tunnel of the book.
+fn resync(link: &mut Link, book: &TunnelBook, policies: &[TenantConfig], events: &mut Vec<Event>) {
+    link.send(&ToDataplane::Tenants(policies.to_vec()));
     for tunnel in book.all() {
         link.send(&ToDataplane::Tunnel(tunnel.clone()));
     }

@@ -277,6 +277,14 @@ impl Forwarder {
         self
     }
 
+    /// Takes a new policy for its NAT: rules and limits change, sessions stay
+    /// (the manager checked that tenants and pool are the same).
+    pub fn set_policy(&mut self, policy: Arc<crate::policy::Policy>) {
+        if let Some(nat) = &mut self.nat {
+            nat.policy = policy;
+        }
+    }
+
     /// Applies a change of this worker's tunnels (from the manager).
     pub fn apply(&mut self, update: crate::tables::TableUpdate) {
         crate::tables::apply(&mut self.sad, update);

@@ -173,6 +173,21 @@ pub struct Policy {
     inbound: FxHashMap<(u16, u8, u16), InboundRule>,
 }
 
+impl Policy {
+    /// Why `self` cannot replace `running` while sessions live (None: it
+    /// can): the same tenants in the same order, with the same pool
+    /// addresses, so that every session's tenant and mapping stay valid.
+    pub fn replacement_fault(&self, running: &Policy) -> Option<String> {
+        if self.names != running.names {
+            return Some(format!("the tenants differ ({:?} running, {:?} offered): tenants are added or removed by a restart", running.names, self.names));
+        }
+        if self.layout.addresses != running.layout.addresses || self.tenants.iter().zip(&running.tenants).any(|(a, b)| a.address != b.address) {
+            return Some("the pool or a tenant's pool address would change".into());
+        }
+        None
+    }
+}
+
 impl std::fmt::Debug for Policy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Policy").field("tenants", &self.names).field("rules", &self.rules.len()).field("layout", &self.layout).finish()
@@ -378,6 +393,20 @@ mod tests {
         assert_eq!(verdict(1, "10.1.2.3", 1, 0), Some(Verdict::AllowLog));
         assert_eq!(verdict(0, "203.0.113.9", 6, 80), Some(Verdict::Allow), "global rule");
         assert_eq!(verdict(0, "203.0.113.9", 6, 444), None);
+    }
+
+    #[test]
+    fn a_running_policy_is_replaced_only_by_one_of_the_same_tenants_and_pool() {
+        let running = Policy::compile(&nat(), &[tenant("a", ""), tenant("b", "")], &[], 2).unwrap();
+        let more_rules = Policy::compile(&nat(), &[tenant("a", "[[rules]]\nprotocol = \"icmp\"\naction = \"allow\""), tenant("b", "")], &[], 2).unwrap();
+        assert_eq!(more_rules.replacement_fault(&running), None);
+        let renamed = Policy::compile(&nat(), &[tenant("a", ""), tenant("c", "")], &[], 2).unwrap();
+        assert!(renamed.replacement_fault(&running).unwrap().contains("tenants differ"));
+        let added = Policy::compile(&nat(), &[tenant("a", ""), tenant("b", ""), tenant("c", "")], &[], 2).unwrap();
+        assert!(added.replacement_fault(&running).is_some());
+        let other_pool: NatConfig = toml::from_str("pool = [\"100.64.1.0/30\"]").unwrap();
+        let moved = Policy::compile(&other_pool, &[tenant("a", ""), tenant("b", "")], &[], 2).unwrap();
+        assert!(moved.replacement_fault(&running).unwrap().contains("pool"));
     }
 
     #[test]

@@ -115,6 +115,7 @@ const KIND_TUNNEL: u8 = 16;
 const KIND_TUNNEL_DOWN: u8 = 17;
 const KIND_SEND_IKE: u8 = 18;
 const KIND_RESET: u8 = 19;
+const KIND_TENANTS: u8 = 20;
 /// Body bytes of a SendIke before its payload: two addresses, two ports, family.
 const SEND_LEN: usize = 16 + 16 + 2 + 2 + 4;
 
@@ -128,6 +129,9 @@ pub enum ToDataplane<'a> {
     /// Send an IKE message from our `from` to the peer's `to` on the
     /// outside port (with the non-ESP marker when on port 4500).
     SendIke { from: std::net::SocketAddr, to: std::net::SocketAddr, payload: &'a [u8] },
+    /// The tenants' policy (rules, inbound rules, limits, subnets), as the
+    /// config file's `[[tenants]]` (JSON): replaces the running one.
+    Tenants(Vec<crate::policy::TenantConfig>),
     /// Remove every tunnel control installed: a control process that
     /// started afresh does not know them (and cannot rekey them).
     Reset,
@@ -157,6 +161,7 @@ impl ToDataplane<'_> {
                 (KIND_SEND_IKE, body)
             }
             ToDataplane::Reset => (KIND_RESET, Vec::new()),
+            ToDataplane::Tenants(tenants) => (KIND_TENANTS, serde_json::to_vec(tenants).expect("tenants serialise")),
         };
         let len = body.len() as u16;
         [&[kind, 0, len as u8, (len >> 8) as u8][..], &body].concat()
@@ -193,6 +198,7 @@ impl ToDataplane<'_> {
                 Ok(ToDataplane::SendIke { from, to, payload: &body[SEND_LEN..] })
             }
             KIND_RESET if body.is_empty() => Ok(ToDataplane::Reset),
+            KIND_TENANTS => serde_json::from_slice(body).map(ToDataplane::Tenants).map_err(|_| MessageError::Field("tenants")),
             other => Err(MessageError::Kind(other)),
         }
     }
@@ -227,6 +233,7 @@ mod tests {
             ToDataplane::SendIke { from: "[2001:db8::1]:4500".parse().unwrap(), to: "[2001:db8::2]:4500".parse().unwrap(), payload: &[1, 2, 3] },
             ToDataplane::SendIke { from: "192.0.2.1:500".parse().unwrap(), to: "198.51.100.7:1234".parse().unwrap(), payload: &[] },
             ToDataplane::Reset,
+            ToDataplane::Tenants(vec![toml::from_str("name = \"clinic-1\"\nsubnets = [\"192.168.1.0/24\"]\n[[rules]]\ndst = \"10.0.0.0/8\"\naction = \"allow\"\n").unwrap()]),
         ] {
             let bytes = message.encode();
             assert_eq!(ToDataplane::decode(&bytes), Ok(message));

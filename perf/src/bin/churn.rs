@@ -32,6 +32,15 @@ struct Args {
     /// The worker that owns the tunnels.
     #[arg(long, default_value_t = 0)]
     worker: u8,
+    /// Also change the tenants' rules (the topology's two policies, in
+    /// turn) after every fourth tunnel change.
+    #[arg(long)]
+    rules: bool,
+}
+
+#[derive(serde::Deserialize)]
+struct TenantsFile {
+    tenants: Vec<sekisho_dataplane::policy::TenantConfig>,
 }
 
 fn tunnel(tenant: &str, worker: u8, n: u32) -> TunnelConfig {
@@ -60,7 +69,9 @@ fn main() -> anyhow::Result<()> {
     };
     let tunnels: Vec<TunnelConfig> = (0..args.tunnels).map(|n| tunnel(&args.tenant, args.worker, n)).collect();
     let start = Instant::now();
-    let (mut changes, mut unsent) = (0u64, 0u64);
+    let policies: Vec<Vec<sekisho_dataplane::policy::TenantConfig>> =
+        [false, true].iter().map(|&extra| toml::from_str::<TenantsFile>(&sekisho_perf::topology::tenants_toml(extra)).expect("tenants").tenants).collect();
+    let (mut changes, mut unsent, mut policy_changes) = (0u64, 0u64, 0u64);
     let mut push = |message: ToDataplane| {
         while start.elapsed().as_secs_f64() < changes as f64 / args.rate {
             std::thread::sleep(Duration::from_micros(200));
@@ -79,15 +90,28 @@ fn main() -> anyhow::Result<()> {
         changes += 1;
     };
     let mut rounds = 0;
+    let mut tunnel_changes = 0u64;
+    let mut change = |message: ToDataplane, push: &mut dyn FnMut(ToDataplane)| {
+        push(message);
+        tunnel_changes += 1;
+        if args.rules && tunnel_changes % 4 == 0 {
+            push(ToDataplane::Tenants(policies[(tunnel_changes / 4 % 2) as usize].clone()));
+            policy_changes += 1;
+        }
+    };
     while start.elapsed().as_secs_f64() < args.seconds {
         for t in &tunnels {
-            push(ToDataplane::Tunnel(t.clone()));
+            change(ToDataplane::Tunnel(t.clone()), &mut push);
         }
         for t in &tunnels {
-            push(ToDataplane::TunnelDown(&t.name));
+            change(ToDataplane::TunnelDown(&t.name), &mut push);
         }
         rounds += 1;
     }
-    println!("{}", serde_json::json!({"changes": changes, "unsent": unsent, "rounds": rounds, "seconds": (start.elapsed().as_secs_f64() * 1000.0).round() / 1000.0}));
+    println!(
+        "{}",
+        serde_json::json!({"changes": changes, "tunnel_changes": tunnel_changes, "policy_changes": policy_changes, "unsent": unsent, "rounds": rounds,
+            "seconds": (start.elapsed().as_secs_f64() * 1000.0).round() / 1000.0})
+    );
     Ok(())
 }
