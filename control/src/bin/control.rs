@@ -61,7 +61,8 @@ fn main() {
     }
 }
 
-/// Where IKE comes from and goes to.
+/// Where IKE comes from and goes to (one per process: its size does not matter).
+#[allow(clippy::large_enum_variant)]
 enum Transport {
     Udp(UdpTransport),
     Dataplane { run_dir: PathBuf, link: Option<Link>, book: TunnelBook, policies: Vec<TenantConfig> },

@@ -94,7 +94,7 @@ fn main() -> anyhow::Result<()> {
     let mut change = |message: ToDataplane, push: &mut dyn FnMut(ToDataplane)| {
         push(message);
         tunnel_changes += 1;
-        if args.rules && tunnel_changes % 4 == 0 {
+        if args.rules && tunnel_changes.is_multiple_of(4) {
             push(ToDataplane::Tenants(policies[(tunnel_changes / 4 % 2) as usize].clone()));
             policy_changes += 1;
         }
