@@ -128,5 +128,5 @@ fn bad_tenants_rules_and_pools_are_refused_by_field() {
     let path = nat_config(&|t: String| t);
     let out = check(&path).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("1 tenants"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2 tenants"));
 }
