@@ -137,6 +137,11 @@ impl TunnelBook {
                     // A rekey: both inbound SAs until the old one is deleted,
                     // and the old outbound SA until then too.
                     Some(mut t) => {
+                        // A rekey of a rekey before the first old SA went: the
+                        // earlier new outbound SA takes over now.
+                        if let Some((_, earlier)) = self.pending_outbound.remove(&t.name) {
+                            t.outbound = earlier;
+                        }
                         t.inbound.retain(|sa| Some(sa.spi) == replaces.map(Some));
                         t.inbound.push(inbound);
                         t.remote = peer.ip();

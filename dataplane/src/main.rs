@@ -415,8 +415,16 @@ fn from_control(bytes: &[u8], manager: &mut TableManager, routes: &RouteTable, t
         routes.publish(r);
     }
     let target = worker.done.load(Ordering::Acquire) + 1 + worker.queue.len() as u64;
-    if worker.queue.push(Task::Update(update)).is_err() {
-        return tracing::error!(core, "worker task queue full: tunnel change lost");
+    // The manager already counts the change as made: wait for room rather
+    // than let the worker's table and the manager's differ.
+    let mut task = Task::Update(update);
+    let deadline = Instant::now() + TASK_WAIT;
+    while let Err(back) = worker.queue.push(task) {
+        if Instant::now() > deadline {
+            return tracing::error!(core, "worker task queue full for {TASK_WAIT:?}: tunnel change lost (the worker is stuck?)");
+        }
+        task = back;
+        std::thread::yield_now();
     }
     if let Some(r) = after {
         // Make before break: routes only to what the owner has installed.

@@ -35,7 +35,7 @@ pub fn apply(table: &mut SaTable, update: TableUpdate) {
         TableUpdate::Tunnel { index, tunnel, add_inbound, remove_inbound, outbound } => {
             match table.tunnel_mut(index) {
                 // NAT-T: keep the peer's port as learned from authenticated packets.
-                Some(current) if current.remote == tunnel.remote && current.udp.is_some() && tunnel.udp.is_some() => {
+                Some(current) if current.remote == tunnel.remote && current.tenant == tunnel.tenant && current.udp.is_some() && tunnel.udp.is_some() => {
                     current.local = tunnel.local;
                     current.copy_dscp = tunnel.copy_dscp;
                 }
@@ -178,6 +178,7 @@ impl TableManager {
         let (index, add, remove, outbound) = match self.tunnels.get(&config.name) {
             Some(old) if old.from_config => return Err((name("name"), "a tunnel of the config file cannot be replaced".into())),
             Some(old) if old.checked.core != checked.core => return Err((name("worker"), "a tunnel keeps its worker (its SPIs name it)".into())),
+            Some(old) if old.checked.tunnel.tenant != checked.tunnel.tenant => return Err((name("tenant"), "a tunnel keeps its tenant".into())),
             Some(old) => {
                 old.checked.remove_routes(&mut routes, old.route());
                 let kept: Vec<u32> = old.spis().collect();

@@ -9,9 +9,13 @@ use super::payloads::{self, notify_body, KeyExchange, Notify};
 use super::proposal::{self, Proposal, PROTOCOL_ESP, PROTOCOL_IKE};
 use super::protect::{Chain, Reassembly};
 use super::responder::{Event, Responder};
-use super::sa::{IkeSa, Phase};
+use super::sa::{IkeSa, Phase, Purpose};
 use super::wire::{self, Payload, CREATE_CHILD_SA};
 use std::time::Instant;
+
+/// Most CHILD_SAs of one IKE SA (a rekey may briefly add one more): one
+/// clinic cannot take the SPIs its worker's other tenants need.
+const MAX_CHILDREN: usize = 8;
 
 impl Responder {
     pub(super) fn create_child_sa(&mut self, now: Instant, message_id: u32, payloads: &[Payload], sa: &mut IkeSa, out: &mut Vec<Event>) -> bool {
@@ -47,6 +51,13 @@ impl Responder {
                 _ => {}
             }
         }
+        // An SA being deleted from our side, or whose identity no longer
+        // maps to its tenant (a reload moved it), gets nothing new.
+        let Phase::Established { tenant, peer_id } = &sa.phase else { unreachable!("established") };
+        let still_registered = self.tenants.find(peer_id).is_some_and(|t| t.name == *tenant);
+        if !still_registered || sa.outstanding.as_ref().is_some_and(|o| o.purpose == Purpose::DeleteIke) {
+            return Err((payloads::TEMPORARY_FAILURE, Vec::new()));
+        }
         let proposals = proposal::parse_sa(sa_body.ok_or_else(syntax)?).map_err(|e| (e.notify(), Vec::new()))?;
         let ni = payloads::parse_nonce(nonce.ok_or_else(syntax)?).map_err(|_| syntax())?.to_vec();
         if proposals.first().is_some_and(|p| p.protocol == PROTOCOL_IKE) {
@@ -56,6 +67,7 @@ impl Responder {
         // §2.8: REKEY_SA names the CHILD_SA by the SPI the peer receives on: our outbound one.
         let replaces = match rekey {
             Some(spi) => Some(sa.children.iter().find(|c| c.outbound_spi == spi).map(|c| c.inbound_spi).ok_or((payloads::CHILD_SA_NOT_FOUND, Vec::new()))?),
+            None if sa.children.len() >= MAX_CHILDREN => return Err((payloads::NO_ADDITIONAL_SAS, Vec::new())),
             None => None,
         };
         let ours;

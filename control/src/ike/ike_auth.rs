@@ -11,8 +11,8 @@ use super::responder::{Event, Responder};
 use super::sa::{ChildSa, IkeSa, Phase};
 use super::ts::{self, TrafficSelector};
 use super::wire::{self, Payload};
+use openssl::x509::X509;
 use crate::pki::identity::Identity;
-use std::time::Instant;
 
 /// CERT and CERTREQ encoding: X.509 certificate, signature (§3.6).
 pub const CERT_X509_SIGNATURE: u8 = 4;
@@ -60,10 +60,10 @@ pub(super) struct ChildRequest<'a> {
 }
 
 impl Responder {
-    pub(super) fn ike_auth(&mut self, now: Instant, message_id: u32, payloads: &[Payload], sa: &mut IkeSa, out: &mut Vec<Event>) -> bool {
+    pub(super) fn ike_auth(&mut self, message_id: u32, payloads: &[Payload], sa: &mut IkeSa, out: &mut Vec<Event>) -> bool {
         match self.authenticate(payloads, sa) {
             Ok((peer_id, tenant)) => {
-                self.accept(now, message_id, payloads, sa, peer_id, tenant, out);
+                self.accept(message_id, payloads, sa, peer_id, tenant, out);
                 true
             }
             Err(refusal) => {
@@ -108,11 +108,20 @@ impl Responder {
         for body in certs {
             let (&encoding, der) = body.split_first().ok_or(Refusal::Syntax("empty CERT"))?;
             if encoding == CERT_X509_SIGNATURE {
-                x509.push(self.certificates.parse(der).map_err(|_| Refusal::Certificate("a CERT payload that is not DER X.509".into()))?);
+                let cert = match self.certificates.get(der) {
+                    Some(cert) => cert,
+                    None => X509::from_der(der).map_err(|_| Refusal::Certificate("a CERT payload that is not DER X.509".into()))?,
+                };
+                x509.push((der, cert));
             }
         }
-        let (end, intermediates) = x509.split_first().ok_or(Refusal::Certificate("no certificate sent".into()))?;
+        let certs: Vec<X509> = x509.iter().map(|(_, c)| c.clone()).collect();
+        let (end, intermediates) = certs.split_first().ok_or(Refusal::Certificate("no certificate sent".into()))?;
         self.trust.verify(end, intermediates).map_err(|e| Refusal::Certificate(e.to_string()))?;
+        // Only certificates that verified are kept: a stranger cannot fill the cache.
+        for (der, cert) in &x509 {
+            self.certificates.remember(der, cert);
+        }
         if !peer_id.is_certified_by(end) {
             return Err(Refusal::Identity(format!("`{peer_id}` is neither the subject nor a subjectAltName of its certificate")));
         }
@@ -125,9 +134,9 @@ impl Responder {
 
     /// Answers an authenticated IKE_AUTH: our identity and AUTH, and the
     /// CHILD_SA or the notify that says why there is none.
-    #[allow(clippy::too_many_arguments)]
-    fn accept(&mut self, now: Instant, message_id: u32, payloads: &[Payload], sa: &mut IkeSa, peer_id: Identity, tenant: String, out: &mut Vec<Event>) {
-        let Phase::HalfOpen { response, .. } = &sa.phase else { unreachable!("IKE_AUTH only on a half-open SA") };
+    fn accept(&mut self, message_id: u32, payloads: &[Payload], sa: &mut IkeSa, peer_id: Identity, tenant: String, out: &mut Vec<Event>) {
+        let Phase::HalfOpen { response, source, .. } = &sa.phase else { unreachable!("IKE_AUTH only on a half-open SA") };
+        let source = *source;
         let initial_contact = payloads.iter().any(|p| p.kind == wire::NOTIFY && Notify::parse(p.body).is_ok_and(|n| n.kind == payloads::INITIAL_CONTACT));
         let idr = self.local_id.to_body();
         let octets = auth::signed_octets(sa.prf, response, &sa.ni, &sa.keys.sk_pr, &idr);
@@ -138,7 +147,7 @@ impl Responder {
         }
         chain.push(wire::AUTH, auth::sign(&self.credentials.key, &octets, &sa.peer_hashes));
 
-        self.forget_half_open(sa.spi_i, sa.peer.ip());
+        self.forget_half_open(sa.spi_i, source);
         sa.phase = Phase::Established { tenant: tenant.clone(), peer_id: peer_id.clone() };
         self.counters.ike_sas_established += 1;
         out.push(Event::Log(format!("ike_sa {:016x} established: {peer_id} as tenant {tenant} from {}{}", sa.spi_r, sa.peer, if sa.nat { " (NAT-T)" } else { "" })));
@@ -160,7 +169,6 @@ impl Responder {
                 chain.push(wire::NOTIFY, notify_body(notify, &[]));
             }
         }
-        let _ = now;
         let datagrams = sa.respond(wire::IKE_AUTH, message_id, &chain, self.settings.max_datagram);
         out.extend(datagrams.into_iter().map(|d| Event::Send { from: sa.local, to: sa.peer, datagram: d }));
     }
@@ -192,9 +200,11 @@ impl Responder {
         };
         let subnets = self.tenants.by_name(tenant).map(|t| t.subnets.clone()).unwrap_or_default();
         let worker = self.tenants.by_name(tenant).map_or(0, |t| t.worker);
-        let clinic = ts::narrow(&tsi, &subnets);
-        let inside = ts::narrow(&tsr, &self.settings.inside);
-        if clinic.is_empty() || inside.is_empty() {
+        let clinic = dedup(ts::narrow(&tsi, &subnets));
+        let inside = dedup(ts::narrow(&tsr, &self.settings.inside));
+        // A clinic needs a few selectors; a flood of them is refused, and
+        // the answer always fits its payload.
+        if clinic.is_empty() || inside.is_empty() || clinic.len() > MAX_SELECTORS || inside.len() > MAX_SELECTORS {
             self.counters.ts_unacceptable += 1;
             return Err(payloads::TS_UNACCEPTABLE);
         }
@@ -254,6 +264,21 @@ pub(super) fn child_request<'a>(payloads: &[Payload<'a>]) -> ChildRequest<'a> {
         }
     }
     request
+}
+
+/// Most traffic selectors on either side of a CHILD_SA.
+const MAX_SELECTORS: usize = 32;
+
+fn dedup(mut selectors: Vec<TrafficSelector>) -> Vec<TrafficSelector> {
+    let mut seen = Vec::with_capacity(selectors.len());
+    selectors.retain(|ts| {
+        let fresh = !seen.contains(ts);
+        if fresh {
+            seen.push(*ts);
+        }
+        fresh
+    });
+    selectors
 }
 
 pub(super) fn ts_body(selectors: &[TrafficSelector]) -> Vec<u8> {

@@ -13,6 +13,7 @@ pub const TS_UNACCEPTABLE: u16 = 38;
 pub const INVALID_SPI: u16 = 11;
 pub const CHILD_SA_NOT_FOUND: u16 = 44;
 pub const TEMPORARY_FAILURE: u16 = 43;
+pub const NO_ADDITIONAL_SAS: u16 = 35;
 pub const INITIAL_CONTACT: u16 = 16384;
 pub const USE_TRANSPORT_MODE: u16 = 16391;
 pub const REKEY_SA: u16 = 16393;

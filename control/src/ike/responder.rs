@@ -289,6 +289,8 @@ impl Responder {
         // Authenticated: the peer is alive, and behind a NAT it may have
         // moved (§2.23); answer where it now is.
         sa.last_heard = now;
+        // Answers go where the peer now is (the half-open count stays keyed
+        // by the address its IKE_SA_INIT came from).
         if sa.nat {
             sa.peer = from;
         }
@@ -305,7 +307,7 @@ impl Responder {
             }
         };
         match (h.exchange, &sa.phase) {
-            (wire::IKE_AUTH, Phase::HalfOpen { .. }) => self.ike_auth(now, h.message_id, &payloads, sa, out),
+            (wire::IKE_AUTH, Phase::HalfOpen { .. }) => self.ike_auth(h.message_id, &payloads, sa, out),
             (wire::CREATE_CHILD_SA, Phase::Established { .. }) => self.create_child_sa(now, h.message_id, &payloads, sa, out),
             (wire::INFORMATIONAL, Phase::Established { .. }) => self.informational(h.message_id, &payloads, sa, out),
             _ => {
@@ -317,8 +319,8 @@ impl Responder {
 
     /// Drops an IKE SA and everything hanging off it.
     pub(super) fn forget(&mut self, sa: IkeSa, out: &mut Vec<Event>) {
-        if let Phase::HalfOpen { .. } = sa.phase {
-            self.forget_half_open(sa.spi_i, sa.peer.ip());
+        if let Phase::HalfOpen { source, .. } = sa.phase {
+            self.forget_half_open(sa.spi_i, source);
         }
         let tenant = sa.tenant().unwrap_or_default().to_string();
         for child in &sa.children {
@@ -408,9 +410,11 @@ impl Responder {
             }
             let mut chain = Chain::new();
             chain.push(wire::DELETE, super::informational::delete_body(super::proposal::PROTOCOL_IKE, &[]));
-            // A request already in flight: the delete waits for no one (the SA
-            // is gone either way); its Message ID follows.
-            sa.outstanding = None;
+            // A request already in flight is abandoned: the delete takes the
+            // next Message ID, so the peer cannot take it for a retransmission.
+            if sa.outstanding.take().is_some() {
+                sa.our_next_id = sa.our_next_id.wrapping_add(1);
+            }
             let datagrams = sa.request(wire::INFORMATIONAL, &chain, self.settings.max_datagram, now, Purpose::DeleteIke);
             out.extend(datagrams.into_iter().map(|d| Event::Send { from: sa.local, to: sa.peer, datagram: d }));
             self.counters.deletes += 1;

@@ -13,7 +13,8 @@ use std::time::Instant;
 pub enum Phase {
     /// IKE_SA_INIT answered; the messages are kept for the AUTH payloads
     /// (§2.15 signs each side's first message).
-    HalfOpen { request: Vec<u8>, response: Vec<u8> },
+    /// `source` is where IKE_SA_INIT came from: the half-open count's key.
+    HalfOpen { request: Vec<u8>, response: Vec<u8>, source: std::net::IpAddr },
     Established { tenant: String, peer_id: Identity },
 }
 

@@ -41,7 +41,12 @@ impl Responder {
     }
 
     fn cookie_valid(&self, cookie: &[u8], ni: &[u8], source: IpAddr, spi_i: u64) -> bool {
-        let Some(&version) = cookie.first() else { return false };
+        // Our cookies are 17 bytes; anything else is not one (and must not
+        // reach the constant-time compare, which wants equal lengths).
+        let [version, ..] = *cookie else { return false };
+        if cookie.len() != 17 {
+            return false;
+        }
         let secret = if version == self.cookie.version {
             &self.cookie.current
         } else if version == self.cookie.version.wrapping_sub(1) {
@@ -49,7 +54,7 @@ impl Responder {
         } else {
             return false;
         };
-        openssl::memcmp::eq(&self.cookie_for(secret, version, ni, source, spi_i), cookie) && cookie.len() == 17
+        openssl::memcmp::eq(&self.cookie_for(secret, version, ni, source, spi_i), cookie)
     }
 
     pub(super) fn sa_init(&mut self, now: Instant, from: SocketAddr, to: SocketAddr, datagram: &[u8], message: &Message, out: &mut Vec<Event>) {
@@ -58,7 +63,7 @@ impl Responder {
         // A retransmission gets the same answer; a different request
         // reusing the SPI is dropped (§2.1).
         if let Some(spi_r) = self.half_open.get(&(spi_i, from.ip())) {
-            if let Some(IkeSa { phase: Phase::HalfOpen { request, response }, .. }) = self.sas.get(spi_r) {
+            if let Some(IkeSa { phase: Phase::HalfOpen { request, response, .. }, .. }) = self.sas.get(spi_r) {
                 if request == datagram {
                     self.counters.retransmits_answered += 1;
                     reply(out, response.clone());
@@ -189,7 +194,7 @@ impl Responder {
             keys,
             ni: ni.to_vec(),
             nr,
-            phase: Phase::HalfOpen { request: datagram.to_vec(), response },
+            phase: Phase::HalfOpen { request: datagram.to_vec(), response, source: from.ip() },
             nat: peer_behind_nat || we_behind_nat,
             fragmentation,
             peer_hashes,

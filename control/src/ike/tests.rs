@@ -222,6 +222,10 @@ fn invalid_ke_cookies_and_saturation() {
     let mut i = initiator("clinic1.example", &pki().clinic);
     let InitReply::Cookie(cookie) = sa_init(&mut r, &mut i) else { panic!("no cookie asked") };
     assert_eq!(r.half_open_count(), 0);
+    // A cookie of the wrong length is no cookie (and no crash).
+    let request = i.sa_init_request(Some(&[0]), addr(CLINIC), addr(GATEWAY));
+    let (sent, _) = deliver(&mut r, &[request]);
+    assert!(matches!(i.sa_init_response(&sent[0]).unwrap(), InitReply::Cookie(_)));
     let mut forged = cookie.clone();
     forged[5] ^= 1;
     let request = i.sa_init_request(Some(&forged), addr(CLINIC), addr(GATEWAY));
@@ -230,7 +234,7 @@ fn invalid_ke_cookies_and_saturation() {
     let request = i.sa_init_request(Some(&cookie), addr(CLINIC), addr(GATEWAY));
     let (sent, _) = deliver(&mut r, &[request]);
     assert_eq!(i.sa_init_response(&sent[0]).unwrap(), InitReply::Done);
-    assert_eq!((r.half_open_count(), r.counters.cookies_sent, r.counters.cookies_invalid), (1, 2, 1));
+    assert_eq!((r.half_open_count(), r.counters.cookies_sent, r.counters.cookies_invalid), (1, 3, 2));
 
     // Per source address, and a hard ceiling past which requests are dropped.
     let mut r = responder(Settings { cookie_threshold_per_source: 2, max_half_open: 3, ..Settings::default() });
@@ -303,6 +307,39 @@ fn wrong_ca_expired_certificate_unknown_identity_and_bad_signature_are_refused()
     assert!(notify == failed && log.contains("neither the subject nor a subjectAltName"), "{log}");
     let (notify, log) = refused("clinic1.example", &p.clinic, Some(&p.clinic_ec.1));
     assert!(notify == failed && log.contains("AUTH refused"), "{log}");
+}
+
+#[test]
+fn a_refused_peer_that_moved_leaves_no_half_open_state() {
+    // IKE_SA_INIT from one address (behind a NAT, as its hashes say), a bad
+    // IKE_AUTH from another: the half-open place is given back all the same.
+    let mut r = responder(Settings::default());
+    let mut i = initiator("clinic1.example", &pki().clinic);
+    i.config.key = pki().clinic_ec.1.clone();
+    let (first, second): (SocketAddr, SocketAddr) = ("[2001:db8:d::1]:500".parse().unwrap(), "[2001:db8:d::2]:4500".parse().unwrap());
+    let mut events = Vec::new();
+    r.handle(Instant::now(), first, addr(GATEWAY), &i.sa_init_request(None, addr(CLINIC), addr(GATEWAY)), &mut events);
+    let Some(Event::Send { datagram, .. }) = events.pop() else { panic!() };
+    assert_eq!(i.sa_init_response(&datagram).unwrap(), InitReply::Done);
+    assert_eq!(r.half_open_count(), 1);
+    for d in i.auth_request(1232) {
+        r.handle(Instant::now(), second, addr(GATEWAY), &d, &mut events);
+    }
+    assert_eq!((r.counters.auth_failed, r.half_open_count(), r.ike_sa_count()), (1, 0, 0));
+}
+
+#[test]
+fn a_flood_of_selectors_is_unacceptable_not_fatal() {
+    let mut r = responder(Settings { inside: vec!["10.1.0.0/16".parse().unwrap(), "10.2.0.0/16".parse().unwrap()], ..Settings::default() });
+    let mut i = initiator("clinic1.example", &pki().clinic);
+    // 200 distinct ranges, each narrowed to the tenant's subnet and the two inside prefixes.
+    i.config.clinic = (0..200).map(|n| v4("192.168.0.0", &format!("192.168.1.{n}"))).collect();
+    i.config.inside = vec![v4("0.0.0.0", "255.255.255.255"); 200];
+    let mut i = Initiator::new(i.config);
+    assert_eq!(sa_init(&mut r, &mut i), InitReply::Done);
+    let (sent, _) = deliver(&mut r, &i.auth_request(1232));
+    let payloads = receive(&mut i, &sent);
+    assert_eq!(i.auth_response(&payloads).unwrap_err(), format!("notify {}", payloads::TS_UNACCEPTABLE));
 }
 
 #[test]

@@ -137,13 +137,22 @@ impl CertificateCache {
         CertificateCache { parsed: Default::default(), order: Default::default(), capacity: capacity.max(1) }
     }
 
-    pub fn parse(&mut self, der: &[u8]) -> Result<X509, PkiError> {
+    fn key(der: &[u8]) -> [u8; 32] {
         use sha2::Digest;
-        let key: [u8; 32] = sha2::Sha256::digest(der).into();
-        if let Some(cert) = self.parsed.get(&key) {
-            return Ok(cert.clone());
+        sha2::Sha256::digest(der).into()
+    }
+
+    /// The parsed certificate of these DER bytes, if kept.
+    pub fn get(&self, der: &[u8]) -> Option<X509> {
+        self.parsed.get(&Self::key(der)).cloned()
+    }
+
+    /// Keeps a certificate (one that verified), the oldest going when full.
+    pub fn remember(&mut self, der: &[u8], cert: &X509) {
+        let key = Self::key(der);
+        if self.parsed.contains_key(&key) {
+            return;
         }
-        let cert = X509::from_der(der).map_err(|e| PkiError::Unreadable(e.to_string()))?;
         if self.order.len() == self.capacity {
             if let Some(oldest) = self.order.pop_front() {
                 self.parsed.remove(&oldest);
@@ -151,7 +160,6 @@ impl CertificateCache {
         }
         self.order.push_back(key);
         self.parsed.insert(key, cert.clone());
-        Ok(cert)
     }
 }
 
@@ -211,9 +219,10 @@ mod tests {
 
         let mut cache = CertificateCache::new(1);
         let der = good.to_der().unwrap();
-        assert_eq!(cache.parse(&der).unwrap().to_der().unwrap(), der);
-        assert_eq!(cache.parse(&der).unwrap().to_der().unwrap(), der, "from the cache");
-        assert!(cache.parse(&revoked.to_der().unwrap()).is_ok() && cache.parsed.len() == 1, "bounded");
-        assert!(cache.parse(&der[..100]).is_err());
+        assert!(cache.get(&der).is_none());
+        cache.remember(&der, &good);
+        assert_eq!(cache.get(&der).unwrap().to_der().unwrap(), der, "from the cache");
+        cache.remember(&revoked.to_der().unwrap(), &revoked);
+        assert!(cache.get(&der).is_none() && cache.parsed.len() == 1, "bounded: the oldest went");
     }
 }
