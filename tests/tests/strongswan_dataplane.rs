@@ -1,6 +1,7 @@
 //! The whole gateway with a real peer: strongSwan (a clinic router, in its
 //! own namespace) builds its tunnel over IPv6 to the dataplane, which passes
-//! IKE to `sekisho-control` through shared memory; the CHILD_SA comes back
+//! IKE to `sekisho-control` through shared memory (and, in a second test,
+//! over IPv4 from behind an nftables NAT); the CHILD_SA comes back
 //! as a tunnel the dataplane installs. IPv4 traffic then flows both ways
 //! (decrypt, firewall, NAPT, encrypt) to a server on the inside, without a
 //! lost packet across CHILD_SA rekeys with PFS and IKE SA rekeys; a delete
@@ -9,11 +10,14 @@
 //! gets its tunnel back from control without a new handshake, and the
 //! dataplane forwards on while control is down.
 
-use sekisho_tests::strongswan::{clinic_connection, run, swanctl_conf, udp_echo, Charon, Control, Dataplane, Netns, TestPki};
+use sekisho_tests::strongswan::{clinic_connection, link, run, swanctl_conf, udp_echo, Charon, Control, Dataplane, Netns, TestPki};
 use sekisho_tests::Scratch;
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Child, Stdio};
+
+/// Each dataplane busy-polls a core of the two: one test at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Kills the echo server when the test ends.
 struct Killed(Child);
@@ -25,17 +29,40 @@ impl Drop for Killed {
     }
 }
 
-fn dataplane_config(run_dir: &Path, prefix: &str) -> String {
+/// The dataplane's config; `outside` is its outside port's address line.
+fn dataplane_config(run_dir: &Path, prefix: &str, outside: &str) -> String {
     format!(
         "[dataplane]\nmain_lcore = 0\nworkers = [1]\nmempool_size = 8191\nrun_dir = \"{}\"\n\
          eal_args = [\"--file-prefix={prefix}\", \"--single-file-segments\", \"-m\", \"256\", \"--no-pci\", \"--vdev=net_af_packet0,iface=dpo\", \"--vdev=net_af_packet1,iface=dpi\"]\n\n\
          [nat]\npool = [\"100.64.0.0/30\"]\n\n\
          [[tenants]]\nname = \"clinic-1\"\nsubnets = [\"192.168.1.0/24\"]\n\
          [[tenants.rules]]\ndst = \"10.100.0.0/16\"\nprotocol = \"udp\"\naction = \"allow\"\n\n\
-         [ports.outside]\ndevice = \"net_af_packet0\"\nipv6 = [\"2001:db8:5e::1/64\"]\n\n\
+         [ports.outside]\ndevice = \"net_af_packet0\"\n{outside}\n\n\
          [ports.inside]\ndevice = \"net_af_packet1\"\nipv4 = [\"10.100.0.1/24\"]\n",
         run_dir.display()
     )
+}
+
+const IPV6_OUTSIDE: &str = "ipv6 = [\"2001:db8:5e::1/64\"]";
+
+/// The dataplane's ports: veth ends without kernel addresses (`dpo` to
+/// `peer_if` in `outside_ns`, `dpi` to the server), and the server.
+fn ports(gw: &Netns, outside_ns: &Netns, peer_if: &str, server: &Netns) {
+    run("ip", &["link", "add", "dpo", "netns", &gw.0, "type", "veth", "peer", "name", peer_if, "netns", &outside_ns.0]);
+    run("ip", &["link", "add", "dpi", "netns", &gw.0, "type", "veth", "peer", "name", "srv", "netns", &server.0]);
+    for port in ["dpo", "dpi"] {
+        assert!(gw.command("sysctl").args(["-qw", &format!("net.ipv6.conf.{port}.disable_ipv6=1")]).status().unwrap().success());
+        gw.ip(&["link", "set", port, "up"]);
+    }
+    server.ip(&["addr", "add", "10.100.0.10/24", "dev", "srv"]);
+    server.ip(&["link", "set", "srv", "up"]);
+    server.ip(&["route", "add", "100.64.0.0/30", "via", "10.100.0.1"]);
+    checksums_off(server, "srv");
+}
+
+/// Full checksums on what the kernel sends into the dataplane (PEERS.md).
+fn checksums_off(ns: &Netns, dev: &str) {
+    assert!(ns.command("ethtool").args(["-K", dev, "tx", "off"]).stdout(Stdio::null()).status().unwrap().success());
 }
 
 /// Control's config: the tenants and their rules, which it pushes to the dataplane.
@@ -64,31 +91,20 @@ fn report(child: Child) -> Value {
 
 #[test]
 fn strongswan_traffic_crosses_the_dataplane_through_rekeys_deletes_and_a_restart() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let scratch = Scratch::new("ss-dp");
     let pki = TestPki::create(&scratch.path("pki"), &["clinic1.example"], "stranger.example");
     let tag = std::process::id() % 100_000;
     let (gw, clinic, server) = (Netns::new(&format!("sdg-{tag}")), Netns::new(&format!("sdc-{tag}")), Netns::new(&format!("sds-{tag}")));
-    // The dataplane's ports are veth ends without kernel addresses.
-    run("ip", &["link", "add", "dpo", "netns", &gw.0, "type", "veth", "peer", "name", "clo", "netns", &clinic.0]);
-    run("ip", &["link", "add", "dpi", "netns", &gw.0, "type", "veth", "peer", "name", "srv", "netns", &server.0]);
-    for port in ["dpo", "dpi"] {
-        assert!(gw.command("sysctl").args(["-qw", &format!("net.ipv6.conf.{port}.disable_ipv6=1")]).status().unwrap().success());
-        gw.ip(&["link", "set", port, "up"]);
-    }
+    ports(&gw, &clinic, "clo", &server);
     clinic.ip(&["addr", "add", "2001:db8:5e::2/64", "dev", "clo", "nodad"]);
     clinic.ip(&["link", "set", "clo", "up"]);
     clinic.ip(&["addr", "add", "192.168.1.1/32", "dev", "lo"]);
-    server.ip(&["addr", "add", "10.100.0.10/24", "dev", "srv"]);
-    server.ip(&["link", "set", "srv", "up"]);
-    server.ip(&["route", "add", "100.64.0.0/30", "via", "10.100.0.1"]);
-    // Full checksums on what the kernel sends into the dataplane (PEERS.md).
-    for (ns, dev) in [(&clinic, "clo"), (&server, "srv")] {
-        assert!(ns.command("ethtool").args(["-K", dev, "tx", "off"]).stdout(Stdio::null()).status().unwrap().success());
-    }
+    checksums_off(&clinic, "clo");
 
     let run_dir = scratch.path("run");
     let prefix = format!("dpss{tag}");
-    let dataplane = Dataplane::start(&gw, &scratch.path("dp"), &dataplane_config(&run_dir, &prefix), &run_dir);
+    let dataplane = Dataplane::start(&gw, &scratch.path("dp"), &dataplane_config(&run_dir, &prefix, IPV6_OUTSIDE), &run_dir);
     std::fs::create_dir_all(scratch.path("gw")).unwrap();
     let control = Control::start(&gw, &scratch.path("gw"), &control_config(&pki), &["--run-dir", run_dir.to_str().unwrap()]);
     let _echo = Killed(udp_echo(&server, &["serve", "10.100.0.10", "7777"]).spawn().expect("echo server"));
@@ -119,7 +135,7 @@ fn strongswan_traffic_crosses_the_dataplane_through_rekeys_deletes_and_a_restart
     let ike_sas_before = charon.swanctl(&["--list-sas"]).1;
     let summary = dataplane.stop();
     assert!(summary["sas"].as_array().is_some_and(|sas| !sas.is_empty()), "{summary}");
-    let dataplane = Dataplane::start(&gw, &scratch.path("dp2"), &dataplane_config(&run_dir, &prefix), &run_dir);
+    let dataplane = Dataplane::start(&gw, &scratch.path("dp2"), &dataplane_config(&run_dir, &prefix, IPV6_OUTSIDE), &run_dir);
     control.wait_for("resync", |v| v["log"].as_str().is_some_and(|l| l.contains("installed again")));
     // Only the first datagrams may go, while the fresh dataplane resolves its neighbours.
     let after = report(traffic(&clinic, 200, 100));
@@ -169,4 +185,51 @@ fn strongswan_traffic_crosses_the_dataplane_through_rekeys_deletes_and_a_restart
     std::thread::sleep(std::time::Duration::from_millis(300));
     let summary = dataplane.stop();
     assert_eq!(summary["sas"], serde_json::json!([]), "no SA left in the dataplane: {summary}");
+}
+
+#[test]
+fn strongswan_behind_an_ipv4_nat_reaches_the_server_through_the_dataplane() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let scratch = Scratch::new("ss-dp4");
+    let pki = TestPki::create(&scratch.path("pki"), &["clinic1.example"], "stranger.example");
+    let tag = std::process::id() % 100_000;
+    let (gw, nat, clinic, server) = (Netns::new(&format!("s4g-{tag}")), Netns::new(&format!("s4n-{tag}")), Netns::new(&format!("s4c-{tag}")), Netns::new(&format!("s4s-{tag}")));
+    ports(&gw, &nat, "wan0", &server);
+    nat.ip(&["addr", "add", "198.51.100.2/24", "dev", "wan0"]);
+    nat.ip(&["link", "set", "wan0", "up"]);
+    link(&nat, "lan0", "10.1.0.1/24", &clinic, "cl0", "10.1.0.2/24");
+    clinic.ip(&["route", "add", "default", "via", "10.1.0.1"]);
+    clinic.ip(&["addr", "add", "192.168.1.1/32", "dev", "lo"]);
+    for (ns, dev) in [(&nat, "wan0"), (&nat, "lan0"), (&clinic, "cl0")] {
+        checksums_off(ns, dev);
+    }
+    assert!(nat.command("sysctl").args(["-qw", "net.ipv4.ip_forward=1"]).status().unwrap().success());
+    for rule in [&["add", "table", "ip", "nat"][..], &["add", "chain", "ip", "nat", "post", "{ type nat hook postrouting priority 100 ; }"], &["add", "rule", "ip", "nat", "post", "oifname", "wan0", "masquerade"]] {
+        assert!(nat.command("nft").args(rule).status().unwrap().success(), "nft {rule:?}");
+    }
+
+    let run_dir = scratch.path("run");
+    let prefix = format!("dpss4{tag}");
+    let dataplane = Dataplane::start(&gw, &scratch.path("dp"), &dataplane_config(&run_dir, &prefix, "ipv4 = [\"198.51.100.1/24\"]"), &run_dir);
+    std::fs::create_dir_all(scratch.path("gw")).unwrap();
+    let control = Control::start(&gw, &scratch.path("gw"), &control_config(&pki), &["--run-dir", run_dir.to_str().unwrap()]);
+    let _echo = Killed(udp_echo(&server, &["serve", "10.100.0.10", "7777"]).spawn().expect("echo server"));
+    let conf = swanctl_conf(&[clinic_connection("gw", "10.1.0.2", "198.51.100.1", "clinic1.example", "clinic1.example.pem", "192.168.1.0/24", "10.100.0.0/16")]);
+    let charon = Charon::start(&clinic, &scratch.path("clinic"), &pki, &[("clinic1.example.pem", "clinic1.example.key")], &conf);
+    let (ok, out) = charon.swanctl(&["--initiate", "--child", "lan", "--ike", "gw"]);
+    assert!(ok, "initiate failed:\n{out}\n{}\ncontrol:\n{}\ndataplane:\n{}", charon.log(), control.logs(), dataplane.log());
+    let up = control.wait_for("child_up", |v| v.get("child_up").is_some());
+    // The gateway sees the NAT's address and answers through it in UDP 4500.
+    assert!(up["child_up"]["peer"].as_str().unwrap().starts_with("198.51.100.2:"), "{up}");
+    assert_eq!(up["child_up"]["nat_t"], true);
+    let warm = report(traffic(&clinic, 10, 50));
+    assert!(warm["received"].as_u64().unwrap() >= 9, "{warm}\n{}", dataplane.log());
+    let flow = traffic(&clinic, 1200, 300);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let (ok, out) = charon.swanctl(&["--rekey", "--child", "lan"]);
+    assert!(ok, "{out}");
+    let during = report(flow);
+    assert_eq!((during["received"].as_u64(), during["lost"].as_array().map(Vec::len)), (Some(1200), Some(0)), "{during}");
+    let summary = dataplane.stop();
+    assert!(summary["counters"]["esp_decrypted"].as_u64().unwrap() >= 1200 && summary["counters"]["nat_translated_up"].as_u64().unwrap() >= 1200, "{summary}");
 }
