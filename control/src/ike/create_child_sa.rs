@@ -165,6 +165,7 @@ impl Responder {
         };
         out.push(Event::Log(format!("ike_sa {:016x} of {tenant} rekeyed to {new_spi_r:016x}", sa.spi_r)));
         self.counters.ike_sas_rekeyed += 1;
+        self.by_identity.entry(peer_id.clone()).or_default().push(new_spi_r);
         self.sas.insert(new_spi_r, rekeyed);
         let mut sa_payload = [0u8; 128];
         let len = proposal::write_sa(&mut sa_payload, choice.number, PROTOCOL_IKE, &new_spi_r.to_be_bytes(), &choice.transforms(ke.group)).expect("one proposal fits");

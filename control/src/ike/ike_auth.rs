@@ -149,6 +149,7 @@ impl Responder {
 
         self.forget_half_open(sa.spi_i, source);
         sa.phase = Phase::Established { tenant: tenant.clone(), peer_id: peer_id.clone() };
+        self.by_identity.entry(peer_id.clone()).or_default().push(sa.spi_r);
         self.counters.ike_sas_established += 1;
         out.push(Event::Log(format!("ike_sa {:016x} established: {peer_id} as tenant {tenant} from {}{}", sa.spi_r, sa.peer, if sa.nat { " (NAT-T)" } else { "" })));
         // §2.4: the peer restarted and lost its old SAs; drop ours too.
@@ -240,9 +241,9 @@ impl Responder {
 
     /// Drops every other IKE SA of `peer_id` (INITIAL_CONTACT).
     fn drop_other_sas_of(&mut self, peer_id: &Identity, keep: u64, out: &mut Vec<Event>) {
-        let stale: Vec<u64> = self.sas.values().filter(|s| s.spi_r != keep && matches!(&s.phase, Phase::Established { peer_id: p, .. } if p == peer_id)).map(|s| s.spi_r).collect();
+        let stale: Vec<u64> = self.by_identity.get(peer_id).map(|spis| spis.iter().copied().filter(|&s| s != keep).collect()).unwrap_or_default();
         for spi in stale {
-            let sa = self.sas.remove(&spi).expect("listed above");
+            let Some(sa) = self.sas.remove(&spi) else { continue };
             out.push(Event::Log(format!("ike_sa {spi:016x} of {peer_id} replaced (INITIAL_CONTACT)")));
             self.forget(sa, out);
         }

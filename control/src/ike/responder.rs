@@ -143,6 +143,9 @@ pub struct Responder {
     pub(super) half_open_per_source: HashMap<IpAddr, usize>,
     pub(super) cookie: CookieSecret,
     pub(super) certificates: crate::pki::CertificateCache,
+    /// Established IKE SAs by peer identity (INITIAL_CONTACT finds a
+    /// clinic's old SAs here, not by walking thousands).
+    pub(super) by_identity: HashMap<Identity, Vec<u64>>,
     pub counters: Counters,
 }
 
@@ -162,6 +165,7 @@ impl Responder {
             half_open_per_source: HashMap::new(),
             cookie: CookieSecret { version: 0, current: secret, previous: secret, since: now },
             certificates: crate::pki::CertificateCache::new(CERTIFICATE_CACHE),
+            by_identity: HashMap::new(),
             counters: Counters::default(),
         }
     }
@@ -319,8 +323,16 @@ impl Responder {
 
     /// Drops an IKE SA and everything hanging off it.
     pub(super) fn forget(&mut self, sa: IkeSa, out: &mut Vec<Event>) {
-        if let Phase::HalfOpen { source, .. } = sa.phase {
-            self.forget_half_open(sa.spi_i, source);
+        match &sa.phase {
+            Phase::HalfOpen { source, .. } => self.forget_half_open(sa.spi_i, *source),
+            Phase::Established { peer_id, .. } => {
+                if let Some(spis) = self.by_identity.get_mut(peer_id) {
+                    spis.retain(|&s| s != sa.spi_r);
+                    if spis.is_empty() {
+                        self.by_identity.remove(peer_id);
+                    }
+                }
+            }
         }
         let tenant = sa.tenant().unwrap_or_default().to_string();
         for child in &sa.children {

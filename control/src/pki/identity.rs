@@ -14,7 +14,7 @@ pub const ID_IPV6_ADDR: u8 = 5;
 pub const ID_DER_ASN1_DN: u8 = 9;
 
 /// An identity as an ID payload carries it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Identity {
     Ipv4(Ipv4Addr),
     Fqdn(String),

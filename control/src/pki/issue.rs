@@ -78,7 +78,12 @@ impl Authority {
     /// when it holds an @), valid from `from_days` to `to_days` from now.
     pub fn issue(&self, name: &str, kind: KeyKind, from_days: i64, to_days: i64) -> (X509, PKey<Private>) {
         let key = kind.generate();
-        let mut b = builder(name, Some(&self.cert), &key, from_days, to_days);
+        (self.issue_for(name, &key, from_days, to_days), key)
+    }
+
+    /// The same for an existing key (load tests give thousands of clinics one key).
+    pub fn issue_for(&self, name: &str, key: &PKey<Private>, from_days: i64, to_days: i64) -> X509 {
+        let mut b = builder(name, Some(&self.cert), key, from_days, to_days);
         b.append_extension(BasicConstraints::new().build().expect("bc")).expect("bc");
         b.append_extension(KeyUsage::new().critical().digital_signature().build().expect("ku")).expect("ku");
         let mut san = SubjectAlternativeName::new();
@@ -90,7 +95,7 @@ impl Authority {
         let san = san.build(&b.x509v3_context(Some(&self.cert), None)).expect("san");
         b.append_extension(san).expect("san");
         b.sign(&self.key, MessageDigest::sha256()).expect("sign");
-        (b.build(), key)
+        b.build()
     }
 
     /// An intermediate CA signed by this one.
