@@ -293,8 +293,11 @@ impl Dataplane {
         crate::last_json(&std::fs::read_to_string(&self.stdout).unwrap_or_default())
     }
 
+    /// Its log, and its counters now (for failure messages).
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+        let stats = Command::new(bin("sekisho-dataplane")).args(["stats", "--json", "--run-dir"]).arg(&self.run_dir).output();
+        let counters = stats.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+        format!("{}\ncounters: {counters}", std::fs::read_to_string(&self.stderr).unwrap_or_default())
     }
 }
 

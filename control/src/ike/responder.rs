@@ -274,8 +274,8 @@ impl Responder {
         let (first, plain) = if sk.kind == ENCRYPTED {
             match protect::open(sa.protection, sa.keys_in(), datagram, sk) {
                 Ok(plain) => (sk.inner_next, plain),
-                Err(_) => {
-                    self.counters.integrity_failures += 1;
+                Err(e) => {
+                    self.integrity_failure(from, &e.to_string(), out);
                     return true;
                 }
             }
@@ -284,8 +284,8 @@ impl Responder {
             match sa.reassembly.add(sa.protection, keys, datagram, h.message_id, sk) {
                 Ok(Some(whole)) => whole,
                 Ok(None) => return true,
-                Err(_) => {
-                    self.counters.integrity_failures += 1;
+                Err(e) => {
+                    self.integrity_failure(from, &e.to_string(), out);
                     return true;
                 }
             }
@@ -318,6 +318,15 @@ impl Responder {
                 self.counters.malformed += 1;
                 true
             }
+        }
+    }
+
+    /// Counts a message that failed its check (§2.21.2: never answered),
+    /// and logs the first and then every power of two, not a flood.
+    fn integrity_failure(&mut self, from: SocketAddr, why: &str, out: &mut Vec<Event>) {
+        self.counters.integrity_failures += 1;
+        if self.counters.integrity_failures.is_power_of_two() {
+            out.push(Event::Log(format!("message from {from} dropped: {why} ({} so far)", self.counters.integrity_failures)));
         }
     }
 

@@ -56,6 +56,25 @@ fn selector(start: &str, end: &str) -> TrafficSelector {
     TrafficSelector { protocol: 0, start_port: 0, end_port: 65535, start: start.parse().expect("address"), end: end.parse().expect("address") }
 }
 
+/// A clinic router's initiator: AES-256-GCM, PRF HMAC-SHA2-256, DH `group`.
+fn clinic(name: &str, key: &openssl::pkey::PKey<openssl::pkey::Private>, cert: &openssl::x509::X509, group: u16) -> Initiator {
+    Initiator::new(InitiatorConfig {
+        id: Identity::from_config(name).expect("id"),
+        key: key.clone(),
+        cert: cert.clone(),
+        group,
+        groups: vec![group],
+        protection: Protection::AesGcm16 { key: 32 },
+        prf: Prf::HmacSha256,
+        esp_key: 16,
+        clinic: vec![selector("192.168.1.0", "192.168.1.255")],
+        inside: vec![selector("10.100.0.0", "10.100.255.255")],
+        fragmentation: true,
+        signature_hashes: true,
+        responder_id: None,
+    })
+}
+
 /// Microseconds of one DH exchange half (key pair + shared secret) of `group`.
 fn raw_dh_us(group: u16) -> f64 {
     let peer = KeyPair::generate(group).expect("group").public();
@@ -129,21 +148,7 @@ fn main() -> anyhow::Result<()> {
                 responder = new_responder();
             }
             let (name, (cert, key)) = &clinics[n % clinics.len()];
-            let mut initiator = Initiator::new(InitiatorConfig {
-                id: Identity::from_config(name).expect("id"),
-                key: key.clone(),
-                cert: cert.clone(),
-                group,
-                groups: vec![group],
-                protection: Protection::AesGcm16 { key: 32 },
-                prf: Prf::HmacSha256,
-                esp_key: 16,
-                clinic: vec![selector("192.168.1.0", "192.168.1.255")],
-                inside: vec![selector("10.100.0.0", "10.100.255.255")],
-                fragmentation: true,
-                signature_hashes: true,
-                responder_id: None,
-            });
+            let mut initiator = clinic(name, key, cert, group);
             let request = initiator.sa_init_request(None, clinic_addr, gateway);
             let answer = handle(&mut responder, &[request], &mut events);
             anyhow::ensure!(initiator.sa_init_response(&answer[0]).map_err(anyhow::Error::msg)? == InitReply::Done, "IKE_SA_INIT refused");
@@ -213,23 +218,7 @@ fn storm(args: &Args, ca: &Authority, gw_cert: &openssl::x509::X509, gw_key: &op
     let gateway: SocketAddr = "[2001:db8::1]:500".parse()?;
     let addr = |i: usize| -> SocketAddr { SocketAddr::new(std::net::Ipv6Addr::from(0x2001_0db8_00c0_0000_0000_0000_0000_0000u128 + i as u128).into(), 500) };
     let mut clinics: Vec<Initiator> = (0..n)
-        .map(|i| {
-            Initiator::new(InitiatorConfig {
-                id: Identity::from_config(&names[i]).expect("id"),
-                key: clinic_key.clone(),
-                cert: certs[i].clone(),
-                group: 14,
-                groups: vec![14],
-                protection: Protection::AesGcm16 { key: 32 },
-                prf: Prf::HmacSha256,
-                esp_key: 16,
-                clinic: vec![selector("192.168.1.0", "192.168.1.255")],
-                inside: vec![selector("10.100.0.0", "10.100.255.255")],
-                fragmentation: true,
-                signature_hashes: true,
-                responder_id: None,
-            })
-        })
+        .map(|i| clinic(&names[i], &clinic_key, &certs[i], 14))
         .collect();
     // Everyone's first message is in the queue before the responder starts.
     let mut queue: VecDeque<(usize, Vec<Vec<u8>>)> = (0..n).map(|i| (i, vec![clinics[i].sa_init_request(None, addr(i), gateway)])).collect();
