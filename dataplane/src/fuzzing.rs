@@ -399,8 +399,7 @@ impl ControlRingHarness {
                 return;
             }
             ToDataplane::Reset => {
-                for name in self.manager.dynamic_tunnels() {
-                    let change = self.manager.remove(&name, now).expect("a dynamic tunnel");
+                for change in self.manager.reset(now) {
                     crate::tables::apply(&mut self.tables[usize::from(change.core)], change.update);
                 }
                 return;

@@ -395,20 +395,22 @@ fn from_control(bytes: &[u8], manager: &mut TableManager, routes: &RouteTable, t
         ToDataplane::Tunnel(config) => manager.upsert(&config, Instant::now()),
         ToDataplane::TunnelDown(name) => manager.remove(name, Instant::now()),
         ToDataplane::Reset => {
-            let names = manager.dynamic_tunnels();
-            tracing::info!(tunnels = names.len(), "the control process started afresh: removing the tunnels it installed before");
-            for name in names {
-                let removal = ToDataplane::TunnelDown(&name).encode();
-                from_control(&removal, manager, routes, tasks, config, policy);
-            }
-            return;
+            let removals = manager.reset(Instant::now());
+            tracing::info!(tunnels = removals.len(), "the control process started afresh: removing the tunnels it installed before");
+            return removals.into_iter().for_each(|change| apply_change(change, routes, tasks));
         }
         ToDataplane::Tenants(tenants) => return replace_policy(tenants, manager, tasks, config, policy),
     };
-    let Change { core, update, routes: new_routes, routes_first } = match change {
-        Ok(change) => change,
-        Err((field, message)) => return tracing::error!(%field, %message, "tunnel from the control process refused"),
-    };
+    match change {
+        Ok(change) => apply_change(change, routes, tasks),
+        Err((field, message)) => tracing::error!(%field, %message, "tunnel from the control process refused"),
+    }
+}
+
+/// Hands a tunnel change to its owner worker and publishes its routes, in
+/// the order the change asks for.
+fn apply_change(change: Change, routes: &RouteTable, tasks: &[Arc<Tasks>]) {
+    let Change { core, update, routes: new_routes, routes_first } = change;
     let worker = &tasks[usize::from(core)];
     let (before, after) = if routes_first { (new_routes, None) } else { (None, new_routes) };
     if let Some(r) = before {

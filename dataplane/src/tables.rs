@@ -215,10 +215,15 @@ impl TableManager {
         Ok(Change { core: old.checked.core, update: TableUpdate::Remove { index: old.index, inbound: old.spis().collect() }, routes: Some(self.routes.clone()), routes_first: true })
     }
 
-    /// Names of the tunnels control installed (to remove them all after a
-    /// control restart's resync, for instance).
+    /// Names of the tunnels control installed.
     pub fn dynamic_tunnels(&self) -> Vec<String> {
         self.tunnels.iter().filter(|(_, t)| !t.from_config).map(|(n, _)| n.clone()).collect()
+    }
+
+    /// Removes every tunnel control installed (a control process that
+    /// started afresh does not know them): one removal each.
+    pub fn reset(&mut self, now: Instant) -> Vec<Change> {
+        self.dynamic_tunnels().iter().map(|name| self.remove(name, now).expect("a tunnel control installed")).collect()
     }
 }
 
@@ -310,5 +315,9 @@ mod tests {
         let change = m.upsert(&tunnel("resumed", "192.168.4.0/24", &[spi(0, 7)], 6000), now).unwrap();
         let TableUpdate::Tunnel { outbound: Some(sa), .. } = change.update else { panic!() };
         assert_eq!(sa.seq, 41 + crate::shm::sequences::SEQUENCE_MARGIN);
+
+        // A control process started afresh takes back all it installed, nothing of the config's.
+        assert_eq!(m.reset(now).len(), 2);
+        assert!(m.dynamic_tunnels().is_empty() && m.tunnel_count() == 1);
     }
 }

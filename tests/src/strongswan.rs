@@ -198,6 +198,7 @@ pub struct Control {
 impl Control {
     /// Starts it with `args` after `--config` (`--listen ...` or `--run-dir ...`).
     pub fn start(ns: &Netns, dir: &Path, config: &str, args: &[&str]) -> Control {
+        std::fs::create_dir_all(dir).expect("dir");
         let config_path = dir.join("control.toml");
         std::fs::write(&config_path, config).unwrap();
         let events = dir.join("events.jsonl");

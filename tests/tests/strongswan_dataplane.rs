@@ -105,7 +105,6 @@ fn strongswan_traffic_crosses_the_dataplane_through_rekeys_deletes_and_a_restart
     let run_dir = scratch.path("run");
     let prefix = format!("dpss{tag}");
     let dataplane = Dataplane::start(&gw, &scratch.path("dp"), &dataplane_config(&run_dir, &prefix, IPV6_OUTSIDE), &run_dir);
-    std::fs::create_dir_all(scratch.path("gw")).unwrap();
     let control = Control::start(&gw, &scratch.path("gw"), &control_config(&pki), &["--run-dir", run_dir.to_str().unwrap()]);
     let _echo = Killed(udp_echo(&server, &["serve", "10.100.0.10", "7777"]).spawn().expect("echo server"));
     let conf = swanctl_conf(&[clinic_connection("gw", "2001:db8:5e::2", "2001:db8:5e::1", "clinic1.example", "clinic1.example.pem", "192.168.1.0/24", "10.100.0.0/16")]);
@@ -164,7 +163,6 @@ fn strongswan_traffic_crosses_the_dataplane_through_rekeys_deletes_and_a_restart
     assert_eq!(alone["received"], 100, "with control down: {alone}");
     // A control process started afresh removes the tunnels it does not know
     // (it could not rekey them), and the clinic connects again.
-    std::fs::create_dir_all(scratch.path("gw2")).unwrap();
     let control = Control::start(&gw, &scratch.path("gw2"), &control_config(&pki), &["--run-dir", run_dir.to_str().unwrap()]);
     control.wait_for("link", |v| v["log"].as_str().is_some_and(|l| l.starts_with("linked")));
     std::thread::sleep(std::time::Duration::from_millis(300));
@@ -211,7 +209,6 @@ fn strongswan_behind_an_ipv4_nat_reaches_the_server_through_the_dataplane() {
     let run_dir = scratch.path("run");
     let prefix = format!("dpss4{tag}");
     let dataplane = Dataplane::start(&gw, &scratch.path("dp"), &dataplane_config(&run_dir, &prefix, "ipv4 = [\"198.51.100.1/24\"]"), &run_dir);
-    std::fs::create_dir_all(scratch.path("gw")).unwrap();
     let control = Control::start(&gw, &scratch.path("gw"), &control_config(&pki), &["--run-dir", run_dir.to_str().unwrap()]);
     let _echo = Killed(udp_echo(&server, &["serve", "10.100.0.10", "7777"]).spawn().expect("echo server"));
     let conf = swanctl_conf(&[clinic_connection("gw", "10.1.0.2", "198.51.100.1", "clinic1.example", "clinic1.example.pem", "192.168.1.0/24", "10.100.0.0/16")]);

@@ -20,6 +20,19 @@ fn control_config(pki: &TestPki) -> String {
     )
 }
 
+const LISTEN_V6: [&str; 4] = ["--listen", "[2001:db8:5e::1]:500", "--listen", "[2001:db8:5e::1]:4500"];
+
+/// The gateway's and the clinic's namespaces (named by `tag`), linked over
+/// IPv6; the clinic's LAN address on its loopback, since kernel-libipsec
+/// routes the tunnel from an address inside local_ts.
+fn ipv6_link(tag: &str) -> (Netns, Netns) {
+    let pid = std::process::id() % 100_000;
+    let (gw, clinic) = (Netns::new(&format!("ssg{tag}-{pid}")), Netns::new(&format!("ssc{tag}-{pid}")));
+    link(&gw, "gw0", "2001:db8:5e::1/64", &clinic, "cl0", "2001:db8:5e::2/64");
+    clinic.ip(&["addr", "add", "192.168.1.1/32", "dev", "lo"]);
+    (gw, clinic)
+}
+
 fn child_up(v: &Value) -> Option<&Value> {
     v.get("child_up")
 }
@@ -28,14 +41,8 @@ fn child_up(v: &Value) -> Option<&Value> {
 fn strongswan_over_ipv6_connects_rekeys_and_deletes() {
     let scratch = Scratch::new("ss-ike6");
     let pki = TestPki::create(&scratch.path("pki"), &["clinic1.example"], "clinic1.example");
-    let tag = std::process::id() % 100_000;
-    let gw = Netns::new(&format!("ssg6-{tag}"));
-    let clinic = Netns::new(&format!("ssc6-{tag}"));
-    link(&gw, "gw0", "2001:db8:5e::1/64", &clinic, "cl0", "2001:db8:5e::2/64");
-    // kernel-libipsec routes the tunnel from an address inside local_ts.
-    clinic.ip(&["addr", "add", "192.168.1.1/32", "dev", "lo"]);
-    std::fs::create_dir_all(scratch.path("gw")).unwrap();
-    let control = Control::start(&gw, &scratch.path("gw"), &control_config(&pki), &["--listen", "[2001:db8:5e::1]:500", "--listen", "[2001:db8:5e::1]:4500"]);
+    let (gw, clinic) = ipv6_link("6");
+    let control = Control::start(&gw, &scratch.path("gw"), &control_config(&pki), &LISTEN_V6);
 
     let conf = swanctl_conf(&[
         // The clinic asks for two subnets; its tenant declared one of them.
@@ -89,14 +96,9 @@ fn strongswan_over_ipv6_connects_rekeys_and_deletes() {
 fn a_reload_refuses_a_bad_file_whole_and_deletes_a_removed_tenants_tunnel() {
     let scratch = Scratch::new("ss-reload");
     let pki = TestPki::create(&scratch.path("pki"), &["clinic1.example"], "stranger.example");
-    let tag = std::process::id() % 100_000;
-    let gw = Netns::new(&format!("ssgr-{tag}"));
-    let clinic = Netns::new(&format!("sscr-{tag}"));
-    link(&gw, "gw0", "2001:db8:5e::1/64", &clinic, "cl0", "2001:db8:5e::2/64");
-    clinic.ip(&["addr", "add", "192.168.1.1/32", "dev", "lo"]);
-    std::fs::create_dir_all(scratch.path("gw")).unwrap();
+    let (gw, clinic) = ipv6_link("r");
     let config = control_config(&pki);
-    let control = Control::start(&gw, &scratch.path("gw"), &config, &["--listen", "[2001:db8:5e::1]:500", "--listen", "[2001:db8:5e::1]:4500"]);
+    let control = Control::start(&gw, &scratch.path("gw"), &config, &LISTEN_V6);
     let conf = swanctl_conf(&[clinic_connection("gw", "2001:db8:5e::2", "2001:db8:5e::1", "clinic1.example", "clinic1.example.pem", "192.168.1.0/24", "10.100.0.0/16")]);
     let charon = Charon::start(&clinic, &scratch.path("clinic"), &pki, &[("clinic1.example.pem", "clinic1.example.key")], &conf);
     let (ok, out) = charon.swanctl(&["--initiate", "--child", "lan", "--ike", "gw"]);
@@ -139,7 +141,6 @@ fn strongswan_over_ipv4_through_a_nat_uses_nat_traversal() {
     for rule in [&["add", "table", "ip", "nat"][..], &["add", "chain", "ip", "nat", "post", "{ type nat hook postrouting priority 100 ; }"], &["add", "rule", "ip", "nat", "post", "oifname", "wan0", "masquerade"]] {
         assert!(nat.command("nft").args(rule).status().unwrap().success(), "nft {rule:?}");
     }
-    std::fs::create_dir_all(scratch.path("gw")).unwrap();
     let control = Control::start(&gw, &scratch.path("gw"), &control_config(&pki), &["--listen", "198.51.100.1:500", "--listen", "198.51.100.1:4500"]);
     let conf = swanctl_conf(&[clinic_connection("gw", "10.1.0.2", "198.51.100.1", "clinic1.example", "clinic1.example.pem", "192.168.1.0/24", "10.100.0.0/16")]);
     let charon = Charon::start(&clinic, &scratch.path("clinic"), &pki, &[("clinic1.example.pem", "clinic1.example.key")], &conf);

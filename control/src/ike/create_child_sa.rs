@@ -93,14 +93,13 @@ impl Responder {
                 DhMode::NoKe
             }
         };
-        let mut nr = vec![0u8; 32];
-        openssl::rand::rand_bytes(&mut nr).expect("random nonce");
+        let nr = payloads::fresh_nonce();
         let request = child_request(payloads);
         let (child, sa_payload) = self.make_child(sa, &tenant, &request, dh, &ni, &nr).map_err(|n| (n, Vec::new()))?;
         let mut chain = Chain::new();
         chain.push(wire::SA, sa_payload).push(wire::NONCE, nr);
-        if let DhMode::Pfs { group, .. } = dh {
-            chain.push(wire::KE, [&group.to_be_bytes()[..], &[0, 0], &ours.public()].concat());
+        if let DhMode::Pfs { .. } = dh {
+            chain.push(wire::KE, ours.ke_body());
         }
         chain.push(wire::TSI, ts_body(&child.clinic)).push(wire::TSR, ts_body(&child.inside));
         out.push(Event::Log(format!(
@@ -127,16 +126,14 @@ impl Responder {
         let new_spi_i = u64::from_be_bytes(chosen.spi.try_into().expect("8-byte SPI, as chosen"));
         let ours = KeyPair::generate(ke.group).expect("a group we listed");
         let shared = ours.shared_secret(ke.data).map_err(|_| (payloads::INVALID_SYNTAX, Vec::new()))?;
+        // The SA being rekeyed is out of the table while it is worked on.
         let new_spi_r = loop {
-            let mut bytes = [0u8; 8];
-            openssl::rand::rand_bytes(&mut bytes).expect("random SPI");
-            let spi = u64::from_be_bytes(bytes);
-            if spi != 0 && spi != sa.spi_r && !self.sas.contains_key(&spi) {
+            let spi = self.fresh_spi();
+            if spi != sa.spi_r {
                 break spi;
             }
         };
-        let mut nr = vec![0u8; 32];
-        openssl::rand::rand_bytes(&mut nr).expect("random nonce");
+        let nr = payloads::fresh_nonce();
         let keys: IkeKeys = sa.keys.rekey(sa.prf, choice.prf, choice.protection.key_lengths(), &shared, ni, &nr, new_spi_i, new_spi_r);
         let Phase::Established { tenant, peer_id } = &sa.phase else { unreachable!("established") };
         let rekeyed = IkeSa {
@@ -170,7 +167,7 @@ impl Responder {
         let mut sa_payload = [0u8; 128];
         let len = proposal::write_sa(&mut sa_payload, choice.number, PROTOCOL_IKE, &new_spi_r.to_be_bytes(), &choice.transforms(ke.group)).expect("one proposal fits");
         let mut chain = Chain::new();
-        chain.push(wire::SA, sa_payload[..len].to_vec()).push(wire::NONCE, nr).push(wire::KE, [&ke.group.to_be_bytes()[..], &[0, 0], &ours.public()].concat());
+        chain.push(wire::SA, sa_payload[..len].to_vec()).push(wire::NONCE, nr).push(wire::KE, ours.ke_body());
         Ok(chain)
     }
 }

@@ -79,6 +79,11 @@ impl KeyPair {
         }
     }
 
+    /// Our KE payload's body.
+    pub fn ke_body(&self) -> Vec<u8> {
+        super::payloads::KeyExchange { group: self.group(), data: &self.public() }.body()
+    }
+
     /// g^ir from the peer's KE data: MODP padded to the prime's length,
     /// P-256 the x coordinate only (RFC 5903 §7), X25519 as RFC 8031 §2.
     pub fn shared_secret(&self, peer: &[u8]) -> Result<Vec<u8>, KeyExchangeError> {

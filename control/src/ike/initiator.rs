@@ -109,7 +109,7 @@ impl Initiator {
         Initiator {
             spi_i: u64::from_be_bytes(random()),
             spi_r: 0,
-            ni: random::<32>().to_vec(),
+            ni: payloads::fresh_nonce(),
             nr: Vec::new(),
             keypair,
             keys: None,
@@ -163,9 +163,7 @@ impl Initiator {
         let mut sa = [0u8; 256];
         let len = proposal::write_sa(&mut sa, 1, PROTOCOL_IKE, &[], &self.ike_transforms()).expect("room");
         w.payload(wire::SA, false, &sa[..len]).expect("room");
-        let mut ke = vec![0u8; 300];
-        let len = KeyExchange { group: self.keypair.group(), data: &self.keypair.public() }.write(&mut ke).expect("room");
-        w.payload(wire::KE, false, &ke[..len]).expect("room");
+        w.payload(wire::KE, false, &self.keypair.ke_body()).expect("room");
         w.payload(wire::NONCE, false, &self.ni).expect("room");
         w.payload(wire::NOTIFY, false, &notify_body(payloads::NAT_DETECTION_SOURCE_IP, &super::sa_init::nat_hash(self.spi_i, 0, local))).expect("room");
         w.payload(wire::NOTIFY, false, &notify_body(payloads::NAT_DETECTION_DESTINATION_IP, &super::sa_init::nat_hash(self.spi_i, 0, remote))).expect("room");
@@ -328,7 +326,7 @@ impl Initiator {
     /// SPI is `their_spi`, with a KE of our group when `pfs`.
     pub fn rekey_child_request(&mut self, their_spi: u32, pfs: bool, max_datagram: usize) -> Vec<Vec<u8>> {
         let our_old = self.children.iter().find(|c| c.their_spi == their_spi).map_or(0, |c| c.our_spi);
-        let nonce = random::<32>().to_vec();
+        let nonce = payloads::fresh_nonce();
         let our_spi = u32::from_be_bytes(random());
         let keypair = pfs.then(|| KeyPair::generate(self.config.group).expect("group"));
         let mut chain = Chain::new();
@@ -338,7 +336,7 @@ impl Initiator {
         chain.push(wire::SA, sa[..len].to_vec());
         chain.push(wire::NONCE, nonce.clone());
         if let Some(k) = &keypair {
-            chain.push(wire::KE, [&k.group().to_be_bytes()[..], &[0, 0], &k.public()].concat());
+            chain.push(wire::KE, k.ke_body());
         }
         chain.push(wire::TSI, super::ike_auth::ts_body(&self.config.clinic));
         chain.push(wire::TSR, super::ike_auth::ts_body(&self.config.inside));
@@ -363,14 +361,14 @@ impl Initiator {
 
     /// A CREATE_CHILD_SA request rekeying the IKE SA.
     pub fn rekey_ike_request(&mut self, max_datagram: usize) -> Vec<Vec<u8>> {
-        let nonce = random::<32>().to_vec();
+        let nonce = payloads::fresh_nonce();
         let new_spi = u64::from_be_bytes(random());
         let keypair = KeyPair::generate(self.config.group).expect("group");
         let mut sa = [0u8; 256];
         let len = proposal::write_sa(&mut sa, 1, PROTOCOL_IKE, &new_spi.to_be_bytes(), &self.ike_transforms()).expect("room");
         let mut chain = Chain::new();
         chain.push(wire::SA, sa[..len].to_vec()).push(wire::NONCE, nonce.clone());
-        chain.push(wire::KE, [&keypair.group().to_be_bytes()[..], &[0, 0], &keypair.public()].concat());
+        chain.push(wire::KE, keypair.ke_body());
         self.pending = Some(Pending { nonce, our_spi: 0, keypair: Some(keypair), new_ike_spi: Some(new_spi) });
         self.request(wire::CREATE_CHILD_SA, &chain, max_datagram)
     }

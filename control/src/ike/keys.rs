@@ -193,9 +193,7 @@ mod tests {
     use super::*;
 
     fn hex(s: &str) -> Vec<u8> {
-        let s = s.trim();
-        
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+        sekisho_dataplane::tunnels::decode_hex(s).expect("hex")
     }
 
     /// RFC 4868 §2.7.1 PRF test case 2 ("Jefe"), for all three hashes.

@@ -41,6 +41,11 @@ impl<'a> KeyExchange<'a> {
         Ok(KeyExchange { group: u16::from_be_bytes([h[0], h[1]]), data: &body[4..] })
     }
 
+    /// The body: group, two reserved bytes, key data.
+    pub fn body(&self) -> Vec<u8> {
+        [&self.group.to_be_bytes()[..], &[0, 0], self.data].concat()
+    }
+
     /// Writes the body into `out`; its length, or None if it does not fit.
     pub fn write(&self, out: &mut [u8]) -> Option<usize> {
         let len = 4 + self.data.len();
@@ -49,6 +54,16 @@ impl<'a> KeyExchange<'a> {
         out[4..].copy_from_slice(self.data);
         Some(len)
     }
+}
+
+/// Bytes of our nonces: at least half the PRF key, and 32 covers SHA-512's (§2.10).
+pub const NONCE_LEN: usize = 32;
+
+/// A fresh random nonce.
+pub fn fresh_nonce() -> Vec<u8> {
+    let mut nonce = vec![0u8; NONCE_LEN];
+    openssl::rand::rand_bytes(&mut nonce).expect("random nonce");
+    nonce
 }
 
 /// A Nonce payload's value: 16 to 256 bytes (§3.9).
@@ -112,6 +127,7 @@ mod tests {
         let len = ke.write(&mut out).unwrap();
         assert_eq!(&out[..4], &[0, 14, 0, 0]);
         assert_eq!(KeyExchange::parse(&out[..len]), Ok(ke));
+        assert_eq!(ke.body(), out[..len].to_vec());
         assert!(KeyExchange::parse(&out[..4]).is_err() && KeyExchange::parse(&out[..3]).is_err());
 
         assert!(parse_nonce(&[1; 15]).is_err() && parse_nonce(&[1; 257]).is_err());

@@ -330,6 +330,18 @@ impl Responder {
         }
     }
 
+    /// A random responder SPI no IKE SA in the table has (never 0).
+    pub(super) fn fresh_spi(&self) -> u64 {
+        loop {
+            let mut bytes = [0u8; 8];
+            openssl::rand::rand_bytes(&mut bytes).expect("random SPI");
+            let spi = u64::from_be_bytes(bytes);
+            if spi != 0 && !self.sas.contains_key(&spi) {
+                return spi;
+            }
+        }
+    }
+
     /// Drops an IKE SA and everything hanging off it.
     pub(super) fn forget(&mut self, sa: IkeSa, out: &mut Vec<Event>) {
         match &sa.phase {

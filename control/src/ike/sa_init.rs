@@ -16,9 +16,6 @@ use openssl::hash::{hash, MessageDigest};
 use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
-/// Bytes of our nonces: at least half the PRF key, and 32 covers SHA-512's (§2.10).
-const NONCE_LEN: usize = 32;
-
 /// NAT_DETECTION_*_IP data (§2.23): SHA-1(SPIi | SPIr | IP | port).
 pub fn nat_hash(spi_i: u64, spi_r: u64, addr: SocketAddr) -> Vec<u8> {
     let ip = match addr.ip() {
@@ -141,16 +138,8 @@ impl Responder {
             reply(out, unprotected_notify(spi_i, 0, payloads::INVALID_SYNTAX, &[]));
             return;
         };
-        let spi_r = loop {
-            let mut bytes = [0u8; 8];
-            openssl::rand::rand_bytes(&mut bytes).expect("random SPI");
-            let spi = u64::from_be_bytes(bytes);
-            if spi != 0 && !self.sas.contains_key(&spi) {
-                break spi;
-            }
-        };
-        let mut nr = vec![0u8; NONCE_LEN];
-        openssl::rand::rand_bytes(&mut nr).expect("random nonce");
+        let spi_r = self.fresh_spi();
+        let nr = payloads::fresh_nonce();
         let keys = IkeKeys::derive(choice.prf, choice.protection.key_lengths(), &shared, ni, &nr, spi_i, spi_r);
 
         // §2.23: a NAT changed the peer's address if none of its source
@@ -165,8 +154,7 @@ impl Responder {
         let mut sa_body = [0u8; 128];
         let len = proposal::write_sa(&mut sa_body, choice.number, PROTOCOL_IKE, &[], &choice.transforms(ke.group)).expect("one proposal fits");
         w.payload(wire::SA, false, &sa_body[..len]).expect("room");
-        let public = ours.public();
-        w.payload(wire::KE, false, &[&ke.group.to_be_bytes()[..], &[0, 0], &public].concat()).expect("room");
+        w.payload(wire::KE, false, &ours.ke_body()).expect("room");
         w.payload(wire::NONCE, false, &nr).expect("room");
         if detection {
             w.payload(wire::NOTIFY, false, &notify_body(payloads::NAT_DETECTION_SOURCE_IP, &nat_hash(spi_i, spi_r, to))).expect("room");
