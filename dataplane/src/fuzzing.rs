@@ -274,7 +274,7 @@ impl NatHarness {
             self.nat.upstream(u32::from(selector & 1), &mut ip, self.now_ms, &mut counters)
         } else {
             let Some(address) = self.nat.policy.pool_address(dst) else { return };
-            self.nat.downstream(address, &mut ip, self.now_ms, &mut counters)
+            self.nat.downstream(address, &mut ip, self.now_ms, &mut counters, |_| Some(0))
         };
         if let Outcome::Pass { tenant } = outcome {
             assert!(tenant < 2);
@@ -390,10 +390,10 @@ impl ControlRingHarness {
             ToDataplane::TunnelDown(name) => self.manager.remove(name, now),
             ToDataplane::SendIke { .. } => return,
             ToDataplane::Tenants(tenants) => {
-                if let Ok(compiled) = crate::policy::Policy::compile(&self.nat, tenants, &[], 2) {
-                    if compiled.replacement_fault(&self.policy).is_none() {
-                        self.policy = std::sync::Arc::new(compiled);
-                        self.manager.set_policy(self.policy.clone());
+                if let Ok(compiled) = self.policy.compile_replacement(&self.nat, tenants, &[], 2) {
+                    let compiled = std::sync::Arc::new(compiled);
+                    if self.manager.set_policy(compiled.clone()).is_ok() {
+                        self.policy = compiled;
                     }
                 }
                 return;

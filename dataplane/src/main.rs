@@ -83,6 +83,8 @@ fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
+        // Colours for a terminal only: log files and collectors get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
@@ -442,28 +444,28 @@ fn apply_change(change: Change, routes: &RouteTable, tasks: &[Arc<Tasks>]) {
     }
 }
 
-/// The tenants' policy from the control process: compiled with the
-/// config's pool and global rules, checked against the running one, then
-/// handed to every worker (each picks it up between bursts).
+/// The tenants' policy from the control process: compiled as a
+/// replacement of the running one (tenants may come and go, see
+/// `Policy::compile_replacement`), checked against the installed tunnels,
+/// then handed to every worker (each picks it up between bursts).
 fn replace_policy(tenants: Vec<sekisho_dataplane::policy::TenantConfig>, manager: &mut TableManager, tasks: &[Arc<Tasks>], config: &Config, policy: &mut Option<Arc<Policy>>) {
     let (Some(nat), Some(running)) = (&config.nat, policy.as_ref()) else {
         return tracing::error!("tenants from the control process refused: this dataplane has no [nat] section");
     };
-    let compiled = match Policy::compile(nat, &tenants, &config.rules, config.dataplane.workers.len() as u8) {
-        Ok(p) => p,
+    let compiled = match running.compile_replacement(nat, &tenants, &config.rules, config.dataplane.workers.len() as u8) {
+        Ok(p) => Arc::new(p),
         Err((field, message)) => return tracing::error!(%field, %message, "tenants from the control process refused"),
     };
-    if let Some(fault) = compiled.replacement_fault(running) {
+    if let Err(fault) = manager.set_policy(compiled.clone()) {
         return tracing::error!(%fault, "tenants from the control process refused");
     }
-    let compiled = Arc::new(compiled);
     for worker in tasks {
         if worker.queue.push(Task::Policy(compiled.clone())).is_err() {
             tracing::error!("worker task queue full: policy update lost on one worker");
         }
     }
-    manager.set_policy(compiled.clone());
-    tracing::info!(tenants = compiled.names.len(), rules = compiled.rules.len(), "tenants' policy replaced");
+    let active = compiled.tenants.iter().filter(|t| !t.retired).count();
+    tracing::info!(tenants = active, retired = compiled.tenants.len() - active, rules = compiled.rules.len(), "tenants' policy replaced");
     *policy = Some(compiled);
 }
 

@@ -131,9 +131,22 @@ impl TableManager {
         sa
     }
 
-    /// The policy tunnels are checked against from now on (tenants' subnets).
-    pub fn set_policy(&mut self, policy: std::sync::Arc<Policy>) {
+    /// The policy tunnels are checked against from now on (tenants' subnets),
+    /// unless an installed tunnel would no longer pass: then the reason, and
+    /// the running policy stays.
+    pub fn set_policy(&mut self, policy: std::sync::Arc<Policy>) -> Result<(), String> {
+        for (name, installed) in &self.tunnels {
+            let Some(tenant) = installed.checked.tunnel.tenant else { continue };
+            if policy.is_retired(tenant) {
+                return Err(format!("tunnel {name} belongs to tenant '{}', which the new policy removes: remove the tunnel first", policy.names[tenant as usize]));
+            }
+            let declared = &policy.subnets[tenant as usize];
+            if let Some(outside) = installed.checked.selectors.ipv4.iter().find(|p| !tunnels::within(declared, p)) {
+                return Err(format!("tunnel {name} carries {outside}, outside the new subnets of tenant '{}'", policy.names[tenant as usize]));
+            }
+        }
         self.policy = Some(policy);
+        Ok(())
     }
 
     pub fn tunnel_count(&self) -> usize {
@@ -319,5 +332,36 @@ mod tests {
         // A control process started afresh takes back all it installed, nothing of the config's.
         assert_eq!(m.reset(now).len(), 2);
         assert!(m.dynamic_tunnels().is_empty() && m.tunnel_count() == 1);
+    }
+
+    #[test]
+    fn tenants_come_and_go_but_not_from_under_their_tunnels() {
+        let now = Instant::now();
+        let nat: crate::policy::NatConfig = toml::from_str("pool = [\"100.64.0.0/30\"]").unwrap();
+        let tenant = |name: &str, subnet: &str| -> crate::policy::TenantConfig { toml::from_str(&format!("name = \"{name}\"\nsubnets = [\"{subnet}\"]")).unwrap() };
+        let running = std::sync::Arc::new(Policy::compile(&nat, &[tenant("a", "192.168.0.0/16"), tenant("b", "192.168.0.0/16")], &[], 2).unwrap());
+        let mut m = TableManager::new(&[], 2, vec!["2001:db8::1".parse().unwrap()], Some(running.clone())).unwrap();
+        let of = |tenant: &str, name: &str| {
+            let mut t = tunnel(name, "192.168.1.0/24", &[spi(0, 0)], 1000);
+            t.tenant = Some(tenant.into());
+            t
+        };
+        assert!(m.upsert(&of("c", "c/1"), now).is_err(), "no tenant c yet");
+        m.upsert(&of("b", "b/1"), now).unwrap();
+
+        let with_c = std::sync::Arc::new(running.compile_replacement(&nat, &[tenant("a", "192.168.0.0/16"), tenant("b", "192.168.0.0/16"), tenant("c", "192.168.0.0/16")], &[], 2).unwrap());
+        m.set_policy(with_c.clone()).unwrap();
+        let mut c = of("c", "c/1");
+        c.inbound[0].spi = Some(spi(0, 1));
+        m.upsert(&c, now).unwrap();
+
+        // b may not go while its tunnel is there, nor shrink from under it.
+        let without_b = std::sync::Arc::new(with_c.compile_replacement(&nat, &[tenant("a", "192.168.0.0/16"), tenant("c", "192.168.0.0/16")], &[], 2).unwrap());
+        assert!(m.set_policy(without_b.clone()).unwrap_err().contains("tunnel b/1 belongs to tenant 'b'"));
+        let narrower = std::sync::Arc::new(with_c.compile_replacement(&nat, &[tenant("a", "192.168.0.0/16"), tenant("b", "192.168.2.0/24"), tenant("c", "192.168.0.0/16")], &[], 2).unwrap());
+        assert!(m.set_policy(narrower).unwrap_err().contains("outside the new subnets"));
+        m.remove("b/1", now).unwrap();
+        m.set_policy(without_b).unwrap();
+        assert!(m.upsert(&of("b", "b/2"), now).is_err(), "b is gone");
     }
 }

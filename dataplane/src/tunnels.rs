@@ -177,6 +177,11 @@ impl CheckedTunnel {
 
 /// Checks one tunnel (the `t`th of the config, for error names). SPIs the
 /// config leaves out come from `next_slot`, per core.
+/// True if `prefix` lies within one of `declared`.
+pub fn within(declared: &[Ipv4Cidr], prefix: &Ipv4Cidr) -> bool {
+    declared.iter().any(|d| d.prefix_len <= prefix.prefix_len && d.contains(prefix.addr))
+}
+
 pub fn check(t: usize, tc: &TunnelConfig, workers: usize, outside_addrs: &[IpAddr], policy: Option<&Policy>, next_slot: &mut [u32]) -> Result<CheckedTunnel, (String, String)> {
     let field = |name: &str| format!("tunnels[{t}].{name}");
     let fail = |name: &str, message: String| Err((field(name), message));
@@ -196,7 +201,7 @@ pub fn check(t: usize, tc: &TunnelConfig, workers: usize, outside_addrs: &[IpAdd
                 return fail("ipv6", "tunnels behind NAT carry IPv4 only".into());
             }
             let declared = &policy.subnets[t as usize];
-            if let Some(outside) = tc.ipv4.iter().find(|p| !declared.iter().any(|d| d.prefix_len <= p.prefix_len && d.contains(p.addr))) {
+            if let Some(outside) = tc.ipv4.iter().find(|p| !within(declared, p)) {
                 return fail("ipv4", format!("{outside} is not within the subnets of tenant '{name}'"));
             }
             Some(t)

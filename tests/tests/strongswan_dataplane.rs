@@ -6,7 +6,8 @@
 //! (decrypt, firewall, NAPT, encrypt) to a server on the inside, without a
 //! lost packet across CHILD_SA rekeys with PFS and IKE SA rekeys; a delete
 //! from the clinic, or from the gateway when the operator removes the
-//! tenant, takes the tunnel out of both processes; a restarted dataplane
+//! tenant, takes the tunnel out of both processes (and the tenant out of the
+//! dataplane, until a reload brings it back); a restarted dataplane
 //! gets its tunnel back from control without a new handshake, and the
 //! dataplane forwards on while control is down.
 
@@ -29,14 +30,13 @@ impl Drop for Killed {
     }
 }
 
-/// The dataplane's config; `outside` is its outside port's address line.
+/// The dataplane's config, without tenants (control gives them); `outside`
+/// is its outside port's address line.
 fn dataplane_config(run_dir: &Path, prefix: &str, outside: &str) -> String {
     format!(
         "[dataplane]\nmain_lcore = 0\nworkers = [1]\nmempool_size = 8191\nrun_dir = \"{}\"\n\
          eal_args = [\"--file-prefix={prefix}\", \"--single-file-segments\", \"-m\", \"256\", \"--no-pci\", \"--vdev=net_af_packet0,iface=dpo\", \"--vdev=net_af_packet1,iface=dpi\"]\n\n\
          [nat]\npool = [\"100.64.0.0/30\"]\n\n\
-         [[tenants]]\nname = \"clinic-1\"\nsubnets = [\"192.168.1.0/24\"]\n\
-         [[tenants.rules]]\ndst = \"10.100.0.0/16\"\nprotocol = \"udp\"\naction = \"allow\"\n\n\
          [ports.outside]\ndevice = \"net_af_packet0\"\n{outside}\n\n\
          [ports.inside]\ndevice = \"net_af_packet1\"\nipv4 = [\"10.100.0.1/24\"]\n",
         run_dir.display()
@@ -180,9 +180,34 @@ fn strongswan_traffic_crosses_the_dataplane_through_rekeys_deletes_and_a_restart
         assert!(std::time::Instant::now() < deadline, "{}", control.logs());
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    // The dataplane drops the tenant too, and takes it back at the next
+    // reload, running on: the clinic connects and its traffic passes again.
+    let replaced = |fields: &str| dataplane.log().lines().any(|l| l.contains("tenants' policy replaced") && l.contains(fields));
+    wait_until(|| replaced("tenants=0 retired=1"), || dataplane.log());
+    assert_eq!(report(traffic(&clinic, 10, 100))["received"], 0);
+    control.reload(&control_config(&pki));
+    // A new index: the old one's sessions may still be going.
+    wait_until(|| replaced("tenants=1 retired=1"), || dataplane.log());
+    let (ok, out) = charon.swanctl(&["--initiate", "--child", "lan", "--ike", "gw"]);
+    assert!(ok, "{out}\n{}", control.logs());
+    let back = report(traffic(&clinic, 20, 100));
+    assert!(back["received"].as_u64().unwrap() >= 19, "the tenant added back at run time: {back}\n{}", dataplane.log());
+    assert!(!dataplane.log().contains("refused"), "{}", dataplane.log());
+    let (ok, out) = charon.swanctl(&["--terminate", "--ike", "gw"]);
+    assert!(ok, "{out}");
+    wait_until(|| downs() >= 2, || control.logs());
     std::thread::sleep(std::time::Duration::from_millis(300));
     let summary = dataplane.stop();
     assert_eq!(summary["sas"], serde_json::json!([]), "no SA left in the dataplane: {summary}");
+}
+
+/// Waits up to 10 s for `done`; fails with `context` otherwise.
+fn wait_until(done: impl Fn() -> bool, context: impl Fn() -> String) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out:\n{}", context());
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 #[test]

@@ -95,17 +95,16 @@ fn run(config_path: PathBuf, listen: Vec<String>, run_dir: Option<PathBuf>) {
     out.flush().ok();
     let mut events = Vec::new();
     let mut last_tick = Instant::now();
+    let mut policies_changed = false;
     while !terminate.load(Ordering::Relaxed) {
         if reload.swap(false, Ordering::Relaxed) {
             // A bad file is refused whole; the running state stays (tunnels too).
             match config::load(&config_path) {
                 Ok(c) if c.workers == workers => {
                     events.push(Event::Log(format!("config reloaded from {}", config_path.display())));
-                    if let Transport::Dataplane { link, policies, .. } = &mut transport {
+                    if let Transport::Dataplane { policies, .. } = &mut transport {
                         *policies = c.policies.clone();
-                        if let Some(link) = link {
-                            link.send(&ToDataplane::Tenants(c.policies.clone()));
-                        }
+                        policies_changed = true;
                     }
                     responder.reconfigure(c.settings, c.tenants, c.trust, Instant::now(), &mut events);
                 }
@@ -144,6 +143,11 @@ fn run(config_path: PathBuf, listen: Vec<String>, run_dir: Option<PathBuf>) {
                 }
                 _ => {}
             }
+        }
+        // After the tunnels of removed tenants went (above): the dataplane
+        // refuses to remove a tenant from under its tunnels.
+        if let (true, Transport::Dataplane { link: Some(link), policies, .. }) = (std::mem::take(&mut policies_changed), &mut transport) {
+            link.send(&ToDataplane::Tenants(policies.clone()));
         }
         out.flush().ok();
         if !busy {

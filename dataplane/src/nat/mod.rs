@@ -340,9 +340,17 @@ impl NatCore {
         Ok(index)
     }
 
+    /// Takes a replacement policy (see [`Policy::compile_replacement`]).
+    pub fn set_policy(&mut self, policy: Arc<Policy>) {
+        self.sessions.adopt_tenants(&policy.tenants);
+        self.policy = policy;
+    }
+
     /// A packet `ip` from the inside to pool address `address` (its index):
     /// translated back for its clinic if it belongs to a live session.
-    pub fn downstream(&mut self, address: u16, ip: &mut [u8], now_ms: u64, counters: &mut CounterBlock) -> Outcome {
+    /// `owner_of` tells which worker holds the tunnel an inbound rule leads
+    /// to (that worker makes the rule's sessions).
+    pub fn downstream(&mut self, address: u16, ip: &mut [u8], now_ms: u64, counters: &mut CounterBlock, owner_of: impl Fn(&InboundRule) -> Option<u8>) -> Outcome {
         let Ok(flow) = flow::parse(ip) else { return Outcome::Drop(DropReason::Ipv4Invalid) };
         let now = seconds(now_ms);
         let layout = &self.policy.layout;
@@ -365,10 +373,16 @@ impl NatCore {
                 (OutsideKey { address, protocol: flow.protocol, external_port: dst_port, remote: flow.src, remote_port }, None)
             }
         };
-        // Ports below the dynamic range belong to inbound rules, owned by their tenant's worker.
+        // Ports below the dynamic range belong to inbound rules, owned by
+        // the worker of the tunnel they lead to.
         let inbound = self.policy.inbound(key.address, key.protocol, key.external_port).copied();
-        let Some(owner) = layout.owner(key.external_port).or(inbound.map(|r| r.core)) else {
-            return Outcome::Drop(DropReason::NoSession);
+        let owner = match (layout.owner(key.external_port), &inbound) {
+            (Some(core), _) => core,
+            (None, Some(rule)) => match owner_of(rule) {
+                Some(core) => core,
+                None => return Outcome::Drop(DropReason::NoTunnel),
+            },
+            (None, None) => return Outcome::Drop(DropReason::NoSession),
         };
         let fragment_key = flow.fragment.map(|f| FragmentKey { tenant: u32::MAX, src: flow.src, dst: flow.dst, protocol: flow.protocol, ident: f.ident });
         if owner != self.core {

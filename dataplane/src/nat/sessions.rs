@@ -67,6 +67,8 @@ pub struct TenantLimits {
     pub blocks: u16,
     /// Most sessions it may have.
     pub sessions: u32,
+    /// Removed from the policy: its sessions are freed by the sweep.
+    pub retired: bool,
 }
 
 /// Protocol state of a session.
@@ -168,6 +170,13 @@ struct TenantUse {
     address: u16,
     sessions: u32,
     blocks: Vec<u32>,
+    retired: bool,
+}
+
+impl TenantUse {
+    fn new(limits: &TenantLimits) -> TenantUse {
+        TenantUse { address: limits.address, sessions: 0, blocks: Vec::with_capacity(usize::from(limits.blocks)), retired: limits.retired }
+    }
 }
 
 /// Hashes key words: each is folded in by a multiply, whose top bits depend
@@ -270,10 +279,7 @@ impl SessionTable {
             free_mapping: 0,
             mapping_by_inside: Index::with_capacity(n),
             ports,
-            tenants: tenants
-                .iter()
-                .map(|t| TenantUse { address: t.address, sessions: 0, blocks: Vec::with_capacity(usize::from(t.blocks)) })
-                .collect(),
+            tenants: tenants.iter().map(TenantUse::new).collect(),
             timeouts,
             sweep_at: 0,
             seed: random_seed(),
@@ -298,6 +304,19 @@ impl SessionTable {
     pub fn session_mut(&mut self, index: u32) -> &mut Session {
         &mut self.sessions[index as usize]
     }
+    /// Follows a replacement policy's tenants (same indices and pool
+    /// addresses, more tenants, some retired); allocates only here, off the
+    /// packet path.
+    pub fn adopt_tenants(&mut self, tenants: &[TenantLimits]) {
+        for (used, limits) in self.tenants.iter_mut().zip(tenants) {
+            debug_assert_eq!(used.address, limits.address, "a replacement keeps pool addresses");
+            used.retired = limits.retired;
+            used.blocks.reserve(usize::from(limits.blocks).saturating_sub(used.blocks.len()));
+        }
+        let known = self.tenants.len();
+        self.tenants.extend(tenants.iter().skip(known).map(TenantUse::new));
+    }
+
     /// Sessions a tenant has on this core.
     pub fn tenant_sessions(&self, tenant: u32) -> u32 {
         self.tenants.get(tenant as usize).map_or(0, |t| t.sessions)
@@ -499,7 +518,7 @@ impl SessionTable {
             let index = self.sweep_at;
             self.sweep_at = (self.sweep_at + 1) % self.sessions.len();
             let s = &self.sessions[index];
-            if !s.is_free() && s.expires < now {
+            if !s.is_free() && (s.expires < now || self.tenants[s.tenant as usize].retired) {
                 self.remove(index as u32, log);
                 freed += 1;
             }

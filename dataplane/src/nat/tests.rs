@@ -17,23 +17,33 @@ const ONE_BLOCK: u32 = 3;
 const SERVER: [u8; 4] = [10, 1, 0, 5];
 const HOST: [u8; 4] = [192, 168, 1, 10];
 
-fn policy(workers: u8, sessions_per_worker: u32) -> Arc<Policy> {
-    let nat: NatConfig = toml::from_str(&format!("pool = [\"100.64.0.0/31\"]\nblock_size = 64\nsessions_per_worker = {sessions_per_worker}")).unwrap();
-    let tenant = |name: &str, extra: &str| -> TenantConfig {
-        toml::from_str(&format!(
-            "name = \"{name}\"\nsubnets = [\"192.168.1.0/24\"]\n{extra}\n[[rules]]\ndst = \"10.1.0.0/16\"\naction = \"allow\"\n[[rules]]\ndst = \"10.9.0.0/16\"\nprotocol = \"udp\"\naction = \"allow-log\""
-        ))
-        .unwrap()
-    };
-    let tenants = [
+fn nat_config(sessions_per_worker: u32) -> NatConfig {
+    toml::from_str(&format!("pool = [\"100.64.0.0/31\"]\nblock_size = 64\nsessions_per_worker = {sessions_per_worker}")).unwrap()
+}
+
+fn tenant(name: &str, extra: &str) -> TenantConfig {
+    toml::from_str(&format!(
+        "name = \"{name}\"\nsubnets = [\"192.168.1.0/24\"]\n{extra}\n[[rules]]\ndst = \"10.1.0.0/16\"\naction = \"allow\"\n[[rules]]\ndst = \"10.9.0.0/16\"\nprotocol = \"udp\"\naction = \"allow-log\""
+    ))
+    .unwrap()
+}
+
+fn tenants() -> Vec<TenantConfig> {
+    vec![
         tenant("a", "max_sessions = 1048576\nport_blocks = 1000"),
         tenant("b", "[[inbound]]\nprotocol = \"tcp\"\nport = 443\nto = \"192.168.1.20:8443\"\nfrom = \"10.1.0.0/16\""),
         tenant("small", "max_sessions = 3"),
         tenant("one-block", "port_blocks = 1"),
-    ];
-    // The allow-list of outside services, for every tenant.
-    let global: Vec<RuleConfig> = vec![toml::from_str("dst = \"203.0.113.0/24\"\nprotocol = \"tcp\"\nports = \"443\"\naction = \"allow\"").unwrap()];
-    Arc::new(Policy::compile(&nat, &tenants, &global, workers).unwrap())
+    ]
+}
+
+/// The allow-list of outside services, for every tenant.
+fn global() -> Vec<RuleConfig> {
+    vec![toml::from_str("dst = \"203.0.113.0/24\"\nprotocol = \"tcp\"\nports = \"443\"\naction = \"allow\"").unwrap()]
+}
+
+fn policy(workers: u8, sessions_per_worker: u32) -> Arc<Policy> {
+    Arc::new(Policy::compile(&nat_config(sessions_per_worker), &tenants(), &global(), workers).unwrap())
 }
 
 fn nat() -> NatCore {
@@ -101,7 +111,7 @@ fn up(nat: &mut NatCore, tenant: u32, mut ip: Vec<u8>, now_ms: u64) -> (Outcome,
 /// Runs a packet from the inside to the pool.
 fn down(nat: &mut NatCore, mut ip: Vec<u8>, now_ms: u64) -> (Outcome, Vec<u8>) {
     let address = nat.policy.pool_address(dst_of(&ip).0.into()).expect("to the pool");
-    let outcome = nat.downstream(address, &mut ip, now_ms, &mut CounterBlock::default());
+    let outcome = nat.downstream(address, &mut ip, now_ms, &mut CounterBlock::default(), |_| Some(0));
     if matches!(outcome, Outcome::Pass { .. }) {
         assert!(checksums_ok(&ip), "bad checksum after translation");
     }
@@ -255,6 +265,34 @@ fn overlapping_tenants_get_distinct_mappings_and_their_own_answers() {
 }
 
 #[test]
+fn a_removed_tenants_sessions_go_with_the_sweep_while_the_others_and_a_new_tenant_go_on() {
+    let mut n = nat();
+    let a = pass_up(&mut n, A, udp(HOST, 5000, SERVER, 53), 0);
+    for port in 0..3 {
+        pass_up(&mut n, B, udp(HOST, 6000 + port, SERVER, 53), 0);
+    }
+    let mut offered = tenants();
+    offered.remove(1);
+    offered.push(tenant("e", ""));
+    let replacement = n.policy.compile_replacement(&nat_config(4096), &offered, &global(), 1).unwrap();
+    let e = replacement.tenant_by_name("e").unwrap();
+    n.set_policy(Arc::new(replacement));
+    assert_eq!(up(&mut n, B, udp(HOST, 6100, SERVER, 53), 1).0, Outcome::Drop(DropReason::PolicyDenied));
+    let mut counters = CounterBlock::default();
+    for _ in 0..4096 / 32 {
+        n.maintain(1000, &mut counters);
+    }
+    assert_eq!((n.sessions.tenant_sessions(B), n.sessions.tenant_sessions(A)), (0, 1), "b's sessions freed, a's untouched");
+    assert_eq!(n.sessions.ports().usage().0, 1, "b's port block went back");
+    let (outcome, back) = down(&mut n, udp(SERVER, 53, a.0, a.1), 1000);
+    assert_eq!((outcome, dst_of(&back)), (Outcome::Pass { tenant: A }, (HOST, 5000)));
+    // The new tenant, with the same inside addresses, opens its own sessions.
+    let mapped = pass_up(&mut n, e, udp(HOST, 5000, SERVER, 53), 1000);
+    assert_ne!(mapped, a);
+    assert_eq!(down(&mut n, udp(SERVER, 53, mapped.0, mapped.1), 1001).0, Outcome::Pass { tenant: e });
+}
+
+#[test]
 fn an_inbound_rule_lets_the_inside_open_sessions_to_one_clinic_service() {
     let mut n = nat();
     let b_pool = [100, 64, 0, 1];
@@ -273,6 +311,11 @@ fn an_inbound_rule_lets_the_inside_open_sessions_to_one_clinic_service() {
     assert_eq!(down(&mut n, tcp(SERVER, 50000, [100, 64, 0, 0], 443, TCP_SYN, 1, 0), 3).0, Outcome::Drop(DropReason::NoSession));
     // Only a SYN opens it.
     assert_eq!(down(&mut n, tcp(SERVER, 50001, b_pool, 443, TCP_ACK, 1, 1), 3).0, Outcome::Drop(DropReason::TcpNotSyn));
+    // Its sessions are made by the worker of the tunnel the rule leads to.
+    let mut syn = tcp(SERVER, 50002, b_pool, 443, TCP_SYN, 1, 0);
+    let tunnel_on_worker_1 = |rule: &crate::policy::InboundRule| (rule.tenant == B && rule.to.ip().octets() == clinic_service.0).then_some(1);
+    assert_eq!(n.downstream(1, &mut syn, 3000, &mut CounterBlock::default(), tunnel_on_worker_1), Outcome::HandOff(1));
+    assert_eq!(n.downstream(1, &mut syn, 3000, &mut CounterBlock::default(), |_| None), Outcome::Drop(DropReason::NoTunnel));
     // Idle: gone, and the rule's port was never a block's.
     let mut counters = CounterBlock::default();
     for _ in 0..4096 / 32 {
@@ -420,7 +463,7 @@ fn a_million_live_sessions() {
     for (host, &(pool, port)) in externals.iter().enumerate() {
         for server in (0..1000u32).step_by(97) {
             let mut ip = udp([10, 1, (server / 250) as u8, (server % 250) as u8], 53, pool, port);
-            assert_eq!(n.downstream(0, &mut ip, 1000, &mut counters), Outcome::Pass { tenant: A }, "host {host}");
+            assert_eq!(n.downstream(0, &mut ip, 1000, &mut counters, |_| Some(0)), Outcome::Pass { tenant: A }, "host {host}");
             assert_eq!(dst_of(&ip).0, [192, 168, (host / 250) as u8, (host % 250) as u8 + 1]);
         }
     }
@@ -494,7 +537,7 @@ mod random {
                             _ => echo(remote.0, external.0, ICMP_ECHO_REPLY, external_port),
                         };
                         let address = n.policy.pool_address(external.0.into()).unwrap();
-                        if let Outcome::Pass { tenant: t } = n.downstream(address, &mut ip, now_ms, &mut counters) {
+                        if let Outcome::Pass { tenant: t } = n.downstream(address, &mut ip, now_ms, &mut counters, |_| Some(0)) {
                             prop_assert!(checksums_ok(&ip));
                             // An answer reaches only the tenant and endpoint of a session.
                             let to = if protocol == 1 { (dst_of(&ip).0, u16::from_be_bytes([ip[24], ip[25]])) } else { dst_of(&ip) };

@@ -277,11 +277,11 @@ impl Forwarder {
         self
     }
 
-    /// Takes a new policy for its NAT: rules and limits change, sessions stay
-    /// (the manager checked that tenants and pool are the same).
+    /// Takes a replacement policy for its NAT: sessions stay (see
+    /// [`crate::policy::Policy::compile_replacement`]).
     pub fn set_policy(&mut self, policy: Arc<crate::policy::Policy>) {
         if let Some(nat) = &mut self.nat {
-            nat.policy = policy;
+            nat.set_policy(policy);
         }
     }
 

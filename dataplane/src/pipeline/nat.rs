@@ -98,7 +98,9 @@ impl Forwarder {
         let Some(nat) = self.nat.as_mut() else { return Action::Drop(DropReason::NoSession) };
         let ip = &mut buf.data_mut()[ip_range.clone()];
         let original = original_destination(ip);
-        let tenant = match nat.downstream(address, ip, self.now_ms, &mut self.counters) {
+        let routes = &self.routes;
+        let owner_of = |rule: &crate::policy::InboundRule| routes.lookup_tenant_ipv4(rule.tenant, *rule.to.ip()).map(|r| r.core);
+        let tenant = match nat.downstream(address, ip, self.now_ms, &mut self.counters, owner_of) {
             Outcome::Pass { tenant } => tenant,
             Outcome::Held => return Action::Kept,
             Outcome::HandOff(core) => return Action::Handoff(core),

@@ -85,8 +85,14 @@ pub struct InboundRule {
     pub tenant: u32,
     pub to: SocketAddrV4,
     pub from: Ipv4Cidr,
-    /// The worker that owns the tenant's tunnel (and so the sessions).
-    pub core: u8,
+}
+
+/// A tenant's place in a policy being compiled: from the config (its
+/// position there, for faults, and its pool address if it had one), or
+/// kept for a removed tenant.
+enum Slot<'a> {
+    Active { field: usize, config: &'a TenantConfig, address: Option<u16> },
+    Retired { name: &'a String, address: u16 },
 }
 
 fn default_port_blocks() -> u16 {
@@ -173,21 +179,6 @@ pub struct Policy {
     inbound: FxHashMap<(u16, u8, u16), InboundRule>,
 }
 
-impl Policy {
-    /// Why `self` cannot replace `running` while sessions live (None: it
-    /// can): the same tenants in the same order, with the same pool
-    /// addresses, so that every session's tenant and mapping stay valid.
-    pub fn replacement_fault(&self, running: &Policy) -> Option<String> {
-        if self.names != running.names {
-            return Some(format!("the tenants differ ({:?} running, {:?} offered): tenants are added or removed by a restart", running.names, self.names));
-        }
-        if self.layout.addresses != running.layout.addresses || self.tenants.iter().zip(&running.tenants).any(|(a, b)| a.address != b.address) {
-            return Some("the pool or a tenant's pool address would change".into());
-        }
-        None
-    }
-}
-
 impl std::fmt::Debug for Policy {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Policy").field("tenants", &self.names).field("rules", &self.rules.len()).field("layout", &self.layout).finish()
@@ -200,6 +191,40 @@ pub type Fault = (String, String);
 impl Policy {
     /// Compiles `[nat]`, `[[tenants]]` and the global `[[rules]]` for `workers` workers.
     pub fn compile(nat: &NatConfig, tenants: &[TenantConfig], global: &[RuleConfig], workers: u8) -> Result<Policy, Fault> {
+        let slots: Vec<Slot> = tenants.iter().enumerate().map(|(field, config)| Slot::Active { field, config, address: None }).collect();
+        Self::compile_slots(nat, &slots, global, workers)
+    }
+
+    /// Compiles a policy to replace `self` while its sessions live (the
+    /// same `[nat]`): a tenant that stays keeps its index and pool address;
+    /// a removed one is retired (no rules, no new sessions; the workers'
+    /// sweeps free what it had); a new one takes an index never used, since
+    /// a retired tenant's sessions may still hold theirs.
+    pub fn compile_replacement(&self, nat: &NatConfig, tenants: &[TenantConfig], global: &[RuleConfig], workers: u8) -> Result<Policy, Fault> {
+        let mut slots: Vec<Slot> = self.names.iter().zip(&self.tenants).map(|(name, t)| Slot::Retired { name, address: t.address }).collect();
+        let mut seen = FxHashSet::default();
+        for (field, config) in tenants.iter().enumerate() {
+            if !seen.insert(config.name.as_str()) {
+                return Err((format!("tenants[{field}].name"), format!("'{}' names another tenant too", config.name)));
+            }
+            match self.tenant_by_name(&config.name) {
+                Some(t) => slots[t as usize] = Slot::Active { field, config, address: Some(self.tenants[t as usize].address) },
+                None => slots.push(Slot::Active { field, config, address: None }),
+            }
+        }
+        let compiled = Self::compile_slots(nat, &slots, global, workers)?;
+        if compiled.layout.addresses != self.layout.addresses {
+            return Err(("nat.pool".into(), "the pool cannot change while sessions live".into()));
+        }
+        Ok(compiled)
+    }
+
+    /// True for a tenant removed by a replacement (its index stays taken).
+    pub fn is_retired(&self, tenant: u32) -> bool {
+        self.tenants.get(tenant as usize).is_some_and(|t| t.retired)
+    }
+
+    fn compile_slots(nat: &NatConfig, slots: &[Slot], global: &[RuleConfig], workers: u8) -> Result<Policy, Fault> {
         let fail = |field: &str, message: String| Err((field.to_owned(), message));
         let mut addresses = Vec::new();
         let mut pool_ranges = Vec::new();
@@ -244,8 +269,18 @@ impl Policy {
         let mut clinic_subnets = PrefixSet::default();
         let mut inbound = FxHashMap::default();
         let mut seen_names = FxHashSet::default();
-        for (i, tenant) in tenants.iter().enumerate() {
-            let field = |name: &str| format!("tenants[{i}].{name}");
+        let mut subnets = Vec::new();
+        for (i, slot) in slots.iter().enumerate() {
+            let (field_index, tenant, address) = match *slot {
+                Slot::Active { field, config, address } => (field, config, address.unwrap_or((i % layout.addresses.len()) as u16)),
+                Slot::Retired { name, address } => {
+                    names.push(name.clone());
+                    limits.push(TenantLimits { address, blocks: 0, sessions: 0, retired: true });
+                    subnets.push(Vec::new());
+                    continue;
+                }
+            };
+            let field = |name: &str| format!("tenants[{field_index}].{name}");
             if tenant.name.is_empty() || !seen_names.insert(tenant.name.as_str()) {
                 return fail(&field("name"), format!("'{}' is empty or names another tenant too", tenant.name));
             }
@@ -258,7 +293,6 @@ impl Policy {
             for (r, rule) in tenant.rules.iter().enumerate() {
                 rules.push(compile_rule(rule, Some(i as u32)).map_err(|m| (field(&format!("rules[{r}].ports")), m))?);
             }
-            let address = (i % layout.addresses.len()) as u16;
             for (r, rule) in tenant.inbound.iter().enumerate() {
                 let at = field(&format!("inbound[{r}]"));
                 let protocol = match rule.protocol {
@@ -273,33 +307,31 @@ impl Policy {
                     return fail(&at, format!("{} is not in the tenant's subnets", rule.to));
                 }
                 let any = Ipv4Cidr { addr: Ipv4Addr::UNSPECIFIED, prefix_len: 0 };
-                let compiled = InboundRule { tenant: i as u32, to: rule.to, from: rule.from.unwrap_or(any), core: 0 };
+                let compiled = InboundRule { tenant: i as u32, to: rule.to, from: rule.from.unwrap_or(any) };
                 if inbound.insert((address, protocol, rule.port), compiled).is_some() {
                     return fail(&at, format!("port {} of pool address {} is another inbound rule's", rule.port, layout.addresses[usize::from(address)]));
                 }
             }
             tenant.subnets.iter().for_each(|s| clinic_subnets.insert(*s));
             names.push(tenant.name.clone());
-            limits.push(TenantLimits {
-                address,
-                blocks: tenant.port_blocks,
-                sessions: tenant.max_sessions,
-            });
+            limits.push(TenantLimits { address, blocks: tenant.port_blocks, sessions: tenant.max_sessions, retired: false });
+            subnets.push(tenant.subnets.clone());
         }
         for (r, rule) in global.iter().enumerate() {
             rules.push(compile_rule(rule, None).map_err(|m| (format!("rules[{r}].ports"), m))?);
         }
+        let by_name = names.iter().zip(&limits).enumerate().filter(|(_, (_, l))| !l.retired).map(|(i, (n, _))| (n.clone(), i as u32)).collect();
         Ok(Policy {
             rules: RuleSet::compile(&rules),
             tenants: limits,
-            subnets: tenants.iter().map(|t| t.subnets.clone()).collect(),
+            subnets,
             clinic_subnets,
             layout,
             pool_ranges,
             timeouts: nat.timeouts,
             sessions_per_worker: nat.sessions_per_worker,
             inbound,
-            by_name: names.iter().enumerate().map(|(i, n)| (n.clone(), i as u32)).collect(),
+            by_name,
             names,
         })
     }
@@ -315,13 +347,6 @@ impl Policy {
     #[inline]
     pub fn inbound(&self, address: u16, protocol: u8, port: u16) -> Option<&InboundRule> {
         self.inbound.get(&(address, protocol, port))
-    }
-
-    /// Records which worker owns each tenant's tunnel (`core_of`), for its inbound rules.
-    pub fn assign_cores(&mut self, core_of: impl Fn(u32) -> Option<u8>) {
-        for rule in self.inbound.values_mut() {
-            rule.core = core_of(rule.tenant).unwrap_or(0);
-        }
     }
 
     pub fn tenant_by_name(&self, name: &str) -> Option<u32> {
@@ -396,17 +421,33 @@ mod tests {
     }
 
     #[test]
-    fn a_running_policy_is_replaced_only_by_one_of_the_same_tenants_and_pool() {
-        let running = Policy::compile(&nat(), &[tenant("a", ""), tenant("b", "")], &[], 2).unwrap();
-        let more_rules = Policy::compile(&nat(), &[tenant("a", "[[rules]]\nprotocol = \"icmp\"\naction = \"allow\""), tenant("b", "")], &[], 2).unwrap();
-        assert_eq!(more_rules.replacement_fault(&running), None);
-        let renamed = Policy::compile(&nat(), &[tenant("a", ""), tenant("c", "")], &[], 2).unwrap();
-        assert!(renamed.replacement_fault(&running).unwrap().contains("tenants differ"));
-        let added = Policy::compile(&nat(), &[tenant("a", ""), tenant("b", ""), tenant("c", "")], &[], 2).unwrap();
-        assert!(added.replacement_fault(&running).is_some());
+    fn a_replacement_keeps_tenants_in_place_retires_removed_ones_and_adds_new_ones_after() {
+        let icmp = "[[rules]]\nprotocol = \"icmp\"\naction = \"allow\"";
+        let running = Policy::compile(&nat(), &[tenant("a", ""), tenant("b", ""), tenant("c", "")], &[], 2).unwrap();
+        // b goes, d comes, the order changes.
+        let next = running.compile_replacement(&nat(), &[tenant("d", icmp), tenant("c", ""), tenant("a", icmp)], &[], 2).unwrap();
+        let index = |p: &Policy, name| p.tenant_by_name(name);
+        assert_eq!([index(&next, "a"), index(&next, "b"), index(&next, "c"), index(&next, "d")], [Some(0), None, Some(2), Some(3)]);
+        assert!(next.is_retired(1) && !next.is_retired(3));
+        assert_eq!(next.names[1], "b", "kept for the log of what its sessions free");
+        let addresses = |p: &Policy| p.tenants.iter().map(|t| t.address).collect::<Vec<_>>();
+        assert_eq!(addresses(&next), [0, 1, 2, 3], "kept tenants keep their pool address");
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        let allowed = |p: &Policy, t| p.rules.classify(t, ip("192.168.1.5"), ip("10.1.2.3"), 1, 0).is_some();
+        assert!(allowed(&next, 0) && allowed(&next, 3) && !allowed(&next, 1) && !allowed(&next, 2));
+        assert_eq!((next.tenants[1].blocks, next.tenants[1].sessions), (0, 0), "a retired tenant opens no session");
+
+        // b back: a new index, since the old one's sessions may still live.
+        let again = next.compile_replacement(&nat(), &[tenant("a", ""), tenant("b", "")], &[], 2).unwrap();
+        assert_eq!((index(&again, "a"), index(&again, "b")), (Some(0), Some(4)));
+        assert_eq!(again.tenants.iter().filter(|t| t.retired).count(), 3);
+
+        let twice = running.compile_replacement(&nat(), &[tenant("a", ""), tenant("a", "")], &[], 2);
+        assert_eq!(twice.unwrap_err().0, "tenants[1].name");
         let other_pool: NatConfig = toml::from_str("pool = [\"100.64.1.0/30\"]").unwrap();
-        let moved = Policy::compile(&other_pool, &[tenant("a", ""), tenant("b", "")], &[], 2).unwrap();
-        assert!(moved.replacement_fault(&running).unwrap().contains("pool"));
+        assert_eq!(running.compile_replacement(&other_pool, &[tenant("a", "")], &[], 2).unwrap_err().0, "nat.pool");
+        let bad = tenant("e", "[[rules]]\nprotocol = \"icmp\"\nports = \"80\"\naction = \"allow\"");
+        assert_eq!(running.compile_replacement(&nat(), &[tenant("a", ""), bad], &[], 2).unwrap_err().0, "tenants[1].rules[0].ports", "faults name the offered list's field");
     }
 
     #[test]

@@ -152,7 +152,7 @@ fn established(sessions: u32, size: usize, records: &mut Vec<BenchRecord>) {
                     let p = &mut burst[k];
                     black_box(match from {
                         Side::Outside => nat.upstream(0, p, 1000, counters),
-                        Side::Inside => nat.downstream(0, p, 1000, counters),
+                        Side::Inside => nat.downstream(0, p, 1000, counters, |_| Some(0)),
                     });
                     swap(p);
                 }
