@@ -54,6 +54,9 @@ struct Ike {
     half_open_timeout: u64,
     liveness_interval: u64,
     max_datagram: usize,
+    child_rekey: u64,
+    ike_rekey: u64,
+    rekey_jitter_percent: u8,
 }
 
 impl Default for Ike {
@@ -69,6 +72,9 @@ impl Default for Ike {
             half_open_timeout: s.half_open_timeout.as_secs(),
             liveness_interval: s.liveness_interval.as_secs(),
             max_datagram: s.max_datagram,
+            child_rekey: s.child_rekey.as_secs(),
+            ike_rekey: s.ike_rekey.as_secs(),
+            rekey_jitter_percent: s.rekey_jitter_percent,
         }
     }
 }
@@ -117,6 +123,14 @@ pub fn parse(text: &str, base: &Path) -> Result<ControlConfig, String> {
     if ike.max_datagram < 576 {
         return Err("ike.max_datagram: below 576 bytes".into());
     }
+    for (name, seconds) in [("child_rekey", ike.child_rekey), ("ike_rekey", ike.ike_rekey)] {
+        if !(10..=7 * 86_400).contains(&seconds) {
+            return Err(format!("ike.{name}: {seconds} s is not between 10 s and 7 days"));
+        }
+    }
+    if ike.rekey_jitter_percent > 50 {
+        return Err(format!("ike.rekey_jitter_percent: {} is above 50", ike.rekey_jitter_percent));
+    }
     let settings = Settings {
         dh_groups: ike.dh_groups,
         pfs_required: ike.pfs,
@@ -127,6 +141,9 @@ pub fn parse(text: &str, base: &Path) -> Result<ControlConfig, String> {
         half_open_timeout: Duration::from_secs(ike.half_open_timeout),
         liveness_interval: Duration::from_secs(ike.liveness_interval),
         max_datagram: ike.max_datagram,
+        child_rekey: Duration::from_secs(ike.child_rekey),
+        ike_rekey: Duration::from_secs(ike.ike_rekey),
+        rekey_jitter_percent: ike.rekey_jitter_percent,
     };
     let mut tenants = Vec::new();
     let mut policies = Vec::new();

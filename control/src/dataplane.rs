@@ -98,6 +98,17 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Most inbound SAs of one tunnel (the dataplane's limit too).
+const MAX_INBOUND_SAS: usize = sekisho_dataplane::tunnels::MAX_INBOUND_SAS;
+
+/// The dataplane's limits for a CHILD_SA's SAs: without extended sequence
+/// numbers, a soft limit at three quarters of the 32-bit sequence space,
+/// so that control rekeys it long before the sequence runs out.
+fn lifetime(esn: bool) -> LifetimeConfig {
+    let soft_packets = if esn { 0 } else { 3 << 30 };
+    LifetimeConfig { soft_packets, ..LifetimeConfig::default() }
+}
+
 /// A change to ask of the dataplane.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TunnelChange {
@@ -129,24 +140,32 @@ impl TunnelBook {
     /// The dataplane messages for one responder event (none for most).
     pub fn apply(&mut self, event: &Event) -> Vec<TunnelChange> {
         match event {
-            Event::ChildUp { tenant, worker, peer, local, nat, child, replaces } => {
+            Event::ChildUp { tenant, worker, peer, local, nat, child, replaces, ours } => {
                 let inbound = SaConfig { spi: Some(child.inbound_spi), key: hex(&child.inbound_key), esn: child.esn, replay_window: None };
                 let outbound = SaConfig { spi: Some(child.outbound_spi), key: hex(&child.outbound_key), esn: child.esn, replay_window: None };
                 let existing = replaces.and_then(|old| self.name_of(old));
                 let config = match existing.and_then(|name| self.tunnels.get(&name).cloned()) {
-                    // A rekey: both inbound SAs until the old one is deleted,
-                    // and the old outbound SA until then too.
+                    // A rekey: every inbound SA stays until its CHILD_SA is
+                    // deleted (crossed rekeys may briefly make three).
                     Some(mut t) => {
-                        // A rekey of a rekey before the first old SA went: the
-                        // earlier new outbound SA takes over now.
-                        if let Some((_, earlier)) = self.pending_outbound.remove(&t.name) {
-                            t.outbound = earlier;
+                        if t.inbound.len() >= MAX_INBOUND_SAS {
+                            t.inbound.remove(0);
                         }
-                        t.inbound.retain(|sa| Some(sa.spi) == replaces.map(Some));
                         t.inbound.push(inbound);
                         t.remote = peer.ip();
                         t.remote_port = peer.port();
-                        self.pending_outbound.insert(t.name.clone(), (child.inbound_spi, outbound));
+                        if *ours {
+                            // We started it: the peer has the new SA's inbound half already.
+                            self.pending_outbound.remove(&t.name);
+                            t.outbound = outbound;
+                        } else {
+                            // A rekey of a rekey before the first old SA went:
+                            // the earlier new outbound SA takes over now.
+                            if let Some((_, earlier)) = self.pending_outbound.remove(&t.name) {
+                                t.outbound = earlier;
+                            }
+                            self.pending_outbound.insert(t.name.clone(), (child.inbound_spi, outbound));
+                        }
                         t
                     }
                     None => TunnelConfig {
@@ -160,7 +179,7 @@ impl TunnelBook {
                         worker: Some(*worker),
                         tenant: Some(tenant.clone()),
                         copy_dscp: false,
-                        lifetime: LifetimeConfig::default(),
+                        lifetime: lifetime(child.esn),
                         inbound: vec![inbound],
                         outbound,
                     },
@@ -316,8 +335,11 @@ mod tests {
             clinic: vec![TrafficSelector { protocol: 0, start_port: 0, end_port: 65535, start: "192.168.1.0".parse().unwrap(), end: "192.168.1.255".parse().unwrap() }],
             inside: vec![],
             pfs_group: None,
+            rekey_at: None,
+            expire_at: std::time::Instant::now(),
         };
-        let up = |c: ChildSa, replaces| Event::ChildUp { tenant: "clinic-1".into(), worker: 1, peer: "[2001:db8::2]:4500".parse().unwrap(), local: "[2001:db8::1]:4500".parse().unwrap(), nat: true, child: c, replaces };
+        let up_by = |c: ChildSa, replaces, ours| Event::ChildUp { tenant: "clinic-1".into(), worker: 1, peer: "[2001:db8::2]:4500".parse().unwrap(), local: "[2001:db8::1]:4500".parse().unwrap(), nat: true, child: c, replaces, ours };
+        let up = |c: ChildSa, replaces| up_by(c, replaces, false);
         let mut book = TunnelBook::default();
         let [TunnelChange::Up(first)] = &book.apply(&up(child(0x0410_0000, 7000), None))[..] else { panic!() };
         assert_eq!((first.name.as_str(), first.ipv4[0].to_string(), first.worker, first.udp_encap), ("clinic-1/04100000", "192.168.1.0/24".into(), Some(1), true));
@@ -329,7 +351,13 @@ mod tests {
         let [TunnelChange::Up(after)] = &book.apply(&down(0x0410_0000))[..] else { panic!() };
         assert_eq!(after.inbound.iter().map(|s| s.spi).collect::<Vec<_>>(), vec![Some(0x0410_0001)]);
         assert_eq!(after.outbound.spi, Some(8000));
-        assert_eq!(book.apply(&down(0x0410_0001)), vec![TunnelChange::Down("clinic-1/04100000".into())]);
+        assert_eq!(after.lifetime.soft_packets, 3 << 30, "rekeyed long before a 32-bit sequence number runs out");
+        // A rekey we started: the peer has the new SA already, we send on it at once.
+        let [TunnelChange::Up(ours)] = &book.apply(&up_by(child(0x0410_0002, 9000), Some(0x0410_0001), true))[..] else { panic!() };
+        assert_eq!((ours.inbound.len(), ours.outbound.spi), (2, Some(9000)));
+        let [TunnelChange::Up(after)] = &book.apply(&down(0x0410_0001))[..] else { panic!() };
+        assert_eq!((after.inbound.len(), after.outbound.spi), (1, Some(9000)));
+        assert_eq!(book.apply(&down(0x0410_0002)), vec![TunnelChange::Down("clinic-1/04100000".into())]);
         assert!(book.is_empty());
         assert!(book.apply(&down(0x0410_0001)).is_empty());
     }

@@ -177,6 +177,10 @@ impl CheckedTunnel {
 
 /// Checks one tunnel (the `t`th of the config, for error names). SPIs the
 /// config leaves out come from `next_slot`, per core.
+/// Most inbound SAs of a tunnel: the old and new ones of a rekey, and of
+/// crossed rekeys or a rekey of a rekey before the old SA went.
+pub const MAX_INBOUND_SAS: usize = 4;
+
 /// True if `prefix` lies within one of `declared`.
 pub fn within(declared: &[Ipv4Cidr], prefix: &Ipv4Cidr) -> bool {
     declared.iter().any(|d| d.prefix_len <= prefix.prefix_len && d.contains(prefix.addr))
@@ -185,8 +189,8 @@ pub fn within(declared: &[Ipv4Cidr], prefix: &Ipv4Cidr) -> bool {
 pub fn check(t: usize, tc: &TunnelConfig, workers: usize, outside_addrs: &[IpAddr], policy: Option<&Policy>, next_slot: &mut [u32]) -> Result<CheckedTunnel, (String, String)> {
     let field = |name: &str| format!("tunnels[{t}].{name}");
     let fail = |name: &str, message: String| Err((field(name), message));
-    if tc.inbound.is_empty() || tc.inbound.len() > 2 {
-        return fail("inbound", "a tunnel has one inbound SA, or two during a rekey".into());
+    if tc.inbound.is_empty() || tc.inbound.len() > MAX_INBOUND_SAS {
+        return fail("inbound", format!("a tunnel has one inbound SA, and up to {MAX_INBOUND_SAS} during rekeys"));
     }
     if tc.ipv4.is_empty() && tc.ipv6.is_empty() {
         return fail("ipv4", "a tunnel needs at least one clinic subnet (ipv4 or ipv6)".into());

@@ -89,12 +89,21 @@ fn report(child: Child) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("udp_echo: {}", String::from_utf8_lossy(&out.stdout)))
 }
 
-#[test]
-fn strongswan_traffic_crosses_the_dataplane_through_rekeys_deletes_and_a_restart() {
-    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let scratch = Scratch::new("ss-dp");
-    let pki = TestPki::create(&scratch.path("pki"), &["clinic1.example"], "stranger.example");
-    let tag = std::process::id() % 100_000;
+/// Everything of an IPv6 test, up to a tunnel built and checked (fields
+/// drop in order: the peer and processes before their namespaces).
+struct Gateway {
+    charon: Charon,
+    _echo: Killed,
+    control: Control,
+    dataplane: Dataplane,
+    _server: Netns,
+    clinic: Netns,
+    gw: Netns,
+}
+
+/// The gateway, a server inside and strongSwan as the clinic over IPv6;
+/// control with `ike_extra` in its [ike] section. The tunnel is up.
+fn ipv6_gateway(scratch: &Scratch, pki: &TestPki, tag: u32, ike_extra: &str) -> Gateway {
     let (gw, clinic, server) = (Netns::new(&format!("sdg-{tag}")), Netns::new(&format!("sdc-{tag}")), Netns::new(&format!("sds-{tag}")));
     ports(&gw, &clinic, "clo", &server);
     clinic.ip(&["addr", "add", "2001:db8:5e::2/64", "dev", "clo", "nodad"]);
@@ -103,16 +112,28 @@ fn strongswan_traffic_crosses_the_dataplane_through_rekeys_deletes_and_a_restart
     checksums_off(&clinic, "clo");
 
     let run_dir = scratch.path("run");
-    let prefix = format!("dpss{tag}");
-    let dataplane = Dataplane::start(&gw, &scratch.path("dp"), &dataplane_config(&run_dir, &prefix, IPV6_OUTSIDE), &run_dir);
-    let control = Control::start(&gw, &scratch.path("gw"), &control_config(&pki), &["--run-dir", run_dir.to_str().unwrap()]);
+    let dataplane = Dataplane::start(&gw, &scratch.path("dp"), &dataplane_config(&run_dir, &format!("dpss{tag}"), IPV6_OUTSIDE), &run_dir);
+    let config = control_config(pki).replace("[ike]\n", &format!("[ike]\n{ike_extra}"));
+    let control = Control::start(&gw, &scratch.path("gw"), &config, &["--run-dir", run_dir.to_str().unwrap()]);
     let _echo = Killed(udp_echo(&server, &["serve", "10.100.0.10", "7777"]).spawn().expect("echo server"));
     let conf = swanctl_conf(&[clinic_connection("gw", "2001:db8:5e::2", "2001:db8:5e::1", "clinic1.example", "clinic1.example.pem", "192.168.1.0/24", "10.100.0.0/16")]);
-    let charon = Charon::start(&clinic, &scratch.path("clinic"), &pki, &[("clinic1.example.pem", "clinic1.example.key")], &conf);
+    let charon = Charon::start(&clinic, &scratch.path("clinic"), pki, &[("clinic1.example.pem", "clinic1.example.key")], &conf);
 
     let (ok, out) = charon.swanctl(&["--initiate", "--child", "lan", "--ike", "gw"]);
     assert!(ok, "initiate failed:\n{out}\n{}\ncontrol:\n{}\ndataplane:\n{}", charon.log(), control.logs(), dataplane.log());
     control.wait_for("child_up", |v| v.get("child_up").is_some());
+    Gateway { charon, _echo, control, dataplane, _server: server, clinic, gw }
+}
+
+#[test]
+fn strongswan_traffic_crosses_the_dataplane_through_rekeys_deletes_and_a_restart() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let scratch = Scratch::new("ss-dp");
+    let pki = TestPki::create(&scratch.path("pki"), &["clinic1.example"], "stranger.example");
+    let tag = std::process::id() % 100_000;
+    let run_dir = scratch.path("run");
+    let prefix = format!("dpss{tag}");
+    let Gateway { charon, _echo, control, dataplane, _server, clinic, gw } = ipv6_gateway(&scratch, &pki, tag, "");
     assert!(dataplane.log().contains("tenants' policy replaced"), "control pushes the tenants' rules: {}", dataplane.log());
     // The first datagram waits on ARP for the server; then every one comes back.
     let warm = report(traffic(&clinic, 10, 50));
@@ -208,6 +229,32 @@ fn wait_until(done: impl Fn() -> bool, context: impl Fn() -> String) {
         assert!(std::time::Instant::now() < deadline, "timed out:\n{}", context());
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
+}
+
+#[test]
+fn the_gateway_rekeys_strongswans_child_and_ike_sas_at_its_lifetimes_without_a_lost_packet() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let scratch = Scratch::new("ss-dp-rekey");
+    let pki = TestPki::create(&scratch.path("pki"), &["clinic1.example"], "stranger.example");
+    let tag = std::process::id() % 100_000 + 1;
+    let g = ipv6_gateway(&scratch, &pki, tag, "child_rekey = 10\nike_rekey = 16\nrekey_jitter_percent = 0\n");
+    let ike_sa = |text: &str| text.lines().find(|l| l.contains("ESTABLISHED")).map(str::to_owned);
+    let before = ike_sa(&g.charon.swanctl(&["--list-sas"]).1);
+    // The first datagram waits on ARP for the server.
+    report(traffic(&g.clinic, 2, 50));
+    // 25 s of traffic: the gateway rekeys the CHILD_SA at 10 and 20 s (PFS)
+    // and the IKE SA at 16 s, deleting each old SA itself.
+    let during = report(traffic(&g.clinic, 2500, 100));
+    assert_eq!((during["received"].as_u64(), during["lost"].as_array().map(Vec::len)), (Some(2500), Some(0)), "{during}\n{}", g.control.logs());
+    let ours: Vec<_> = g.control.lines().into_iter().filter(|v| v["child_up"]["started_by"] == "gateway").collect();
+    assert!(ours.len() >= 2 && ours.iter().all(|v| v["child_up"]["pfs_group"] == 14), "{}", g.control.logs());
+    let logs = g.control.logs();
+    assert!(logs.contains("rekeyed to") && logs.contains("(started by the gateway)") && !logs.contains("refused"), "{logs}");
+    let after = g.charon.swanctl(&["--list-sas"]).1;
+    assert!(ike_sa(&after).is_some() && ike_sa(&after) != before, "a new IKE SA at strongSwan:\n{after}");
+    assert_eq!(after.matches("INSTALLED").count(), 1, "old CHILD_SAs deleted at strongSwan:\n{after}");
+    let summary = g.dataplane.stop();
+    assert_eq!(summary["sas"].as_array().map(Vec::len), Some(2), "one SA each way left in the dataplane: {summary}");
 }
 
 #[test]

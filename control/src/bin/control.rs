@@ -208,7 +208,8 @@ fn receive_dataplane(run_dir: &Path, link: &mut Option<Link>, book: &TunnelBook,
     let mut sa_events = Vec::new();
     let taken = l.drain(|from, to, datagram| responder.handle(Instant::now(), from, to, datagram, events), |e| sa_events.push(e));
     for e in sa_events {
-        events.push(Event::Log(format!("SA {:08x} {:?} lifetime {:?} reached after {} packets", e.spi, e.direction, e.expiry, e.packets)));
+        let inbound = e.direction == sekisho_dataplane::esp::sa::Direction::Inbound;
+        responder.sa_limit_reached(Instant::now(), e.spi, inbound, e.expiry == sekisho_dataplane::esp::sa::Expiry::Hard, events);
     }
     taken > 0
 }

@@ -7,9 +7,10 @@ use super::ike_auth::{child_request, ts_body, DhMode};
 use super::keys::IkeKeys;
 use super::payloads::{self, notify_body, KeyExchange, Notify};
 use super::proposal::{self, Proposal, PROTOCOL_ESP, PROTOCOL_IKE};
-use super::protect::{Chain, Reassembly};
+use super::protect::Chain;
 use super::responder::{Event, Responder};
-use super::sa::{IkeSa, Phase, Purpose};
+use super::rekey::lowest;
+use super::sa::{IkeSa, Phase, Purpose, Rekey};
 use super::wire::{self, Payload, CREATE_CHILD_SA};
 use std::time::Instant;
 
@@ -55,12 +56,17 @@ impl Responder {
         // maps to its tenant (a reload moved it), gets nothing new.
         let Phase::Established { tenant, peer_id } = &sa.phase else { unreachable!("established") };
         let still_registered = self.tenants.find(peer_id).is_some_and(|t| t.name == *tenant);
-        if !still_registered || sa.outstanding.as_ref().is_some_and(|o| o.purpose == Purpose::DeleteIke) {
+        let purpose = sa.outstanding.as_ref().map(|o| o.purpose);
+        if !still_registered || purpose == Some(Purpose::DeleteIke) || sa.rekey_at.is_none() {
             return Err((payloads::TEMPORARY_FAILURE, Vec::new()));
         }
         let proposals = proposal::parse_sa(sa_body.ok_or_else(syntax)?).map_err(|e| (e.notify(), Vec::new()))?;
         let ni = payloads::parse_nonce(nonce.ok_or_else(syntax)?).map_err(|_| syntax())?.to_vec();
         if proposals.first().is_some_and(|p| p.protocol == PROTOCOL_IKE) {
+            // §2.25.2: not while a CHILD_SA of ours is being rekeyed or deleted.
+            if matches!(purpose, Some(Purpose::RekeyChild | Purpose::DeleteChild(_))) {
+                return Err((payloads::TEMPORARY_FAILURE, Vec::new()));
+            }
             return self.rekey_ike(now, &proposals, ke, &ni, sa, out);
         }
         let tenant = sa.tenant().expect("established").to_string();
@@ -70,6 +76,10 @@ impl Responder {
             None if sa.children.len() >= MAX_CHILDREN => return Err((payloads::NO_ADDITIONAL_SAS, Vec::new())),
             None => None,
         };
+        // §2.25.1: not a CHILD_SA we are deleting.
+        if replaces.is_some_and(|old| purpose == Some(Purpose::DeleteChild(old))) {
+            return Err((payloads::TEMPORARY_FAILURE, Vec::new()));
+        }
         let ours;
         let shared;
         let dh = match ke {
@@ -95,9 +105,9 @@ impl Responder {
         };
         let nr = payloads::fresh_nonce();
         let request = child_request(payloads);
-        let (child, sa_payload) = self.make_child(sa, &tenant, &request, dh, &ni, &nr).map_err(|n| (n, Vec::new()))?;
+        let (child, sa_payload) = self.make_child(now, sa, &request, dh, &ni, &nr).map_err(|n| (n, Vec::new()))?;
         let mut chain = Chain::new();
-        chain.push(wire::SA, sa_payload).push(wire::NONCE, nr);
+        chain.push(wire::SA, sa_payload).push(wire::NONCE, nr.clone());
         if let DhMode::Pfs { .. } = dh {
             chain.push(wire::KE, ours.ke_body());
         }
@@ -108,7 +118,17 @@ impl Responder {
             if replaces.is_some() { "rekeyed" } else { "added" },
             child.pfs_group.map(|g| format!(" (PFS group {g})")).unwrap_or_default()
         )));
-        self.child_up(sa, &tenant, child, replaces, out);
+        // Our own rekey of the same CHILD_SA is in flight (§2.8.1): the
+        // lower nonce of this exchange decides, when ours is answered.
+        if let Some(Rekey::Child { old, collision, .. }) = &mut sa.rekey {
+            if replaces == Some(*old) {
+                *collision = Some((child.inbound_spi, lowest(&ni, &nr)));
+            }
+        }
+        if let Some(old) = replaces.and_then(|spi| sa.children.iter_mut().find(|c| c.inbound_spi == spi)) {
+            old.rekey_at = None;
+        }
+        self.child_up(sa, &tenant, child, replaces, false, out);
         Ok(chain)
     }
 
@@ -129,40 +149,27 @@ impl Responder {
         // The SA being rekeyed is out of the table while it is worked on.
         let new_spi_r = loop {
             let spi = self.fresh_spi();
-            if spi != sa.spi_r {
+            if spi != sa.our_spi() {
                 break spi;
             }
         };
         let nr = payloads::fresh_nonce();
         let keys: IkeKeys = sa.keys.rekey(sa.prf, choice.prf, choice.protection.key_lengths(), &shared, ni, &nr, new_spi_i, new_spi_r);
-        let Phase::Established { tenant, peer_id } = &sa.phase else { unreachable!("established") };
-        let rekeyed = IkeSa {
-            spi_i: new_spi_i,
-            spi_r: new_spi_r,
-            peer: sa.peer,
-            local: sa.local,
-            prf: choice.prf,
-            protection: choice.protection,
-            keys,
-            ni: ni.to_vec(),
-            nr: nr.clone(),
-            phase: Phase::Established { tenant: tenant.clone(), peer_id: peer_id.clone() },
-            nat: sa.nat,
-            fragmentation: sa.fragmentation,
-            peer_hashes: sa.peer_hashes.clone(),
-            next_request: 0,
-            last_response: None,
-            iv_counter: 0,
-            reassembly: Reassembly::default(),
-            children: std::mem::take(&mut sa.children),
-            created: now,
-            last_heard: now,
-            our_next_id: 0,
-            outstanding: None,
-        };
-        out.push(Event::Log(format!("ike_sa {:016x} of {tenant} rekeyed to {new_spi_r:016x}", sa.spi_r)));
+        let mut rekeyed = sa.successor(new_spi_i, new_spi_r, false, ke.group, keys, ni.to_vec(), nr.clone(), now, self.ike_timers(now));
+        (rekeyed.prf, rekeyed.protection) = (choice.prf, choice.protection);
+        let tenant = sa.tenant().unwrap_or_default().to_string();
+        match &mut sa.rekey {
+            // Ours is in flight too (§2.8.2): the CHILD_SAs move to whichever
+            // new IKE SA survives, once ours is answered.
+            Some(Rekey::Ike { collision, .. }) => *collision = Some((new_spi_r, lowest(ni, &nr))),
+            _ => {
+                rekeyed.children = std::mem::take(&mut sa.children);
+                sa.supersede(now);
+            }
+        }
+        out.push(Event::Log(format!("ike_sa {:016x} of {tenant} rekeyed to {new_spi_r:016x}", sa.our_spi())));
         self.counters.ike_sas_rekeyed += 1;
-        self.by_identity.entry(peer_id.clone()).or_default().push(new_spi_r);
+        self.index_identity(&rekeyed);
         self.sas.insert(new_spi_r, rekeyed);
         let mut sa_payload = [0u8; 128];
         let len = proposal::write_sa(&mut sa_payload, choice.number, PROTOCOL_IKE, &new_spi_r.to_be_bytes(), &choice.transforms(ke.group)).expect("one proposal fits");

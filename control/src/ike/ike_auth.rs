@@ -13,6 +13,7 @@ use super::ts::{self, TrafficSelector};
 use super::wire::{self, Payload};
 use openssl::x509::X509;
 use crate::pki::identity::Identity;
+use std::time::Instant;
 
 /// CERT and CERTREQ encoding: X.509 certificate, signature (§3.6).
 pub const CERT_X509_SIGNATURE: u8 = 4;
@@ -60,10 +61,10 @@ pub(super) struct ChildRequest<'a> {
 }
 
 impl Responder {
-    pub(super) fn ike_auth(&mut self, message_id: u32, payloads: &[Payload], sa: &mut IkeSa, out: &mut Vec<Event>) -> bool {
+    pub(super) fn ike_auth(&mut self, now: Instant, message_id: u32, payloads: &[Payload], sa: &mut IkeSa, out: &mut Vec<Event>) -> bool {
         match self.authenticate(payloads, sa) {
             Ok((peer_id, tenant)) => {
-                self.accept(message_id, payloads, sa, peer_id, tenant, out);
+                self.accept(now, message_id, payloads, sa, (peer_id, tenant), out);
                 true
             }
             Err(refusal) => {
@@ -134,7 +135,7 @@ impl Responder {
 
     /// Answers an authenticated IKE_AUTH: our identity and AUTH, and the
     /// CHILD_SA or the notify that says why there is none.
-    fn accept(&mut self, message_id: u32, payloads: &[Payload], sa: &mut IkeSa, peer_id: Identity, tenant: String, out: &mut Vec<Event>) {
+    fn accept(&mut self, now: Instant, message_id: u32, payloads: &[Payload], sa: &mut IkeSa, (peer_id, tenant): (Identity, String), out: &mut Vec<Event>) {
         let Phase::HalfOpen { response, source, .. } = &sa.phase else { unreachable!("IKE_AUTH only on a half-open SA") };
         let source = *source;
         let initial_contact = payloads.iter().any(|p| p.kind == wire::NOTIFY && Notify::parse(p.body).is_ok_and(|n| n.kind == payloads::INITIAL_CONTACT));
@@ -149,7 +150,7 @@ impl Responder {
 
         self.forget_half_open(sa.spi_i, source);
         sa.phase = Phase::Established { tenant: tenant.clone(), peer_id: peer_id.clone() };
-        self.by_identity.entry(peer_id.clone()).or_default().push(sa.spi_r);
+        self.index_identity(sa);
         self.counters.ike_sas_established += 1;
         out.push(Event::Log(format!("ike_sa {:016x} established: {peer_id} as tenant {tenant} from {}{}", sa.spi_r, sa.peer, if sa.nat { " (NAT-T)" } else { "" })));
         // §2.4: the peer restarted and lost its old SAs; drop ours too.
@@ -159,12 +160,12 @@ impl Responder {
 
         let request = child_request(payloads);
         let (ni, nr) = (sa.ni.clone(), sa.nr.clone());
-        match self.make_child(sa, &tenant, &request, DhMode::Ignore, &ni, &nr) {
+        match self.make_child(now, sa, &request, DhMode::Ignore, &ni, &nr) {
             Ok((child, sa_body)) => {
                 chain.push(wire::SA, sa_body);
                 chain.push(wire::TSI, ts_body(&child.clinic));
                 chain.push(wire::TSR, ts_body(&child.inside));
-                self.child_up(sa, &tenant, child, None, out);
+                self.child_up(sa, &tenant, child, None, false, out);
             }
             Err(notify) => {
                 chain.push(wire::NOTIFY, notify_body(notify, &[]));
@@ -177,7 +178,8 @@ impl Responder {
     /// A CHILD_SA from the request's SA and TS payloads: chosen proposal,
     /// narrowed selectors, a new inbound SPI and the keys. The error is the
     /// notify to answer with.
-    pub(super) fn make_child(&mut self, sa: &IkeSa, tenant: &str, request: &ChildRequest, dh: DhMode, ni: &[u8], nr: &[u8]) -> Result<(ChildSa, Vec<u8>), u16> {
+    pub(super) fn make_child(&mut self, now: Instant, sa: &IkeSa, request: &ChildRequest, dh: DhMode, ni: &[u8], nr: &[u8]) -> Result<(ChildSa, Vec<u8>), u16> {
+        let tenant = sa.tenant().expect("an established IKE SA");
         let pfs = match dh {
             DhMode::Pfs { group, shared } => Some((group, shared)),
             _ => None,
@@ -222,20 +224,23 @@ impl Responder {
             clinic,
             inside,
             pfs_group: pfs.map(|(g, _)| g),
+            rekey_at: None,
+            expire_at: now,
         };
+        let child = self.with_child_timers(child, now);
         let mut body = [0u8; 64];
         let len = proposal::write_sa(&mut body, choice.number, PROTOCOL_ESP, &inbound_spi.to_be_bytes(), &choice.transforms(child.pfs_group)).expect("one proposal fits");
         Ok((child, body[..len].to_vec()))
     }
 
-    pub(super) fn child_up(&mut self, sa: &mut IkeSa, tenant: &str, child: ChildSa, replaces: Option<u32>, out: &mut Vec<Event>) {
+    pub(super) fn child_up(&mut self, sa: &mut IkeSa, tenant: &str, child: ChildSa, replaces: Option<u32>, ours: bool, out: &mut Vec<Event>) {
         let worker = self.tenants.by_name(tenant).map_or(0, |t| t.worker);
         if replaces.is_some() {
             self.counters.child_sas_rekeyed += 1;
         } else {
             self.counters.child_sas_created += 1;
         }
-        out.push(Event::ChildUp { tenant: tenant.to_string(), worker, peer: sa.peer, local: sa.local, nat: sa.nat, child: child.clone(), replaces });
+        out.push(Event::ChildUp { tenant: tenant.to_string(), worker, peer: sa.peer, local: sa.local, nat: sa.nat, child: child.clone(), replaces, ours });
         sa.children.push(child);
     }
 

@@ -10,7 +10,8 @@ use super::informational::delete_body;
 use super::keys::{IkeKeys, Prf};
 use super::payloads::{self, notify_body, KeyExchange, Notify};
 use super::proposal::{self, Transform, DH, ENCR, ESN, PRF, PROTOCOL_ESP, PROTOCOL_IKE};
-use super::protect::{self, Chain, Keys, Reassembly};
+use super::protect::{self, Chain, Reassembly};
+use super::sa::peer_keys;
 use super::sk::{Protection, ENCR_AES_GCM_16};
 use super::ts::{self, TrafficSelector};
 use super::wire::{self, Header, Payload, FLAG_INITIATOR};
@@ -87,6 +88,23 @@ pub struct Initiator {
     pending: Option<Pending>,
     /// The peer's certificate, from IKE_AUTH.
     pub responder_cert: Option<X509>,
+    /// False once the responder rekeyed the IKE SA: it is the new SA's
+    /// original initiator (§2.18), and the roles of §3.1 swap.
+    pub original_initiator: bool,
+    /// The IKE SA before the last rekey, kept to answer its delete.
+    previous: Option<PreviousSa>,
+    /// The nonce of the next exchange we take part in (tests set it to
+    /// decide crossed rekeys, §2.8.1); random when None.
+    pub nonce: Option<Vec<u8>>,
+}
+
+/// An IKE SA replaced by a rekey: what answering its delete takes.
+struct PreviousSa {
+    spi_i: u64,
+    spi_r: u64,
+    keys: IkeKeys,
+    original_initiator: bool,
+    iv_counter: u64,
 }
 
 /// A request in flight that makes an SA: its nonce, our new SPI, and DH key.
@@ -123,6 +141,9 @@ impl Initiator {
             children: Vec::new(),
             pending: None,
             responder_cert: None,
+            original_initiator: true,
+            previous: None,
+            nonce: None,
             config,
         }
     }
@@ -223,11 +244,22 @@ impl Initiator {
         self.keys.as_ref().expect("IKE_SA_INIT done")
     }
 
+    fn next_nonce(&mut self) -> Vec<u8> {
+        self.nonce.take().unwrap_or_else(payloads::fresh_nonce)
+    }
+
+    fn flags(&self) -> u8 {
+        if self.original_initiator {
+            FLAG_INITIATOR
+        } else {
+            0
+        }
+    }
+
     /// Seals a request; its datagrams.
     pub fn request(&mut self, exchange: u8, chain: &Chain, max_datagram: usize) -> Vec<Vec<u8>> {
-        let header = Header { initiator_spi: self.spi_i, responder_spi: self.spi_r, next_payload: 0, minor_version: 0, exchange, flags: FLAG_INITIATOR, message_id: self.next_message_id, length: 0 };
-        let keys = self.keys.as_ref().expect("IKE_SA_INIT done");
-        let keys = Keys { encryption: &keys.sk_ei, integrity: &keys.sk_ai };
+        let header = Header { initiator_spi: self.spi_i, responder_spi: self.spi_r, next_payload: 0, minor_version: 0, exchange, flags: self.flags(), message_id: self.next_message_id, length: 0 };
+        let keys = peer_keys(self.keys.as_ref().expect("IKE_SA_INIT done"), !self.original_initiator);
         protect::seal(self.protection, keys, &mut self.iv_counter, header, chain, max_datagram, self.config.fragmentation)
     }
 
@@ -239,8 +271,7 @@ impl Initiator {
             return Err(format!("unexpected message {} (want {})", m.header.message_id, self.next_message_id));
         }
         let sk: &Payload = m.payloads.last().ok_or("no payloads")?;
-        let keys = self.keys.as_ref().expect("IKE_SA_INIT done");
-        let keys = Keys { encryption: &keys.sk_er, integrity: &keys.sk_ar };
+        let keys = peer_keys(self.keys.as_ref().expect("IKE_SA_INIT done"), self.original_initiator);
         let (first, plain) = match sk.kind {
             wire::ENCRYPTED => (sk.inner_next, protect::open(self.protection, keys, datagram, sk).map_err(|e| e.to_string())?),
             wire::ENCRYPTED_FRAGMENT => match self.reassembly.add(self.protection, keys, datagram, m.header.message_id, sk).map_err(|e| e.to_string())? {
@@ -326,11 +357,11 @@ impl Initiator {
     /// SPI is `their_spi`, with a KE of our group when `pfs`.
     pub fn rekey_child_request(&mut self, their_spi: u32, pfs: bool, max_datagram: usize) -> Vec<Vec<u8>> {
         let our_old = self.children.iter().find(|c| c.their_spi == their_spi).map_or(0, |c| c.our_spi);
-        let nonce = payloads::fresh_nonce();
+        let nonce = self.next_nonce();
         let our_spi = u32::from_be_bytes(random());
         let keypair = pfs.then(|| KeyPair::generate(self.config.group).expect("group"));
         let mut chain = Chain::new();
-        chain.push(wire::NOTIFY, [&[PROTOCOL_ESP, 4][..], &payloads::REKEY_SA.to_be_bytes(), &our_old.to_be_bytes()].concat());
+        chain.push(wire::NOTIFY, payloads::notify_about(PROTOCOL_ESP, &our_old.to_be_bytes(), payloads::REKEY_SA));
         let mut sa = [0u8; 128];
         let len = proposal::write_sa(&mut sa, 1, PROTOCOL_ESP, &our_spi.to_be_bytes(), &self.esp_transforms(pfs.then_some(self.config.group))).expect("room");
         chain.push(wire::SA, sa[..len].to_vec());
@@ -361,7 +392,7 @@ impl Initiator {
 
     /// A CREATE_CHILD_SA request rekeying the IKE SA.
     pub fn rekey_ike_request(&mut self, max_datagram: usize) -> Vec<Vec<u8>> {
-        let nonce = payloads::fresh_nonce();
+        let nonce = self.next_nonce();
         let new_spi = u64::from_be_bytes(random());
         let keypair = KeyPair::generate(self.config.group).expect("group");
         let mut sa = [0u8; 256];
@@ -386,29 +417,116 @@ impl Initiator {
         let ke = KeyExchange::parse(find(wire::KE).ok_or("no KE")?).map_err(|e| e.to_string())?;
         let shared = keypair.shared_secret(ke.data).map_err(|e| e.to_string())?;
         let keys = self.keys().rekey(self.prf, self.prf, self.protection.key_lengths(), &shared, &ni, &nr, new_spi_i, new_spi_r);
-        self.keys = Some(keys);
-        self.spi_i = new_spi_i;
-        self.spi_r = new_spi_r;
-        self.next_message_id = 0;
-        self.iv_counter = 0;
+        self.switch_to(new_spi_i, new_spi_r, keys, true);
         Ok(())
     }
 
-    /// Answers the responder's own request (a liveness check or a delete)
-    /// as a peer does: an empty INFORMATIONAL response under its Message
-    /// ID. The request's inner payload types, and the response.
+    /// Moves on to a new IKE SA, keeping the old one to answer its delete.
+    fn switch_to(&mut self, spi_i: u64, spi_r: u64, keys: IkeKeys, original_initiator: bool) {
+        let old_keys = self.keys.replace(keys).expect("IKE_SA_INIT done");
+        self.previous = Some(PreviousSa { spi_i: self.spi_i, spi_r: self.spi_r, keys: old_keys, original_initiator: self.original_initiator, iv_counter: self.iv_counter });
+        (self.spi_i, self.spi_r, self.original_initiator) = (spi_i, spi_r, original_initiator);
+        self.next_message_id = 0;
+        self.iv_counter = 0;
+    }
+
+    /// Answers a request of the responder's, as a peer does: a liveness
+    /// check (empty), a delete (of our SPIs of the CHILD_SAs it names), or
+    /// a rekey of a CHILD_SA or of the IKE SA (on the old IKE SA after a
+    /// rekey, only a delete). The request's inner payload types, and the
+    /// response.
     pub fn answer(&mut self, datagram: &[u8]) -> Result<(Vec<u8>, Vec<u8>), String> {
         let m = wire::parse(datagram).map_err(|e| e.to_string())?;
-        if m.header.is_response() || m.header.from_initiator() {
-            return Err("not a request from the responder".into());
+        let h = m.header;
+        if h.is_response() {
+            return Err("not a request".into());
         }
         let sk = m.payloads.last().ok_or("no payloads")?;
-        let keys = self.keys.as_ref().expect("IKE_SA_INIT done");
-        let plain = protect::open(self.protection, Keys { encryption: &keys.sk_er, integrity: &keys.sk_ar }, datagram, sk).map_err(|e| e.to_string())?;
-        let kinds = wire::chain(sk.inner_next, &plain).map_err(|e| e.to_string())?.iter().map(|p| p.kind).collect();
-        let header = Header { initiator_spi: self.spi_i, responder_spi: self.spi_r, next_payload: 0, minor_version: 0, exchange: m.header.exchange, flags: FLAG_INITIATOR | wire::FLAG_RESPONSE, message_id: m.header.message_id, length: 0 };
-        let keys = Keys { encryption: &keys.sk_ei, integrity: &keys.sk_ai };
-        let response = protect::seal(self.protection, keys, &mut self.iv_counter, header, &Chain::new(), 1232, false).remove(0);
+        let on_previous = (h.initiator_spi, h.responder_spi) != (self.spi_i, self.spi_r);
+        let (keys, original_initiator) = match (&self.previous, on_previous) {
+            (_, false) => (self.keys.as_ref().expect("IKE_SA_INIT done"), self.original_initiator),
+            (Some(p), true) if (p.spi_i, p.spi_r) == (h.initiator_spi, h.responder_spi) => (&p.keys, p.original_initiator),
+            _ => return Err("a request on an IKE SA we do not have".into()),
+        };
+        if h.from_initiator() == original_initiator {
+            return Err("a request with our own role's flag".into());
+        }
+        let plain = protect::open(self.protection, peer_keys(keys, original_initiator), datagram, sk).map_err(|e| e.to_string())?;
+        let payloads: Payloads = wire::chain(sk.inner_next, &plain).map_err(|e| e.to_string())?.iter().map(|p| (p.kind, p.body.to_vec())).collect();
+        let kinds = payloads.iter().map(|p| p.0).collect();
+        let mut chain = Chain::new();
+        let mut new_ike = None;
+        match h.exchange {
+            wire::INFORMATIONAL => {
+                let mut ours = Vec::new();
+                for (_, body) in payloads.iter().filter(|p| p.0 == wire::DELETE) {
+                    if body.first() == Some(&PROTOCOL_ESP) {
+                        let theirs: Vec<u32> = body[4..].chunks_exact(4).map(|c| u32::from_be_bytes(c.try_into().expect("4 bytes"))).collect();
+                        ours.extend(self.children.iter().filter(|c| theirs.contains(&c.their_spi)).map(|c| c.our_spi));
+                        self.children.retain(|c| !theirs.contains(&c.their_spi));
+                    }
+                }
+                if !ours.is_empty() {
+                    chain.push(wire::DELETE, delete_body(PROTOCOL_ESP, &ours));
+                }
+            }
+            wire::CREATE_CHILD_SA if !on_previous => {
+                let find = |kind| payloads.iter().find(|p| p.0 == kind).map(|p| p.1.as_slice());
+                let proposals = proposal::parse_sa(find(wire::SA).ok_or("no SA")?).map_err(|e| e.to_string())?;
+                let ni = payloads::parse_nonce(find(wire::NONCE).ok_or("no nonce")?).map_err(|e| e.to_string())?.to_vec();
+                let ke = find(wire::KE).map(KeyExchange::parse).transpose().map_err(|e| e.to_string())?;
+                let nr = self.next_nonce();
+                let ours = ke.as_ref().map(|ke| KeyPair::generate(ke.group)).transpose().map_err(|e| e.to_string())?;
+                let shared = match (&ours, &ke) {
+                    (Some(k), Some(ke)) => Some(k.shared_secret(ke.data).map_err(|e| e.to_string())?),
+                    _ => None,
+                };
+                let mut sa = [0u8; 256];
+                if proposals.first().is_some_and(|p| p.protocol == PROTOCOL_IKE) {
+                    let choice = proposal::choose_ike(&proposals, &self.config.groups, 8).ok_or("no IKE proposal we take")?;
+                    let new_spi_i = u64::from_be_bytes(proposals[usize::from(choice.number) - 1].spi.try_into().map_err(|_| "SPI not 8 bytes")?);
+                    let new_spi_r = u64::from_be_bytes(random());
+                    let shared = shared.ok_or("an IKE rekey without KE")?;
+                    let keys = self.keys().rekey(self.prf, choice.prf, choice.protection.key_lengths(), &shared, &ni, &nr, new_spi_i, new_spi_r);
+                    let group = ke.as_ref().map_or(0, |k| k.group);
+                    let len = proposal::write_sa(&mut sa, choice.number, PROTOCOL_IKE, &new_spi_r.to_be_bytes(), &choice.transforms(group)).expect("room");
+                    chain.push(wire::SA, sa[..len].to_vec());
+                    new_ike = Some((new_spi_i, new_spi_r, keys));
+                } else {
+                    let groups: Vec<u16> = ke.as_ref().map(|k| vec![k.group]).unwrap_or_default();
+                    let choice = proposal::choose_esp(&proposals, Some(&groups)).ok_or("no ESP proposal we take")?;
+                    let our_spi = u32::from_be_bytes(random());
+                    let per = choice.key + 4;
+                    let keymat = self.keys().child_keymat(self.prf, shared.as_deref(), &ni, &nr, 2 * per);
+                    let clinic = ts::parse(find(wire::TSR).ok_or("no TSr")?).map_err(|e| e.to_string())?;
+                    let inside = ts::parse(find(wire::TSI).ok_or("no TSi")?).map_err(|e| e.to_string())?;
+                    // §2.17: the responder started it: its outbound (our inbound) keys first.
+                    self.children.push(InitiatorChild { our_spi, their_spi: choice.peer_spi, key_in: keymat[..per].to_vec(), key_out: keymat[per..].to_vec(), clinic, inside });
+                    let len = proposal::write_sa(&mut sa, choice.number, PROTOCOL_ESP, &our_spi.to_be_bytes(), &choice.transforms(ke.as_ref().map(|k| k.group))).expect("room");
+                    chain.push(wire::SA, sa[..len].to_vec());
+                }
+                chain.push(wire::NONCE, nr);
+                if let Some(k) = &ours {
+                    chain.push(wire::KE, k.ke_body());
+                }
+                for kind in [wire::TSI, wire::TSR] {
+                    if let Some(body) = find(kind) {
+                        chain.push(kind, body.to_vec());
+                    }
+                }
+            }
+            other => return Err(format!("exchange {other} not answered here")),
+        }
+        let flags = wire::FLAG_RESPONSE | if original_initiator { FLAG_INITIATOR } else { 0 };
+        let header = Header { initiator_spi: h.initiator_spi, responder_spi: h.responder_spi, next_payload: 0, minor_version: 0, exchange: h.exchange, flags, message_id: h.message_id, length: 0 };
+        let (keys, iv_counter) = match &mut self.previous {
+            Some(p) if on_previous => (&p.keys, &mut p.iv_counter),
+            _ => (self.keys.as_ref().expect("IKE_SA_INIT done"), &mut self.iv_counter),
+        };
+        let response = protect::seal(self.protection, peer_keys(keys, !original_initiator), iv_counter, header, &chain, 1232, false).remove(0);
+        if let Some((spi_i, spi_r, keys)) = new_ike {
+            self.switch_to(spi_i, spi_r, keys, false);
+        }
         Ok((kinds, response))
     }
 

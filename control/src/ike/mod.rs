@@ -11,6 +11,7 @@ pub mod keys;
 pub mod payloads;
 pub mod proposal;
 pub mod protect;
+pub mod rekey;
 pub mod responder;
 pub mod sa;
 pub mod sa_init;

@@ -116,6 +116,11 @@ pub fn notify_body(kind: u16, data: &[u8]) -> Vec<u8> {
     [&[0, 0][..], &kind.to_be_bytes(), data].concat()
 }
 
+/// A notify about the SA of `protocol` and `spi` (REKEY_SA, §3.10), without data.
+pub fn notify_about(protocol: u8, spi: &[u8], kind: u16) -> Vec<u8> {
+    [&[protocol, spi.len() as u8][..], &kind.to_be_bytes(), spi].concat()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

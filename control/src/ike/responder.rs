@@ -39,6 +39,14 @@ pub struct Settings {
     /// (an empty INFORMATIONAL request, §1.4); a peer that answers none of
     /// its retransmissions is dead and its SAs go.
     pub liveness_interval: Duration,
+    /// We rekey a CHILD_SA this long after it was made, less a random part
+    /// of up to `rekey_jitter_percent` (so that thousands made at once are
+    /// not rekeyed at once), unless the peer rekeys it first; one still
+    /// there 10% after this (31 s at least) is deleted (its hard lifetime).
+    pub child_rekey: Duration,
+    /// The same for IKE SAs.
+    pub ike_rekey: Duration,
+    pub rekey_jitter_percent: u8,
 }
 
 impl Default for Settings {
@@ -54,6 +62,11 @@ impl Default for Settings {
             // 1280 bytes of IPv6 less its header, UDP and the non-ESP marker.
             max_datagram: 1280 - 40 - 8 - 4,
             liveness_interval: Duration::from_secs(60),
+            // Clinic routers commonly rekey CHILD_SAs hourly and IKE SAs every
+            // few hours; ours come later, for routers that never do.
+            child_rekey: Duration::from_secs(3 * 3600),
+            ike_rekey: Duration::from_secs(8 * 3600),
+            rekey_jitter_percent: 10,
         }
     }
 }
@@ -63,8 +76,10 @@ impl Default for Settings {
 pub enum Event {
     Send { from: SocketAddr, to: SocketAddr, datagram: Vec<u8> },
     /// A CHILD_SA to install; `replaces` names the inbound SPI of the
-    /// CHILD_SA it rekeys, which stays until it is deleted (make before break).
-    ChildUp { tenant: String, worker: u8, peer: SocketAddr, local: SocketAddr, nat: bool, child: ChildSa, replaces: Option<u32> },
+    /// CHILD_SA it rekeys, which stays until it is deleted (make before
+    /// break). `ours`: we started the exchange, so the peer has both halves
+    /// of the new SA and we may send on it at once (§2.8).
+    ChildUp { tenant: String, worker: u8, peer: SocketAddr, local: SocketAddr, nat: bool, child: ChildSa, replaces: Option<u32>, ours: bool },
     ChildDown { tenant: String, inbound_spi: u32, outbound_spi: u32 },
     /// A line for the operator's log.
     Log(String),
@@ -76,11 +91,11 @@ impl Event {
         let selectors = |list: &[super::ts::TrafficSelector]| list.iter().map(|t| format!("{}-{}", t.start, t.end)).collect::<Vec<_>>();
         let value = match self {
             Event::Send { .. } => return None,
-            Event::ChildUp { tenant, worker, peer, local, nat, child, replaces } => serde_json::json!({"child_up": {
+            Event::ChildUp { tenant, worker, peer, local, nat, child, replaces, ours } => serde_json::json!({"child_up": {
                 "tenant": tenant, "worker": worker, "peer": peer.to_string(), "local": local.to_string(), "nat_t": nat,
                 "inbound_spi": format!("{:08x}", child.inbound_spi), "outbound_spi": format!("{:08x}", child.outbound_spi),
                 "esn": child.esn, "clinic": selectors(&child.clinic), "inside": selectors(&child.inside),
-                "pfs_group": child.pfs_group, "replaces": replaces.map(|s| format!("{s:08x}")),
+                "pfs_group": child.pfs_group, "replaces": replaces.map(|s| format!("{s:08x}")), "started_by": if *ours { "gateway" } else { "peer" },
             }}),
             Event::ChildDown { tenant, inbound_spi, outbound_spi } => serde_json::json!({"child_down": {
                 "tenant": tenant, "inbound_spi": format!("{inbound_spi:08x}"), "outbound_spi": format!("{outbound_spi:08x}"),
@@ -111,6 +126,12 @@ pub struct Counters {
     pub child_sas_created: u64,
     pub child_sas_rekeyed: u64,
     pub ike_sas_rekeyed: u64,
+    /// Rekeys we started (after our lifetimes or the dataplane's soft limits).
+    pub rekeys_started: u64,
+    /// Rekeys of ours that crossed the peer's of the same SA (§2.8.1, §2.8.2).
+    pub rekey_collisions: u64,
+    /// SAs deleted at their hard lifetime, never rekeyed.
+    pub expired: u64,
     pub deletes: u64,
     pub dead_peers: u64,
 }
@@ -215,13 +236,9 @@ impl Responder {
         if message.header.is_response() {
             return self.response(now, datagram, &message, out);
         }
-        // Requests come from the original initiator (§3.1, the I flag).
-        if !message.header.from_initiator() {
-            self.counters.malformed += 1;
-            return;
-        }
         if message.header.exchange == IKE_SA_INIT {
-            if message.header.responder_spi == 0 && message.header.message_id == 0 {
+            // From the original initiator (§3.1, the I flag).
+            if message.header.from_initiator() && message.header.responder_spi == 0 && message.header.message_id == 0 {
                 self.sa_init(now, from, to, datagram, &message, out);
             } else {
                 self.counters.malformed += 1;
@@ -229,14 +246,14 @@ impl Responder {
             return;
         }
         // Everything else belongs to an IKE SA; take it out while it is worked on.
-        let spi_r = message.header.responder_spi;
-        let Some(mut sa) = self.sas.remove(&spi_r) else {
+        let ours = our_spi(&message.header);
+        let Some(mut sa) = self.sas.remove(&ours) else {
             self.counters.unknown_spi += 1;
             return;
         };
         let keep = self.protected(now, from, to, datagram, &message, &mut sa, out);
         if keep {
-            self.sas.insert(spi_r, sa);
+            self.sas.insert(ours, sa);
         } else {
             self.forget(sa, out);
         }
@@ -247,8 +264,13 @@ impl Responder {
     #[allow(clippy::too_many_arguments)]
     fn protected(&mut self, now: Instant, from: SocketAddr, to: SocketAddr, datagram: &[u8], message: &Message, sa: &mut IkeSa, out: &mut Vec<Event>) -> bool {
         let h = message.header;
-        if h.initiator_spi != sa.spi_i {
+        if h.initiator_spi != sa.spi_i || h.responder_spi != sa.spi_r {
             self.counters.unknown_spi += 1;
+            return true;
+        }
+        // Requests of the original initiator carry the I flag, the others not (§3.1).
+        if h.from_initiator() == sa.initiator {
+            self.counters.malformed += 1;
             return true;
         }
         let Some(sk) = message.payloads.last().filter(|p| matches!(p.kind, ENCRYPTED | ENCRYPTED_FRAGMENT)) else {
@@ -280,8 +302,7 @@ impl Responder {
                 }
             }
         } else {
-            let keys = protect::Keys { encryption: &sa.keys.sk_ei, integrity: &sa.keys.sk_ai };
-            match sa.reassembly.add(sa.protection, keys, datagram, h.message_id, sk) {
+            match sa.reassembly.add(sa.protection, super::sa::peer_keys(&sa.keys, sa.initiator), datagram, h.message_id, sk) {
                 Ok(Some(whole)) => whole,
                 Ok(None) => return true,
                 Err(e) => {
@@ -311,7 +332,7 @@ impl Responder {
             }
         };
         match (h.exchange, &sa.phase) {
-            (wire::IKE_AUTH, Phase::HalfOpen { .. }) => self.ike_auth(h.message_id, &payloads, sa, out),
+            (wire::IKE_AUTH, Phase::HalfOpen { .. }) => self.ike_auth(now, h.message_id, &payloads, sa, out),
             (wire::CREATE_CHILD_SA, Phase::Established { .. }) => self.create_child_sa(now, h.message_id, &payloads, sa, out),
             (wire::INFORMATIONAL, Phase::Established { .. }) => self.informational(h.message_id, &payloads, sa, out),
             _ => {
@@ -342,13 +363,21 @@ impl Responder {
         }
     }
 
+    /// Indexes an established IKE SA by its peer's identity.
+    pub(super) fn index_identity(&mut self, sa: &IkeSa) {
+        if let Phase::Established { peer_id, .. } = &sa.phase {
+            self.by_identity.entry(peer_id.clone()).or_default().push(sa.our_spi());
+        }
+    }
+
     /// Drops an IKE SA and everything hanging off it.
-    pub(super) fn forget(&mut self, sa: IkeSa, out: &mut Vec<Event>) {
+    pub(super) fn forget(&mut self, mut sa: IkeSa, out: &mut Vec<Event>) {
+        self.abandon_rekey(&mut sa);
         match &sa.phase {
             Phase::HalfOpen { source, .. } => self.forget_half_open(sa.spi_i, *source),
             Phase::Established { peer_id, .. } => {
                 if let Some(spis) = self.by_identity.get_mut(peer_id) {
-                    spis.retain(|&s| s != sa.spi_r);
+                    spis.retain(|&s| s != sa.our_spi());
                     if spis.is_empty() {
                         self.by_identity.remove(peer_id);
                     }
@@ -374,43 +403,42 @@ impl Responder {
     }
 
     /// Timers: half-open SAs that never finished, retransmissions of our
-    /// requests and liveness checks of silent peers, the cookie secret.
+    /// requests, lifetimes (rekeys and deletes, see `rekey`), liveness
+    /// checks of silent peers, the cookie secret.
     pub fn tick(&mut self, now: Instant, out: &mut Vec<Event>) {
         let half_open_timeout = self.settings.half_open_timeout;
-        let expired: Vec<u64> = self.sas.values().filter(|sa| matches!(sa.phase, Phase::HalfOpen { .. }) && now.duration_since(sa.created) > half_open_timeout).map(|sa| sa.spi_r).collect();
+        let expired: Vec<u64> = self.sas.values().filter(|sa| matches!(sa.phase, Phase::HalfOpen { .. }) && now.duration_since(sa.created) > half_open_timeout).map(|sa| sa.our_spi()).collect();
         for spi in expired {
             let sa = self.sas.remove(&spi).expect("listed above");
             self.counters.half_open_expired += 1;
             self.forget(sa, out);
         }
-        let (liveness, max_datagram) = (self.settings.liveness_interval, self.settings.max_datagram);
         let mut dead = Vec::new();
         for sa in self.sas.values_mut().filter(|sa| matches!(sa.phase, Phase::Established { .. })) {
-            match &mut sa.outstanding {
-                Some(o) if now.duration_since(o.sent) >= RETRANSMIT_BASE * (1 << o.tries) => {
-                    if o.tries + 1 >= RETRANSMIT_TRIES {
-                        dead.push(sa.spi_r);
-                        continue;
-                    }
-                    o.tries += 1;
-                    o.sent = now;
-                    out.extend(o.datagrams.iter().map(|d| Event::Send { from: sa.local, to: sa.peer, datagram: d.clone() }));
-                }
-                Some(_) => {}
-                None if now.duration_since(sa.last_heard) >= liveness => {
-                    let datagrams = sa.request(wire::INFORMATIONAL, &Chain::new(), max_datagram, now, Purpose::Liveness);
-                    out.extend(datagrams.into_iter().map(|d| Event::Send { from: sa.local, to: sa.peer, datagram: d }));
-                }
-                None => {}
+            let Some(o) = &mut sa.outstanding else { continue };
+            if now.duration_since(o.sent) < RETRANSMIT_BASE * (1 << o.tries) {
+                continue;
             }
+            if o.tries + 1 >= RETRANSMIT_TRIES {
+                dead.push(sa.our_spi());
+                continue;
+            }
+            o.tries += 1;
+            o.sent = now;
+            out.extend(o.datagrams.iter().map(|d| Event::Send { from: sa.local, to: sa.peer, datagram: d.clone() }));
         }
         for spi in dead {
             let sa = self.sas.remove(&spi).expect("listed above");
             if sa.outstanding.as_ref().is_some_and(|o| o.purpose == Purpose::Liveness) {
                 self.counters.dead_peers += 1;
-                out.push(Event::Log(format!("ike_sa {:016x} of {} at {}: no answer to a liveness check, peer dead", sa.spi_r, sa.tenant().unwrap_or("?"), sa.peer)));
+                out.push(Event::Log(format!("ike_sa {:016x} of {} at {}: no answer to a liveness check, peer dead", sa.our_spi(), sa.tenant().unwrap_or("?"), sa.peer)));
             }
             self.forget(sa, out);
+        }
+        for spi in self.due(now) {
+            let mut sa = self.sas.remove(&spi).expect("listed by due");
+            self.perform(now, &mut sa, out);
+            self.sas.insert(spi, sa);
         }
         if now.duration_since(self.cookie.since) > COOKIE_SECRET_LIFETIME {
             let mut secret = [0u8; 32];
@@ -431,53 +459,82 @@ impl Responder {
                 Phase::Established { tenant, peer_id } => sa.outstanding.as_ref().is_none_or(|o| o.purpose != Purpose::DeleteIke) && self.tenants.find(peer_id).is_none_or(|t| t.name != *tenant),
                 Phase::HalfOpen { .. } => false,
             })
-            .map(|sa| sa.spi_r)
+            .map(|sa| sa.our_spi())
             .collect();
         for spi in stale {
             let mut sa = self.sas.remove(&spi).expect("listed above");
             out.push(Event::Log(format!("ike_sa {spi:016x} of {}: no longer in the tenant registry, deleted", sa.tenant().unwrap_or("?"))));
-            let tenant = sa.tenant().unwrap_or_default().to_string();
-            for child in std::mem::take(&mut sa.children) {
-                self.spis.release(child.inbound_spi);
-                out.push(Event::ChildDown { tenant: tenant.clone(), inbound_spi: child.inbound_spi, outbound_spi: child.outbound_spi });
-            }
-            let mut chain = Chain::new();
-            chain.push(wire::DELETE, super::informational::delete_body(super::proposal::PROTOCOL_IKE, &[]));
-            // A request already in flight is abandoned: the delete takes the
-            // next Message ID, so the peer cannot take it for a retransmission.
-            if sa.outstanding.take().is_some() {
-                sa.our_next_id = sa.our_next_id.wrapping_add(1);
-            }
-            let datagrams = sa.request(wire::INFORMATIONAL, &chain, self.settings.max_datagram, now, Purpose::DeleteIke);
-            out.extend(datagrams.into_iter().map(|d| Event::Send { from: sa.local, to: sa.peer, datagram: d }));
-            self.counters.deletes += 1;
+            self.delete_ike(now, &mut sa, out);
             self.sas.insert(spi, sa);
         }
     }
 
     /// A response to one of our requests.
     fn response(&mut self, now: Instant, datagram: &[u8], message: &Message, out: &mut Vec<Event>) {
-        let h = message.header;
-        let Some(sa) = self.sas.get_mut(&h.responder_spi).filter(|sa| sa.spi_i == h.initiator_spi) else {
+        let ours = our_spi(&message.header);
+        let Some(mut sa) = self.sas.remove(&ours) else {
             self.counters.unknown_spi += 1;
             return;
         };
+        let keep = self.our_response(now, datagram, message, &mut sa, out);
+        if keep {
+            self.sas.insert(ours, sa);
+        } else {
+            self.forget(sa, out);
+        }
+    }
+
+    /// Returns whether the SA lives on.
+    fn our_response(&mut self, now: Instant, datagram: &[u8], message: &Message, sa: &mut IkeSa, out: &mut Vec<Event>) -> bool {
+        let h = message.header;
+        if h.initiator_spi != sa.spi_i || h.responder_spi != sa.spi_r || h.from_initiator() == sa.initiator {
+            self.counters.unknown_spi += 1;
+            return true;
+        }
         let Some(purpose) = sa.outstanding.as_ref().filter(|o| o.id == h.message_id).map(|o| o.purpose) else {
             self.counters.unexpected_message_id += 1;
-            return;
+            return true;
         };
-        let authentic = message.payloads.last().filter(|p| p.kind == ENCRYPTED).is_some_and(|sk| protect::open(sa.protection, sa.keys_in(), datagram, sk).is_ok());
-        if !authentic {
+        // Answers to our requests are small: never fragmented.
+        let Some(sk) = message.payloads.last().filter(|p| p.kind == ENCRYPTED) else {
+            self.counters.malformed += 1;
+            return true;
+        };
+        let Ok(plain) = protect::open(sa.protection, sa.keys_in(), datagram, sk) else {
             self.counters.integrity_failures += 1;
-            return;
-        }
+            return true;
+        };
         sa.outstanding = None;
         sa.our_next_id = sa.our_next_id.wrapping_add(1);
         sa.last_heard = now;
-        if purpose == Purpose::DeleteIke {
-            let sa = self.sas.remove(&h.responder_spi).expect("found above");
-            self.forget(sa, out);
+        let payloads = wire::chain(sk.inner_next, &plain).unwrap_or_else(|_| {
+            self.counters.malformed += 1;
+            Vec::new()
+        });
+        match purpose {
+            Purpose::DeleteIke => return false,
+            Purpose::DeleteChild(spi) => {
+                if let Some(at) = sa.children.iter().position(|c| c.inbound_spi == spi) {
+                    let child = sa.children.remove(at);
+                    self.spis.release(spi);
+                    out.push(Event::ChildDown { tenant: sa.tenant().unwrap_or_default().to_string(), inbound_spi: spi, outbound_spi: child.outbound_spi });
+                }
+            }
+            Purpose::RekeyChild => self.child_rekeyed(now, sa, &payloads, out),
+            Purpose::RekeyIke => self.ike_rekeyed(now, sa, &payloads, out),
+            Purpose::Liveness => {}
         }
+        true
+    }
+}
+
+/// Our SPI in a message's header: the responder's if the original
+/// initiator sent it (the I flag), else the initiator's (§3.1).
+fn our_spi(header: &Header) -> u64 {
+    if header.from_initiator() {
+        header.responder_spi
+    } else {
+        header.initiator_spi
     }
 }
 

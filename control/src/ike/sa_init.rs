@@ -172,9 +172,12 @@ impl Responder {
         let response = w.finish().to_vec();
         reply(out, response.clone());
 
+        let (rekey_at, expire_at) = self.ike_timers(now);
         let sa = IkeSa {
             spi_i,
             spi_r,
+            initiator: false,
+            group: ke.group,
             peer: from,
             local: to,
             prf: choice.prf,
@@ -195,6 +198,9 @@ impl Responder {
             last_heard: now,
             our_next_id: 0,
             outstanding: None,
+            rekey: None,
+            rekey_at: Some(rekey_at),
+            expire_at,
         };
         self.sas.insert(spi_r, sa);
         self.half_open.insert((spi_i, from.ip()), spi_r);

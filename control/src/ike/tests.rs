@@ -88,10 +88,19 @@ fn initiator(identity: &str, (cert, key): &(X509, PKey<Private>)) -> Initiator {
 
 /// Sends datagrams to the responder; what it sends back, and the rest of its events.
 fn deliver(r: &mut Responder, datagrams: &[Vec<u8>]) -> (Vec<Vec<u8>>, Vec<Event>) {
+    deliver_at(r, Instant::now(), datagrams)
+}
+
+fn deliver_at(r: &mut Responder, now: Instant, datagrams: &[Vec<u8>]) -> (Vec<Vec<u8>>, Vec<Event>) {
     let mut events = Vec::new();
     for d in datagrams {
-        r.handle(Instant::now(), addr(CLINIC), addr(GATEWAY), d, &mut events);
+        r.handle(now, addr(CLINIC), addr(GATEWAY), d, &mut events);
     }
+    sent_and_rest(events)
+}
+
+/// The datagrams among `events`, and the other events.
+fn sent_and_rest(events: Vec<Event>) -> (Vec<Vec<u8>>, Vec<Event>) {
     let (sends, rest): (Vec<Event>, Vec<Event>) = events.into_iter().partition(|e| matches!(e, Event::Send { .. }));
     let sent = sends
         .into_iter()
@@ -403,17 +412,17 @@ fn child_and_ike_rekeys_then_deletes() {
     receive(&mut i, &sent);
     assert!(events.iter().any(|e| matches!(e, Event::ChildDown { inbound_spi, .. } if *inbound_spi == rekeyed.their_spi)));
     assert_eq!(r.children().count(), 0);
-    assert_eq!(r.ike_sa_count(), 1, "the old IKE SA waits for its own delete, or a liveness check");
-    // The old IKE SA's peer never answers its liveness check: retransmitted
-    // at 1, 2, 4 and 8 s, then the peer is dead (and with it the SA).
-    let start = Instant::now() + Duration::from_secs(61);
+    assert_eq!(r.ike_sa_count(), 1, "the old IKE SA waits a while for its own delete");
+    // The peer never deletes the old IKE SA: we do, after a grace period;
+    // unanswered, the delete is sent again at 1, 2, 4 and 8 s, then the SA goes.
+    let start = Instant::now() + super::sa::SUPERSEDED_GRACE + Duration::from_secs(1);
     let mut events = Vec::new();
     for s in [0, 1, 3, 7, 15, 31] {
         r.tick(start + Duration::from_secs(s), &mut events);
     }
     let sends = events.iter().filter(|e| matches!(e, Event::Send { .. })).count();
-    assert_eq!((sends, r.ike_sa_count(), r.counters.dead_peers), (5, 0, 1));
-    assert!(logs(&events).iter().any(|l| l.contains("peer dead")));
+    assert_eq!((sends, r.ike_sa_count(), r.counters.expired), (5, 0, 1));
+    assert!(logs(&events).iter().any(|l| l.contains("replaced by a rekey")), "{events:?}");
 }
 
 #[test]
@@ -469,4 +478,205 @@ fn a_reconnecting_clinic_replaces_its_old_sas_and_requests_are_answered_once() {
     let (sent, _) = deliver(&mut r, &tampered);
     assert!(sent.is_empty());
     assert_eq!(r.counters.integrity_failures, 1);
+}
+
+fn rekeying(child_rekey: u64, ike_rekey: u64) -> Settings {
+    Settings { child_rekey: Duration::from_secs(child_rekey), ike_rekey: Duration::from_secs(ike_rekey), rekey_jitter_percent: 0, ..Settings::default() }
+}
+
+/// Ticks the responder at `at`; what it sends, and the rest.
+fn tick(r: &mut Responder, at: Instant) -> (Vec<Vec<u8>>, Vec<Event>) {
+    let mut events = Vec::new();
+    r.tick(at, &mut events);
+    sent_and_rest(events)
+}
+
+fn downs(events: &[Event]) -> Vec<u32> {
+    events.iter().filter_map(|e| if let Event::ChildDown { inbound_spi, .. } = e { Some(*inbound_spi) } else { None }).collect()
+}
+
+#[test]
+fn the_gateway_rekeys_children_and_the_ike_sa_when_their_time_comes() {
+    let mut r = responder(rekeying(100, 150));
+    let t0 = Instant::now();
+    let (mut i, first) = connect(&mut r, initiator("clinic1.example", &pki().clinic), 1232);
+    assert!(tick(&mut r, t0 + Duration::from_secs(50)).0.is_empty());
+
+    // The CHILD_SA's time: a rekey with PFS, in the peer's selectors' order (§2.9).
+    let at = t0 + Duration::from_secs(101);
+    let (sent, _) = tick(&mut r, at);
+    let (kinds, answer) = i.answer(&sent[0]).unwrap();
+    assert_eq!(kinds, vec![wire::NOTIFY, wire::SA, wire::NONCE, wire::KE, wire::TSI, wire::TSR]);
+    let (sent, events) = deliver_at(&mut r, at, &[answer]);
+    let up = events.iter().find_map(|e| if let Event::ChildUp { child, replaces, ours, .. } = e { Some((child.clone(), *replaces, *ours)) } else { None }).unwrap();
+    let (rekeyed, replaces, ours) = up;
+    assert_eq!((replaces, ours, rekeyed.pfs_group, rekeyed.clinic.clone()), (Some(first.inbound_spi), true, Some(14), first.clinic.clone()));
+    let peer = i.children.last().unwrap().clone();
+    assert_eq!((rekeyed.inbound_key.clone(), rekeyed.outbound_key.clone()), (peer.key_out.clone(), peer.key_in.clone()), "§2.17 with the gateway as initiator");
+    assert_eq!((rekeyed.inbound_spi, rekeyed.outbound_spi), (peer.their_spi, peer.our_spi));
+    // We started it, so we delete the old CHILD_SA; it goes when the peer answers.
+    let (kinds, answer) = i.answer(&sent[0]).unwrap();
+    assert_eq!((kinds, i.children.len()), (vec![wire::DELETE], 1));
+    assert_eq!(r.children().count(), 2);
+    let (_, events) = deliver_at(&mut r, at, &[answer]);
+    assert_eq!((downs(&events), r.children().count(), r.counters.rekeys_started), (vec![first.inbound_spi], 1, 1));
+
+    // The IKE SA's time: we become the original initiator of the new one (§2.18).
+    let at = t0 + Duration::from_secs(151);
+    let (sent, _) = tick(&mut r, at);
+    let (kinds, answer) = i.answer(&sent[0]).unwrap();
+    assert_eq!(kinds, vec![wire::SA, wire::NONCE, wire::KE]);
+    assert!(!i.original_initiator);
+    let (sent, events) = deliver_at(&mut r, at, &[answer]);
+    assert!(logs(&events).iter().any(|l| l.contains("started by the gateway")), "{events:?}");
+    assert_eq!((r.ike_sa_count(), r.children().count(), r.counters.ike_sas_rekeyed), (2, 1, 1));
+    // Its initiator (we) deletes the old IKE SA; the CHILD_SA lives on the new one.
+    let (kinds, answer) = i.answer(&sent[0]).unwrap();
+    assert_eq!(kinds, vec![wire::DELETE]);
+    let (_, events) = deliver_at(&mut r, at, &[answer]);
+    assert!(downs(&events).is_empty());
+    assert_eq!((r.ike_sa_count(), r.children().count()), (1, 1));
+
+    // The CHILD_SA's next time comes on the new IKE SA.
+    let at = t0 + Duration::from_secs(202);
+    let (sent, events) = tick(&mut r, at);
+    assert_eq!(sent.len(), 1, "{events:?}");
+    let (kinds, answer) = i.answer(&sent[0]).unwrap();
+    assert_eq!(kinds[0], wire::NOTIFY, "a rekey");
+    let (sent, events) = deliver_at(&mut r, at, &[answer]);
+    let rekeyed = child_ups(&events)[0].2.clone();
+    let (_, answer) = i.answer(&sent[0]).unwrap();
+    deliver_at(&mut r, at, &[answer]);
+
+    // With the roles swapped, the peer's requests carry no I flag, and still work.
+    let (sent, events) = deliver_at(&mut r, at, &i.rekey_child_request(rekeyed.inbound_spi, true, 1232));
+    let payloads = receive(&mut i, &sent);
+    i.rekey_child_response(&payloads).unwrap();
+    assert_eq!(child_ups(&events).len(), 1);
+    let (sent, events) = deliver_at(&mut r, at, &i.delete_ike_request(1232));
+    receive(&mut i, &sent);
+    assert_eq!(downs(&events).len(), 2);
+    assert_eq!(r.ike_sa_count(), 0);
+}
+
+#[test]
+fn dataplane_limits_and_hard_lifetimes_end_children_and_silent_peers_end_everything() {
+    let mut r = responder(rekeying(100, 300));
+    let t0 = Instant::now();
+    let (mut i, child) = connect(&mut r, initiator("clinic1.example", &pki().clinic), 1232);
+    // The dataplane's soft limit on the outbound SA: a rekey at the next tick.
+    let mut events = Vec::new();
+    r.sa_limit_reached(t0, child.outbound_spi, false, false, &mut events);
+    let (sent, _) = tick(&mut r, t0 + Duration::from_secs(1));
+    let (kinds, _) = i.answer(&sent[0]).unwrap();
+    assert_eq!(kinds[0], wire::NOTIFY, "a rekey");
+    // The peer answers no more: retransmitted at 1, 2, 4 and 8 s, then it is dead.
+    let mut sends = 0;
+    for s in [2, 3, 5, 9, 17, 33] {
+        sends += tick(&mut r, t0 + Duration::from_secs(s)).0.len();
+    }
+    assert_eq!((sends, r.ike_sa_count(), r.children().count()), (4, 0, 0));
+
+    // A hard limit on an inbound SA: that CHILD_SA goes now, and the peer is told.
+    let (mut i, child) = connect(&mut r, initiator("clinic1.example", &pki().clinic), 1232);
+    let t0 = Instant::now();
+    r.sa_limit_reached(t0, child.inbound_spi, true, true, &mut events);
+    let (sent, events) = tick(&mut r, t0 + Duration::from_secs(1));
+    assert_eq!(downs(&events), vec![child.inbound_spi]);
+    let (kinds, answer) = i.answer(&sent[0]).unwrap();
+    assert_eq!(kinds, vec![wire::DELETE]);
+    deliver(&mut r, &[answer]);
+    assert_eq!(r.counters.expired, 1);
+    // The IKE SA outlives its hard lifetime (rekeys refused, say): it goes too.
+    let (sent, events) = tick(&mut r, t0 + Duration::from_secs(335));
+    assert!(logs(&events).iter().any(|l| l.contains("hard lifetime")), "{events:?}");
+    assert_eq!(i.answer(&sent[0]).unwrap().0, vec![wire::DELETE]);
+}
+
+/// Crossed rekeys of one CHILD_SA (§2.8.1): the gateway's request is in
+/// flight when the peer's arrives. `peer_nonces`: the peer's nonce in its
+/// own exchange, then in the gateway's.
+fn crossed_child_rekeys(peer_nonces: [u8; 2]) -> (super::sa::ChildSa, Vec<Event>, Vec<Vec<u8>>, Initiator, Responder) {
+    let mut r = responder(rekeying(100, 300));
+    let t0 = Instant::now();
+    let (mut i, old) = connect(&mut r, initiator("clinic1.example", &pki().clinic), 1232);
+    let at = t0 + Duration::from_secs(101);
+    let (ours, _) = tick(&mut r, at);
+    i.nonce = Some(vec![peer_nonces[0]; 32]);
+    let (sent, events) = deliver_at(&mut r, at, &i.rekey_child_request(old.inbound_spi, true, 1232));
+    let payloads = receive(&mut i, &sent);
+    i.rekey_child_response(&payloads).unwrap();
+    assert_eq!(child_ups(&events)[0].3, Some(old.inbound_spi), "the peer's rekey is answered");
+    i.nonce = Some(vec![peer_nonces[1]; 32]);
+    let (_, answer) = i.answer(&ours[0]).unwrap();
+    let (sent, events) = deliver_at(&mut r, at, &[answer]);
+    assert_eq!(r.counters.rekey_collisions, 1);
+    (old, events, sent, i, r)
+}
+
+#[test]
+fn crossed_child_sa_rekeys_leave_the_one_without_the_lowest_nonce() {
+    // The lowest nonce is in the gateway's exchange: its new SA is redundant,
+    // and it deletes that one; the peer deletes the old one.
+    let (_, events, sent, mut i, mut r) = crossed_child_rekeys([0xff, 0x00]);
+    assert!(child_ups(&events).is_empty(), "{events:?}");
+    let (kinds, answer) = i.answer(&sent[0]).unwrap();
+    assert_eq!(kinds, vec![wire::DELETE]);
+    deliver(&mut r, &[answer]);
+    assert_eq!(r.children().count(), 2, "the old one and the peer's, until the peer deletes the old one");
+
+    // The lowest in the peer's exchange: the peer's is redundant, the
+    // gateway's goes in at once and the gateway deletes the old one.
+    let (old, events, sent, mut i, mut r) = crossed_child_rekeys([0x00, 0xff]);
+    let ups: Vec<_> = events.iter().filter_map(|e| if let Event::ChildUp { replaces, ours, .. } = e { Some((*replaces, *ours)) } else { None }).collect();
+    assert_eq!(ups, vec![(Some(old.inbound_spi), true)]);
+    i.answer(&sent[0]).unwrap();
+    assert_eq!(r.children().count(), 3, "old, ours and the peer's redundant one, until the deletes");
+    let peers = i.children.iter().find(|c| c.their_spi != old.inbound_spi).unwrap().their_spi;
+    let (_, events) = deliver(&mut r, &i.delete_child_request(peers, 1232));
+    assert_eq!(downs(&events), vec![peers]);
+}
+
+/// Crossed IKE SA rekeys (§2.8.2), as for CHILD_SAs (the peer answers
+/// the gateway's request before it reads the answer to its own).
+fn crossed_ike_rekeys(peer_nonces: [u8; 2]) -> (Vec<Event>, Vec<Vec<u8>>, Initiator, Responder) {
+    let mut r = responder(rekeying(1000, 300));
+    let t0 = Instant::now();
+    let (mut i, _) = connect(&mut r, initiator("clinic1.example", &pki().clinic), 1232);
+    let at = t0 + Duration::from_secs(301);
+    let (ours, _) = tick(&mut r, at);
+    i.nonce = Some(vec![peer_nonces[0]; 32]);
+    deliver_at(&mut r, at, &i.rekey_ike_request(1232));
+    assert_eq!(r.ike_sa_count(), 2);
+    i.nonce = Some(vec![peer_nonces[1]; 32]);
+    let (_, answer) = i.answer(&ours[0]).unwrap();
+    let (sent, events) = deliver_at(&mut r, at, &[answer]);
+    assert_eq!((r.counters.rekey_collisions, r.ike_sa_count(), r.children().count()), (1, 3, 1));
+    (events, sent, i, r)
+}
+
+/// Whether the IKE SA holding the CHILD_SA is one we initiated.
+fn children_on_ours(r: &Responder) -> bool {
+    r.sas.values().find(|sa| !sa.children.is_empty()).expect("a CHILD_SA").initiator
+}
+
+#[test]
+fn crossed_ike_sa_rekeys_leave_the_one_without_the_lowest_nonce() {
+    // The gateway's is redundant: it deletes it (the peer is on it now, and
+    // answers); the CHILD_SA goes to the peer's, whose maker deletes the old one.
+    let (events, sent, mut i, r) = crossed_ike_rekeys([0xff, 0x00]);
+    assert!(logs(&events).iter().any(|l| l.contains("the peer's stays")), "{events:?}");
+    assert_eq!(i.answer(&sent[0]).unwrap().0, vec![wire::DELETE]);
+    assert!(!children_on_ours(&r));
+
+    // The peer's is redundant: the CHILD_SA moves to the gateway's, which
+    // deletes the old IKE SA; the peer deletes its own.
+    let (events, sent, mut i, mut r) = crossed_ike_rekeys([0x00, 0xff]);
+    assert!(logs(&events).iter().any(|l| l.contains("ours stays")), "{events:?}");
+    assert!(children_on_ours(&r));
+    let (kinds, answer) = i.answer(&sent[0]).unwrap();
+    assert_eq!(kinds, vec![wire::DELETE]);
+    deliver(&mut r, &[answer]);
+    let (_, events) = deliver(&mut r, &i.delete_ike_request(1232));
+    assert_eq!((downs(&events).len(), r.ike_sa_count()), (1, 1), "the peer's redundant one waits for its delete");
 }
