@@ -13,7 +13,7 @@ use sekisho_dataplane::addr::Ipv4Cidr;
 use sekisho_dataplane::shm::messages::{ToControl, ToDataplane};
 use sekisho_dataplane::shm::ring::{Producer, RingError};
 use sekisho_dataplane::tunnels::{LifetimeConfig, SaConfig, TunnelConfig};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
@@ -83,7 +83,8 @@ pub fn range_to_prefixes(start: Ipv4Addr, end: Ipv4Addr) -> Vec<Ipv4Cidr> {
     out
 }
 
-fn prefixes(selectors: &[TrafficSelector]) -> Vec<Ipv4Cidr> {
+/// The IPv4 prefixes that traffic selectors cover, exactly.
+pub fn prefixes(selectors: &[TrafficSelector]) -> Vec<Ipv4Cidr> {
     selectors
         .iter()
         .filter_map(|ts| match (ts.start, ts.end) {
@@ -134,6 +135,8 @@ pub struct TunnelBook {
     /// SA only once the initiator deletes the old one: before that, it may
     /// not have installed the new SA's inbound half yet (RFC 7296 §2.8).
     pending_outbound: BTreeMap<String, (u32, SaConfig)>,
+    /// Each tunnel's name by the inbound SPIs it holds.
+    by_spi: HashMap<u32, String>,
 }
 
 impl TunnelBook {
@@ -143,13 +146,14 @@ impl TunnelBook {
             Event::ChildUp { tenant, worker, peer, local, nat, child, replaces, ours } => {
                 let inbound = SaConfig { spi: Some(child.inbound_spi), key: hex(&child.inbound_key), esn: child.esn, replay_window: None };
                 let outbound = SaConfig { spi: Some(child.outbound_spi), key: hex(&child.outbound_key), esn: child.esn, replay_window: None };
-                let existing = replaces.and_then(|old| self.name_of(old));
+                let existing = replaces.and_then(|old| self.by_spi.get(&old).cloned());
                 let config = match existing.and_then(|name| self.tunnels.get(&name).cloned()) {
                     // A rekey: every inbound SA stays until its CHILD_SA is
                     // deleted (crossed rekeys may briefly make three).
                     Some(mut t) => {
                         if t.inbound.len() >= MAX_INBOUND_SAS {
-                            t.inbound.remove(0);
+                            let oldest = t.inbound.remove(0);
+                            oldest.spi.map(|spi| self.by_spi.remove(&spi));
                         }
                         t.inbound.push(inbound);
                         t.remote = peer.ip();
@@ -184,11 +188,12 @@ impl TunnelBook {
                         outbound,
                     },
                 };
+                self.by_spi.insert(child.inbound_spi, config.name.clone());
                 self.tunnels.insert(config.name.clone(), config.clone());
                 vec![TunnelChange::Up(Box::new(config))]
             }
             Event::ChildDown { inbound_spi, .. } => {
-                let Some(name) = self.name_of(*inbound_spi) else { return Vec::new() };
+                let Some(name) = self.by_spi.remove(inbound_spi) else { return Vec::new() };
                 let t = self.tunnels.get_mut(&name).expect("named above");
                 t.inbound.retain(|sa| sa.spi != Some(*inbound_spi));
                 if t.inbound.is_empty() {
@@ -206,10 +211,6 @@ impl TunnelBook {
             }
             _ => Vec::new(),
         }
-    }
-
-    fn name_of(&self, inbound_spi: u32) -> Option<String> {
-        self.tunnels.iter().find(|(_, t)| t.inbound.iter().any(|sa| sa.spi == Some(inbound_spi))).map(|(n, _)| n.clone())
     }
 
     /// Every tunnel, to install again in a restarted dataplane.
@@ -337,6 +338,7 @@ mod tests {
             pfs_group: None,
             rekey_at: None,
             expire_at: std::time::Instant::now(),
+            received: (0, 0),
         };
         let up_by = |c: ChildSa, replaces, ours| Event::ChildUp { tenant: "clinic-1".into(), worker: 1, peer: "[2001:db8::2]:4500".parse().unwrap(), local: "[2001:db8::1]:4500".parse().unwrap(), nat: true, child: c, replaces, ours };
         let up = |c: ChildSa, replaces| up_by(c, replaces, false);

@@ -17,6 +17,7 @@ use sekisho_dataplane::sad::RouteTable;
 use sekisho_dataplane::shm::sequences::SequenceLog;
 use sekisho_dataplane::tables::{Change, TableManager};
 use sekisho_dataplane::worker::{Task, Tasks};
+use sekisho_dataplane::esp::sa::Expiry;
 use sekisho_dataplane::shm::ring;
 use sekisho_dataplane::pipeline::Event;
 use std::io::Write;
@@ -293,6 +294,7 @@ fn run(config: &Config) -> Result<()> {
                     polls += 1;
                     // Publishing is a few hundred bytes of stores: not every poll.
                     if polls.is_multiple_of(1024) {
+                        worker.report_activity(now_ms());
                         stats.publish(index, &worker.forwarder.counters);
                         sequence_log.record(worker.forwarder.sad().outbound_sas().map(|sa| (sa.spi, sa.seq)));
                     }
@@ -314,10 +316,13 @@ fn run(config: &Config) -> Result<()> {
             stats.set_mempool_in_use(pool.in_use());
             while let Some(event) = events.pop() {
                 match event {
-                    // Until the control link exists (issue 5), lifetime events are logged for the operator.
+                    // Traffic reports (`Live`) go to control quietly; a lifetime reached is logged too.
                     Event::Sa(e) => {
-                        tracing::warn!(spi = %format!("{:#010x}", e.spi), direction = ?e.direction, stage = ?e.expiry, packets = e.packets, bytes = e.bytes, "SA lifetime reached");
-                        if events_ring.push_parts(&ToControl::SaEvent(e).encode(&mut [0u8; FIXED_LEN])).is_err() {
+                        let lifetime = e.expiry != Expiry::Live;
+                        if lifetime {
+                            tracing::warn!(spi = %format!("{:#010x}", e.spi), direction = ?e.direction, stage = ?e.expiry, packets = e.packets, bytes = e.bytes, "SA lifetime reached");
+                        }
+                        if events_ring.push_parts(&ToControl::SaEvent(e).encode(&mut [0u8; FIXED_LEN])).is_err() && lifetime {
                             tracing::error!(spi = %format!("{:#010x}", e.spi), "the control process is not reading events.ring: SA event not passed on");
                         }
                     }
@@ -409,6 +414,21 @@ fn from_control(bytes: &[u8], manager: &mut TableManager, routes: &RouteTable, t
     }
 }
 
+/// Queues a task for a worker. The manager already counts the change as
+/// made: it waits for room (up to [`TASK_WAIT`]) rather than let the
+/// worker's tables and its own differ.
+fn push_task(worker: &Tasks, mut task: Task) -> bool {
+    let deadline = Instant::now() + TASK_WAIT;
+    while let Err(back) = worker.queue.push(task) {
+        if Instant::now() > deadline {
+            return false;
+        }
+        task = back;
+        std::thread::yield_now();
+    }
+    true
+}
+
 /// Hands a tunnel change to its owner worker and publishes its routes, in
 /// the order the change asks for.
 fn apply_change(change: Change, routes: &RouteTable, tasks: &[Arc<Tasks>]) {
@@ -419,16 +439,8 @@ fn apply_change(change: Change, routes: &RouteTable, tasks: &[Arc<Tasks>]) {
         routes.publish(r);
     }
     let target = worker.done.load(Ordering::Acquire) + 1 + worker.queue.len() as u64;
-    // The manager already counts the change as made: wait for room rather
-    // than let the worker's table and the manager's differ.
-    let mut task = Task::Update(update);
-    let deadline = Instant::now() + TASK_WAIT;
-    while let Err(back) = worker.queue.push(task) {
-        if Instant::now() > deadline {
-            return tracing::error!(core, "worker task queue full for {TASK_WAIT:?}: tunnel change lost (the worker is stuck?)");
-        }
-        task = back;
-        std::thread::yield_now();
+    if !push_task(worker, Task::Update(update)) {
+        return tracing::error!(core, "worker task queue full for {TASK_WAIT:?}: tunnel change lost (the worker is stuck?)");
     }
     if let Some(r) = after {
         // Make before break: routes only to what the owner has installed.
@@ -460,8 +472,8 @@ fn replace_policy(tenants: Vec<sekisho_dataplane::policy::TenantConfig>, manager
         return tracing::error!(%fault, "tenants from the control process refused");
     }
     for worker in tasks {
-        if worker.queue.push(Task::Policy(compiled.clone())).is_err() {
-            tracing::error!("worker task queue full: policy update lost on one worker");
+        if !push_task(worker, Task::Policy(compiled.clone())) {
+            tracing::error!("worker task queue full for {TASK_WAIT:?}: policy update lost on one worker (the worker is stuck?)");
         }
     }
     let active = compiled.tenants.iter().filter(|t| !t.retired).count();

@@ -199,6 +199,11 @@ impl SaTable {
         self.inbound.iter().filter_map(|s| s.sa.as_ref())
     }
 
+    /// The inbound SAs from slot `slot` on, with their slots.
+    pub fn inbound_from(&self, slot: usize) -> impl Iterator<Item = (usize, &InboundSa)> {
+        self.inbound.iter().enumerate().skip(slot).filter_map(|(at, s)| s.sa.as_ref().map(|sa| (at, sa)))
+    }
+
     pub fn outbound_sas(&self) -> impl Iterator<Item = &OutboundSa> {
         self.outbound.iter().flatten()
     }

@@ -159,6 +159,13 @@ impl<P: Port> Worker<P> {
         }
     }
 
+    /// Passes on what the inbound SAs received (see
+    /// [`Forwarder::report_activity`]); called now and then between polls.
+    pub fn report_activity(&mut self, now_ms: u64) {
+        self.forwarder.report_activity(now_ms);
+        self.pass_events();
+    }
+
     fn pass_events(&mut self) {
         let queue = self.events.clone();
         let (mut sa_lost, mut nat_lost) = (0, 0);

@@ -234,6 +234,14 @@ impl Control {
         assert!(status.success());
     }
 
+    /// Stops it (SIGTERM) and returns its closing summary.
+    pub fn stop(mut self) -> Value {
+        let status = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status().expect("kill");
+        assert!(status.success());
+        let _ = self.child.wait();
+        self.lines().into_iter().find_map(|v| v.get("summary").cloned()).unwrap_or_else(|| panic!("no summary from sekisho-control:\n{}", self.logs()))
+    }
+
     pub fn logs(&self) -> String {
         self.lines().iter().filter_map(|v| v["log"].as_str().map(str::to_owned)).collect::<Vec<_>>().join("\n")
     }

@@ -258,6 +258,32 @@ fn the_gateway_rekeys_strongswans_child_and_ike_sas_at_its_lifetimes_without_a_l
 }
 
 #[test]
+fn esp_through_the_dataplane_spares_strongswan_liveness_checks() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let scratch = Scratch::new("ss-dp-live");
+    let pki = TestPki::create(&scratch.path("pki"), &["clinic1.example"], "stranger.example");
+    let tag = std::process::id() % 100_000 + 2;
+    let g = ipv6_gateway(&scratch, &pki, tag, "liveness_interval = 11\n");
+    // 25 s of ESP and no IKE: the dataplane's reports of what each SA
+    // received (every 10 s) show control the peer is alive (RFC 7296 §2.4).
+    let during = report(traffic(&g.clinic, 2500, 100));
+    assert!(during["received"].as_u64().unwrap() >= 2499, "{during}");
+    let checks = |summary: &Value| summary["counters"]["liveness_checks"].as_u64().unwrap();
+    let Gateway { charon, _echo, control, dataplane, _server, clinic, gw } = g;
+    // Then silence: a check comes, 11 s after the last report of new ESP
+    // (which may come up to 10 s after the traffic stopped).
+    let asked = || charon.log().contains("parsed INFORMATIONAL request");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !asked() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let logs = control.logs();
+    let summary = control.stop();
+    assert_eq!(checks(&summary), 1, "one check, after the traffic stopped: {summary}\n{logs}");
+    drop((charon, dataplane, clinic, gw));
+}
+
+#[test]
 fn strongswan_behind_an_ipv4_nat_reaches_the_server_through_the_dataplane() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let scratch = Scratch::new("ss-dp4");

@@ -19,6 +19,7 @@ use sekisho_dataplane::shm::messages::ToDataplane;
 use sekisho_control::ike::responder::{Event, Responder};
 use sekisho_control::link::FromDataplane;
 use sekisho_control::udp::UdpTransport;
+use sekisho_dataplane::esp::sa::{Direction, Expiry};
 use sekisho_dataplane::shm::messages::ToControl;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -208,8 +209,12 @@ fn receive_dataplane(run_dir: &Path, link: &mut Option<Link>, book: &TunnelBook,
     let mut sa_events = Vec::new();
     let taken = l.drain(|from, to, datagram| responder.handle(Instant::now(), from, to, datagram, events), |e| sa_events.push(e));
     for e in sa_events {
-        let inbound = e.direction == sekisho_dataplane::esp::sa::Direction::Inbound;
-        responder.sa_limit_reached(Instant::now(), e.spi, inbound, e.expiry == sekisho_dataplane::esp::sa::Expiry::Hard, events);
+        let inbound = e.direction == Direction::Inbound;
+        match e.expiry {
+            Expiry::Live if inbound => responder.sa_activity(Instant::now(), e.spi, e.packets, e.bytes),
+            Expiry::Live => {}
+            expiry => responder.sa_limit_reached(Instant::now(), e.spi, inbound, expiry == Expiry::Hard, events),
+        }
     }
     taken > 0
 }

@@ -69,6 +69,10 @@ impl Responder {
             }
             return self.rekey_ike(now, &proposals, ke, &ni, sa, out);
         }
+        // §2.25.2: not while our rekey of the IKE SA is in flight.
+        if matches!(sa.rekey, Some(Rekey::Ike { .. })) {
+            return Err((payloads::TEMPORARY_FAILURE, Vec::new()));
+        }
         let tenant = sa.tenant().expect("established").to_string();
         // §2.8: REKEY_SA names the CHILD_SA by the SPI the peer receives on: our outbound one.
         let replaces = match rekey {
@@ -158,18 +162,18 @@ impl Responder {
         let mut rekeyed = sa.successor(new_spi_i, new_spi_r, false, ke.group, keys, ni.to_vec(), nr.clone(), now, self.ike_timers(now));
         (rekeyed.prf, rekeyed.protection) = (choice.prf, choice.protection);
         let tenant = sa.tenant().unwrap_or_default().to_string();
-        match &mut sa.rekey {
-            // Ours is in flight too (§2.8.2): the CHILD_SAs move to whichever
-            // new IKE SA survives, once ours is answered.
-            Some(Rekey::Ike { collision, .. }) => *collision = Some((new_spi_r, lowest(ni, &nr))),
-            _ => {
-                rekeyed.children = std::mem::take(&mut sa.children);
-                sa.supersede(now);
-            }
+        // Ours is in flight too (§2.8.2): the lower nonce decides which new
+        // IKE SA survives once ours is answered; the CHILD_SAs go to the
+        // peer's now, and to ours then if ours survives.
+        if let Some(Rekey::Ike { collision, .. }) = &mut sa.rekey {
+            *collision = Some((new_spi_r, lowest(ni, &nr)));
         }
+        rekeyed.children = std::mem::take(&mut sa.children);
+        sa.supersede(now);
         out.push(Event::Log(format!("ike_sa {:016x} of {tenant} rekeyed to {new_spi_r:016x}", sa.our_spi())));
         self.counters.ike_sas_rekeyed += 1;
         self.index_identity(&rekeyed);
+        self.own_children(&rekeyed);
         self.sas.insert(new_spi_r, rekeyed);
         let mut sa_payload = [0u8; 128];
         let len = proposal::write_sa(&mut sa_payload, choice.number, PROTOCOL_IKE, &new_spi_r.to_be_bytes(), &choice.transforms(ke.group)).expect("one proposal fits");

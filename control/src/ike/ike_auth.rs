@@ -226,6 +226,7 @@ impl Responder {
             pfs_group: pfs.map(|(g, _)| g),
             rekey_at: None,
             expire_at: now,
+            received: (0, 0),
         };
         let child = self.with_child_timers(child, now);
         let mut body = [0u8; 64];
@@ -241,6 +242,7 @@ impl Responder {
             self.counters.child_sas_created += 1;
         }
         out.push(Event::ChildUp { tenant: tenant.to_string(), worker, peer: sa.peer, local: sa.local, nat: sa.nat, child: child.clone(), replaces, ours });
+        self.child_owner.insert(child.inbound_spi, sa.our_spi());
         sa.children.push(child);
     }
 

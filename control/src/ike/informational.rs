@@ -33,7 +33,7 @@ impl Responder {
                     for spi in p.body[4..].chunks_exact(4).map(|c| u32::from_be_bytes(c.try_into().expect("4 bytes"))) {
                         let Some(at) = sa.children.iter().position(|c| c.outbound_spi == spi) else { continue };
                         let child = sa.children.remove(at);
-                        self.spis.release(child.inbound_spi);
+                        self.release_child(child.inbound_spi);
                         ours.push(child.inbound_spi);
                         self.counters.deletes += 1;
                         out.push(Event::Log(format!("child_sa {:08x} of {tenant} deleted by the peer", child.inbound_spi)));
@@ -51,7 +51,7 @@ impl Responder {
         out.extend(datagrams.into_iter().map(|d| Event::Send { from: sa.local, to: sa.peer, datagram: d }));
         if delete_ike {
             self.counters.deletes += 1;
-            out.push(Event::Log(format!("ike_sa {:016x} of {tenant} deleted by the peer", sa.spi_r)));
+            out.push(Event::Log(format!("ike_sa {:016x} of {tenant} deleted by the peer", sa.our_spi())));
         }
         !delete_ike
     }

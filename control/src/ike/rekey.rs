@@ -12,7 +12,7 @@ use super::payloads::{self, KeyExchange, Notify};
 use super::proposal::{self, EspChoice, IkeChoice, PROTOCOL_ESP, PROTOCOL_IKE};
 use super::protect::Chain;
 use super::responder::{Event, Responder};
-use super::sa::{ChildSa, IkeSa, Phase, Purpose, Rekey};
+use super::sa::{ChildSa, IkeSa, Phase, Purpose, Rekey, SUPERSEDED_GRACE};
 use super::wire::{self, Payload, CREATE_CHILD_SA, INFORMATIONAL};
 use std::time::{Duration, Instant};
 
@@ -134,6 +134,7 @@ impl Responder {
             Some(Duty::RekeyIke) => self.start_ike_rekey(now, sa, out),
             Some(Duty::RekeyChild(spi)) => self.start_child_rekey(now, sa, spi, out),
             Some(Duty::Liveness) => {
+                self.counters.liveness_checks += 1;
                 let datagrams = sa.request(INFORMATIONAL, &Chain::new(), self.settings.max_datagram, now, Purpose::Liveness);
                 out.extend(datagrams.into_iter().map(|d| Event::Send { from: sa.local, to: sa.peer, datagram: d }));
             }
@@ -162,7 +163,7 @@ impl Responder {
         let tenant = sa.tenant().unwrap_or_default().to_string();
         self.abandon_rekey(sa);
         for child in std::mem::take(&mut sa.children) {
-            self.spis.release(child.inbound_spi);
+            self.release_child(child.inbound_spi);
             out.push(Event::ChildDown { tenant: tenant.clone(), inbound_spi: child.inbound_spi, outbound_spi: child.outbound_spi });
         }
         let mut chain = Chain::new();
@@ -181,7 +182,7 @@ impl Responder {
     /// A rekey of ours in flight is given up: its new SPI goes back.
     pub(super) fn abandon_rekey(&mut self, sa: &mut IkeSa) {
         if let Some(Rekey::Child { new_spi, .. }) = sa.rekey.take() {
-            self.spis.release(new_spi);
+            self.release_child(new_spi);
         }
     }
 
@@ -189,7 +190,7 @@ impl Responder {
     fn drop_child(&mut self, sa: &mut IkeSa, inbound_spi: u32, out: &mut Vec<Event>) {
         let Some(at) = sa.children.iter().position(|c| c.inbound_spi == inbound_spi) else { return };
         let child = sa.children.remove(at);
-        self.spis.release(child.inbound_spi);
+        self.release_child(child.inbound_spi);
         out.push(Event::ChildDown { tenant: sa.tenant().unwrap_or_default().to_string(), inbound_spi, outbound_spi: child.outbound_spi });
     }
 
@@ -250,8 +251,13 @@ impl Responder {
         };
         let (child, nr) = match made {
             Ok(made) => made,
+            // The peer's rekey of it stands (it deletes the old one).
+            Err(_) if collision.is_some() => {
+                self.release_child(new_spi);
+                return out.push(Event::Log(format!("child_sa {old:08x} of {tenant}: our rekey refused, the peer's stands")));
+            }
             Err(why) => {
-                self.spis.release(new_spi);
+                self.release_child(new_spi);
                 self.child_rekey_refused(now, sa, old, new_spi, why, out);
                 return;
             }
@@ -262,10 +268,15 @@ impl Responder {
                 // Ours is redundant: we made it, we delete it; the peer
                 // deletes the old one.
                 out.push(Event::Log(format!("child_sa {old:08x} of {tenant}: rekeys crossed, the peer's {theirs:08x} stays, ours is deleted")));
-                self.spis.release(new_spi);
+                self.release_child(new_spi);
                 return self.request_delete_child(now, sa, new_spi, out);
             }
             out.push(Event::Log(format!("child_sa {old:08x} of {tenant}: rekeys crossed, ours stays, the peer deletes its {theirs:08x}")));
+            // Deleted by us if the peer does not, like a replaced IKE SA.
+            if let Some(redundant) = sa.children.iter_mut().find(|c| c.inbound_spi == theirs) {
+                redundant.rekey_at = None;
+                redundant.expire_at = redundant.expire_at.min(now + SUPERSEDED_GRACE);
+            }
         }
         out.push(Event::Log(format!("child_sa {new_spi:08x} rekeyed {old:08x} for tenant {tenant} (started by the gateway)")));
         self.child_up(sa, &tenant, child, Some(old), true, out);
@@ -304,6 +315,7 @@ impl Responder {
             pfs_group: group,
             rekey_at: None,
             expire_at: now,
+            received: (0, 0),
         };
         Ok((self.with_child_timers(child, now), nr))
     }
@@ -374,6 +386,8 @@ impl Responder {
         let tenant = sa.tenant().unwrap_or_default().to_string();
         let (mut new, nr) = match error_notify(payloads).map_or_else(|| self.successor_from(now, sa, new_spi, &ni, &keypair, payloads), Err) {
             Ok(made) => made,
+            // The peer's rekey stands: the CHILD_SAs are on its new IKE SA already.
+            Err(_) if collision.is_some() => return out.push(Event::Log(format!("ike_sa {:016x} of {tenant}: our rekey refused, the peer's stands", sa.our_spi()))),
             Err(why) => {
                 let why = match why {
                     Refused::Notify(payloads::TEMPORARY_FAILURE, _) => {
@@ -398,23 +412,33 @@ impl Responder {
             }
         };
         self.counters.ike_sas_rekeyed += 1;
-        let theirs_survives = match collision {
-            Some((theirs, their_lowest)) if self.sas.contains_key(&theirs) => {
+        let theirs_survives = match &collision {
+            Some((theirs, their_lowest)) if self.sas.contains_key(theirs) => {
                 self.counters.rekey_collisions += 1;
-                let ours_redundant = lowest(&ni, &nr) < their_lowest;
+                let ours_redundant = lowest(&ni, &nr) < *their_lowest;
                 let (stays, deleted) = if ours_redundant { ("the peer's", "ours is deleted") } else { ("ours", "the peer deletes its") };
                 out.push(Event::Log(format!("ike_sa {:016x} of {tenant}: rekeys crossed with the peer's {theirs:016x}: {stays} stays, {deleted}", sa.our_spi())));
-                ours_redundant.then_some(theirs)
+                ours_redundant.then_some(*theirs)
             }
             _ => None,
         };
-        let children = std::mem::take(&mut sa.children);
+        // The CHILD_SAs: on the old IKE SA, or on the peer's new one if rekeys crossed.
+        let mut children = std::mem::take(&mut sa.children);
+        if let Some(redundant) = collision.and_then(|(theirs, _)| self.sas.get_mut(&theirs)).filter(|_| theirs_survives.is_none()) {
+            children.append(&mut redundant.children);
+            redundant.supersede(now);
+        }
         sa.supersede(now);
         match theirs_survives {
-            // The peer made the survivor: the CHILD_SAs go to it, and it
+            // The peer made the survivor, which holds the CHILD_SAs and
             // deletes the old IKE SA; we delete our redundant one.
             Some(theirs) => {
-                self.sas.get_mut(&theirs).expect("checked above").children = children;
+                if !children.is_empty() {
+                    let mut survivor = self.sas.remove(&theirs).expect("checked above");
+                    survivor.children.append(&mut children);
+                    self.own_children(&survivor);
+                    self.sas.insert(theirs, survivor);
+                }
                 self.delete_ike(now, &mut new, out);
                 self.sas.insert(new_spi, new);
             }
@@ -422,6 +446,7 @@ impl Responder {
                 out.push(Event::Log(format!("ike_sa {:016x} of {tenant} rekeyed to {new_spi:016x} (started by the gateway)", sa.our_spi())));
                 new.children = children;
                 self.index_identity(&new);
+                self.own_children(&new);
                 self.sas.insert(new_spi, new);
                 // §1.3.2: the rekey's initiator deletes the old IKE SA.
                 let mut chain = Chain::new();

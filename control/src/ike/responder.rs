@@ -133,6 +133,8 @@ pub struct Counters {
     /// SAs deleted at their hard lifetime, never rekeyed.
     pub expired: u64,
     pub deletes: u64,
+    /// Liveness checks sent (§2.4: only to peers silent that long, ESP included).
+    pub liveness_checks: u64,
     pub dead_peers: u64,
 }
 
@@ -167,6 +169,8 @@ pub struct Responder {
     /// Established IKE SAs by peer identity (INITIAL_CONTACT finds a
     /// clinic's old SAs here, not by walking thousands).
     pub(super) by_identity: HashMap<Identity, Vec<u64>>,
+    /// Our IKE SPI of each CHILD_SA's IKE SA, by the CHILD_SA's inbound SPI.
+    pub(super) child_owner: HashMap<u32, u64>,
     pub counters: Counters,
 }
 
@@ -187,6 +191,7 @@ impl Responder {
             cookie: CookieSecret { version: 0, current: secret, previous: secret, since: now },
             certificates: crate::pki::CertificateCache::new(CERTIFICATE_CACHE),
             by_identity: HashMap::new(),
+            child_owner: HashMap::new(),
             counters: Counters::default(),
         }
     }
@@ -363,6 +368,31 @@ impl Responder {
         }
     }
 
+    /// A CHILD_SA's inbound SPI goes back to the pool.
+    pub(super) fn release_child(&mut self, inbound_spi: u32) {
+        self.spis.release(inbound_spi);
+        self.child_owner.remove(&inbound_spi);
+    }
+
+    /// Records `sa` as the owner of its CHILD_SAs (made, or moved by a rekey).
+    pub(super) fn own_children(&mut self, sa: &IkeSa) {
+        for child in &sa.children {
+            self.child_owner.insert(child.inbound_spi, sa.our_spi());
+        }
+    }
+
+    /// The dataplane's count of packets and bytes received on an inbound
+    /// SA: ESP from the peer shows it alive (§2.4: no liveness checks while
+    /// traffic comes).
+    pub fn sa_activity(&mut self, now: Instant, inbound_spi: u32, packets: u64, bytes: u64) {
+        let Some(sa) = self.child_owner.get(&inbound_spi).and_then(|owner| self.sas.get_mut(owner)) else { return };
+        let Some(child) = sa.children.iter_mut().find(|c| c.inbound_spi == inbound_spi) else { return };
+        if packets > child.received.0 {
+            child.received = (packets, bytes);
+            sa.last_heard = sa.last_heard.max(now);
+        }
+    }
+
     /// Indexes an established IKE SA by its peer's identity.
     pub(super) fn index_identity(&mut self, sa: &IkeSa) {
         if let Phase::Established { peer_id, .. } = &sa.phase {
@@ -386,7 +416,7 @@ impl Responder {
         }
         let tenant = sa.tenant().unwrap_or_default().to_string();
         for child in &sa.children {
-            self.spis.release(child.inbound_spi);
+            self.release_child(child.inbound_spi);
             out.push(Event::ChildDown { tenant: tenant.clone(), inbound_spi: child.inbound_spi, outbound_spi: child.outbound_spi });
         }
     }
@@ -449,21 +479,21 @@ impl Responder {
 
     /// Deletes, from our side, every IKE SA whose identity no longer maps
     /// to the tenant it was made for (the tenant or identity was removed
-    /// from the registry): its CHILD_SAs stop at once, and the peer is told
-    /// with an INFORMATIONAL Delete (§1.4.1).
+    /// from the registry), or with a CHILD_SA outside its tenant's subnets
+    /// now: its CHILD_SAs stop at once, and the peer is told with an
+    /// INFORMATIONAL Delete (§1.4.1). It may connect again at once.
     pub fn delete_unregistered(&mut self, now: Instant, out: &mut Vec<Event>) {
-        let stale: Vec<u64> = self
-            .sas
-            .values()
-            .filter(|sa| match &sa.phase {
-                Phase::Established { tenant, peer_id } => sa.outstanding.as_ref().is_none_or(|o| o.purpose != Purpose::DeleteIke) && self.tenants.find(peer_id).is_none_or(|t| t.name != *tenant),
-                Phase::HalfOpen { .. } => false,
-            })
-            .map(|sa| sa.our_spi())
-            .collect();
+        let registered = |sa: &IkeSa| match &sa.phase {
+            Phase::Established { tenant, peer_id } => self.tenants.find(peer_id).is_some_and(|t| {
+                t.name == *tenant && sa.children.iter().all(|c| crate::dataplane::prefixes(&c.clinic).iter().all(|p| sekisho_dataplane::tunnels::within(&t.subnets, p)))
+            }),
+            Phase::HalfOpen { .. } => true,
+        };
+        let deleting = |sa: &IkeSa| sa.outstanding.as_ref().is_some_and(|o| o.purpose == Purpose::DeleteIke);
+        let stale: Vec<u64> = self.sas.values().filter(|sa| !deleting(sa) && !registered(sa)).map(|sa| sa.our_spi()).collect();
         for spi in stale {
             let mut sa = self.sas.remove(&spi).expect("listed above");
-            out.push(Event::Log(format!("ike_sa {spi:016x} of {}: no longer in the tenant registry, deleted", sa.tenant().unwrap_or("?"))));
+            out.push(Event::Log(format!("ike_sa {spi:016x} of {}: no longer as the tenant registry has it (identity, tenant or subnets), deleted", sa.tenant().unwrap_or("?"))));
             self.delete_ike(now, &mut sa, out);
             self.sas.insert(spi, sa);
         }
@@ -516,7 +546,7 @@ impl Responder {
             Purpose::DeleteChild(spi) => {
                 if let Some(at) = sa.children.iter().position(|c| c.inbound_spi == spi) {
                     let child = sa.children.remove(at);
-                    self.spis.release(spi);
+                    self.release_child(spi);
                     out.push(Event::ChildDown { tenant: sa.tenant().unwrap_or_default().to_string(), inbound_spi: spi, outbound_spi: child.outbound_spi });
                 }
             }

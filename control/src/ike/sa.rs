@@ -38,6 +38,8 @@ pub struct ChildSa {
     pub rekey_at: Option<Instant>,
     /// When we delete it if it is still there (its hard lifetime).
     pub expire_at: Instant,
+    /// Packets and bytes the dataplane last reported received on it.
+    pub received: (u64, u64),
 }
 
 impl std::fmt::Debug for ChildSa {

@@ -680,3 +680,33 @@ fn crossed_ike_sa_rekeys_leave_the_one_without_the_lowest_nonce() {
     let (_, events) = deliver(&mut r, &i.delete_ike_request(1232));
     assert_eq!((downs(&events).len(), r.ike_sa_count()), (1, 1), "the peer's redundant one waits for its delete");
 }
+
+#[test]
+fn esp_from_the_peer_spares_it_liveness_checks() {
+    let mut r = responder(Settings::default());
+    let t0 = Instant::now();
+    let (_, child) = connect(&mut r, initiator("clinic1.example", &pki().clinic), 1232);
+    // The dataplane reports ESP received at 30 s: no check at 61 s (§2.4), one at 91 s.
+    r.sa_activity(t0 + Duration::from_secs(30), child.inbound_spi, 5, 640);
+    assert!(tick(&mut r, t0 + Duration::from_secs(61)).0.is_empty());
+    // The same count again is no news.
+    r.sa_activity(t0 + Duration::from_secs(80), child.inbound_spi, 5, 640);
+    assert_eq!(tick(&mut r, t0 + Duration::from_secs(91)).0.len(), 1, "a liveness check");
+}
+
+#[test]
+fn a_clinic_whose_tenant_subnets_narrow_from_under_it_is_deleted() {
+    let mut r = responder(Settings::default());
+    let (_, child) = connect(&mut r, initiator("clinic1.example", &pki().clinic), 1232);
+    let mut reconfigure = |subnets: &[&str]| {
+        let trust = Trust::new(vec![pki().ca.cert.clone()], vec![]).unwrap();
+        let subnets = subnets.iter().map(|s| s.parse().unwrap()).collect();
+        let tenants = Tenants::new(vec![Tenant { name: "clinic-1".into(), identities: vec![Identity::from_config("clinic1.example").unwrap()], subnets, worker: 1 }]);
+        let mut events = Vec::new();
+        r.reconfigure(Settings::default(), tenants, trust, Instant::now(), &mut events);
+        downs(&events)
+    };
+    assert!(reconfigure(&["192.168.0.0/16"]).is_empty(), "still within");
+    // Each of the tunnel's prefixes must lie within one subnet, as the dataplane checks.
+    assert_eq!(reconfigure(&["192.168.1.0/25", "192.168.1.128/25"]), vec![child.inbound_spi]);
+}

@@ -193,7 +193,8 @@ impl NatCore {
     pub fn upstream(&mut self, tenant: u32, ip: &mut [u8], now_ms: u64, counters: &mut CounterBlock) -> Outcome {
         let Ok(flow) = flow::parse(ip) else { return Outcome::Drop(DropReason::InnerInvalid) };
         let now = seconds(now_ms);
-        let address = self.policy.tenants[tenant as usize].address;
+        // A tenant this worker's policy does not know yet (its tunnel came first) is denied.
+        let Some(address) = self.policy.tenants.get(tenant as usize).map(|t| t.address) else { return Outcome::Drop(DropReason::PolicyDenied) };
         let pool_address = self.policy.layout.addresses[usize::from(address)];
         if !flow.has_transport_header() {
             return self.later_fragment(tenant, Side::Outside, ip, &flow, now_ms, counters);

@@ -202,6 +202,9 @@ pub struct Forwarder {
     fragment_pending: Option<OutboundRoute>,
     /// SA lifetime events of this batch, for the worker to pass on.
     events: ArrayVec<SaEvent, MAX_PENDING_EVENTS>,
+    /// Where the report of inbound SAs' traffic stands: the next slot, and
+    /// when the current round over all slots began.
+    activity: (usize, u64),
     /// Connection tracking and NAT, when tunnels belong to tenants.
     nat: Option<NatCore>,
     /// While set, decrypted packets of tenants wait for their burst's NAT
@@ -213,6 +216,10 @@ pub struct Forwarder {
 
 /// Lifetime events one batch may raise before they are passed on.
 const MAX_PENDING_EVENTS: usize = 64;
+/// One round of traffic reports over every inbound SA this often.
+const ACTIVITY_INTERVAL_MS: u64 = 10_000;
+/// Most traffic reports per call.
+const ACTIVITY_PER_CALL: usize = 32;
 
 impl Forwarder {
     /// `interfaces` and `macs` are indexed by [`Side`].
@@ -238,6 +245,7 @@ impl Forwarder {
             fragment_rest: Vec::with_capacity(crate::port::memory::BUF_ROOM),
             fragment_pending: None,
             events: ArrayVec::new(),
+            activity: (0, 0),
             nat: None,
             defer_nat: false,
             deferred: ArrayVec::new(),
@@ -516,6 +524,34 @@ impl Forwarder {
         if self.neighbours.observe(Observation { side, ip, mac, at_ms: self.now_ms }) {
             self.counters.add(Counter::NeighbourUpdates, 1);
         }
+    }
+
+    /// Reports what each inbound SA has received, as `Expiry::Live` events:
+    /// the control process takes ESP from a peer as a sign of life (RFC 7296
+    /// §2.4). One round over every SA per [`ACTIVITY_INTERVAL_MS`], a few
+    /// SAs per call, between bursts.
+    pub fn report_activity(&mut self, now_ms: u64) {
+        let (mut slot, started) = self.activity;
+        if slot == 0 {
+            if now_ms < started + ACTIVITY_INTERVAL_MS {
+                return;
+            }
+            self.activity.1 = now_ms;
+        }
+        let budget = (MAX_PENDING_EVENTS - self.events.len()).min(ACTIVITY_PER_CALL);
+        let mut reported = 0;
+        let mut walked_to_end = true;
+        for (at, sa) in self.sad.inbound_from(slot) {
+            if reported == budget {
+                (slot, walked_to_end) = (at, false);
+                break;
+            }
+            if sa.counters.packets > 0 {
+                self.events.push(SaEvent { spi: sa.spi, direction: crate::esp::sa::Direction::Inbound, expiry: crate::esp::sa::Expiry::Live, packets: sa.counters.packets, bytes: sa.counters.bytes });
+                reported += 1;
+            }
+        }
+        self.activity.0 = if walked_to_end { 0 } else { slot };
     }
 
     /// The SA lifetime and NAT events raised since the last call.

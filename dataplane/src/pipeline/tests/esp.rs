@@ -416,6 +416,23 @@ fn soft_and_hard_lifetimes_are_counted_and_hard_stops_the_sa() {
 }
 
 #[test]
+fn inbound_sas_report_what_they_received_once_per_round() {
+    let (mut w, spi) = gateway(tunnel_config("2001:db8:a::20", false, false, ""));
+    let mut clinic = Clinic::new("2001:db8:a::20", "2001:db8:a::1", spi, false, false);
+    let reported = |w: &mut Worker<MemoryPort>, at_ms| {
+        w.forwarder.report_activity(at_ms);
+        w.forwarder.take_events().collect::<Vec<_>>()
+    };
+    assert!(reported(&mut w, 20_000).is_empty(), "nothing received yet");
+    for i in 0..3 {
+        run(&mut w, Side::Outside, clinic.send(&inner_udp("203.0.113.5", SERVER, 100, i)), 1);
+    }
+    let live = |packets| crate::pipeline::Event::Sa(crate::esp::sa::SaEvent { spi, direction: crate::esp::sa::Direction::Inbound, expiry: crate::esp::sa::Expiry::Live, packets, bytes: 3 * 100 });
+    assert!(reported(&mut w, 25_000).is_empty(), "one round per interval");
+    assert_eq!(reported(&mut w, 30_000), vec![live(3)]);
+}
+
+#[test]
 fn packets_for_another_cores_sa_are_handed_to_it_both_ways() {
     use crate::worker::Handoff;
     let config = tunnel_config("2001:db8:a::20", false, false, "worker = 1\n");
