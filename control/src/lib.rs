@@ -9,6 +9,7 @@ pub mod fuzzing;
 pub mod ike;
 pub mod link;
 pub mod pki;
+pub mod router_config;
 pub mod spis;
 pub mod tenants;
 pub mod udp;

@@ -77,6 +77,8 @@ impl TestPki {
         let ca = Authority::new("Sekisho Test CA", KeyKind::Rsa2048);
         let write = |name: &str, bytes: Vec<u8>| std::fs::write(dir.join(name), bytes).expect("write PEM");
         write("ca.pem", ca.cert.to_pem().expect("PEM"));
+        // The operator's CA key, for the tools that issue router certificates.
+        write("ca.key", ca.key.private_key_to_pem_pkcs8().expect("PEM"));
         let (cert, key) = ca.issue("gw.sekisho.example", KeyKind::Rsa2048, -1, 30);
         write("gw.pem", cert.to_pem().expect("PEM"));
         write("gw.key", key.private_key_to_pem_pkcs8().expect("PEM"));
@@ -111,12 +113,19 @@ impl Charon {
         for sub in ["x509ca", "x509", "private"] {
             std::fs::create_dir_all(dir.join("swanctl").join(sub)).expect("swanctl dir");
         }
-        std::fs::create_dir_all(dir.join("run")).expect("run dir");
         std::fs::copy(pki.path("ca.pem"), dir.join("swanctl/x509ca/ca.pem")).expect("CA");
         for (cert, key) in certs {
             std::fs::copy(pki.path(cert), dir.join("swanctl/x509").join(cert)).expect("cert");
             std::fs::copy(pki.path(key), dir.join("swanctl/private").join(key)).expect("key");
         }
+        std::fs::write(dir.join("swanctl/swanctl.conf"), swanctl_conf).expect("swanctl.conf");
+        Charon::configured(ns, dir)
+    }
+
+    /// Starts charon with the swanctl configuration already in `dir/swanctl`
+    /// (as a router installs it in /etc/swanctl), and loads it.
+    pub fn configured(ns: &Netns, dir: &Path) -> Charon {
+        std::fs::create_dir_all(dir.join("run")).expect("run dir");
         let d = dir.display();
         let conf = format!(
             "charon {{\n  load_modular = no\n  load = random nonce openssl pem pkcs1 pkcs8 x509 revocation constraints pubkey gcm aes sha2 sha1 hmac kdf gmp kernel-libipsec kernel-netlink socket-default vici updown\n  \
@@ -125,7 +134,6 @@ impl Charon {
              plugins {{\n    vici {{\n      socket = unix://{d}/run/charon.vici\n    }}\n  }}\n}}\nswanctl {{\n  socket = unix://{d}/run/charon.vici\n}}\n"
         );
         std::fs::write(dir.join("strongswan.conf"), conf).expect("strongswan.conf");
-        std::fs::write(dir.join("swanctl/swanctl.conf"), swanctl_conf).expect("swanctl.conf");
         let child = ns
             .command("setsid")
             .arg("/usr/sbin/charon-systemd")

@@ -3,10 +3,12 @@
 //! listens on its own UDP sockets here (no dataplane in front): over IPv6,
 //! and over IPv4 through a NAT. The tunnel comes up with certificates and
 //! DH group 14, the CHILD_SA and the IKE SA are rekeyed, and deletes clean
-//! up; a clinic with a certificate from another CA is refused.
+//! up; a clinic with a certificate from another CA is refused. A router
+//! set up only from what `sekisho-control router-config` writes connects by
+//! itself (zero-touch).
 
 use sekisho_tests::strongswan::{clinic_connection, link, swanctl_conf, Charon, Control, Netns, TestPki};
-use sekisho_tests::Scratch;
+use sekisho_tests::{bin, Scratch};
 use serde_json::Value;
 
 fn control_config(pki: &TestPki) -> String {
@@ -155,4 +157,35 @@ fn strongswan_over_ipv4_through_a_nat_uses_nat_traversal() {
     let (ok, out) = charon.swanctl(&["--rekey", "--child", "lan"]);
     assert!(ok, "{out}");
     control.wait_for("rekey", |v| child_up(v).is_some_and(|c| !c["replaces"].is_null()));
+}
+
+#[test]
+fn a_router_set_up_from_router_config_alone_connects_by_itself() {
+    let scratch = Scratch::new("ss-zero-touch");
+    let pki = TestPki::create(&scratch.path("pki"), &[], "stranger.example");
+    let (gw, clinic) = ipv6_link("z");
+    let control = Control::start(&gw, &scratch.path("gw"), &control_config(&pki), &LISTEN_V6);
+    let swanctl = scratch.path("clinic").join("swanctl");
+    let ca = |name: &str| pki.path(name).to_str().unwrap().to_owned();
+    let config = scratch.path("gw").join("control.toml");
+    let out = std::process::Command::new(bin("sekisho-control"))
+        .args(["router-config", "--config", config.to_str().unwrap(), "--tenant", "clinic-1", "--gateway", "2001:db8:5e::1"])
+        .args(["--ca-cert", &ca("ca.pem"), "--ca-key", &ca("ca.key"), "--out", swanctl.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Nothing else: the generated swanctl.conf starts the tunnel when loaded.
+    let charon = Charon::configured(&clinic, &scratch.path("clinic"));
+    let up = control.wait_for("child_up", |v| child_up(v).is_some());
+    assert_eq!(up["child_up"]["tenant"], "clinic-1", "{}", charon.log());
+    let (_, sas) = charon.swanctl(&["--list-sas"]);
+    assert!(sas.contains("ESTABLISHED") && sas.contains("INSTALLED") && sas.contains("192.168.1.0/24"), "{sas}");
+
+    // Refused, with the reason: a tenant the config does not have.
+    let out = std::process::Command::new(bin("sekisho-control"))
+        .args(["router-config", "--config", config.to_str().unwrap(), "--tenant", "clinic-9", "--gateway", "2001:db8:5e::1"])
+        .args(["--ca-cert", &ca("ca.pem"), "--ca-key", &ca("ca.key"), "--out", scratch.path("other").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("no tenant named 'clinic-9'"));
 }

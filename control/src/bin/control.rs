@@ -11,6 +11,11 @@
 //! SIGHUP reloads the config, SIGTERM stops it with a summary of its counters.
 //! - `check --config FILE`: loads the config and says what is wrong with it.
 //! - `watch --run-dir DIR`: prints what a running dataplane passes to control.
+//! - `router-config --config FILE --tenant NAME --gateway ADDR --ca-cert PEM
+//!   --ca-key PEM --out DIR [--csr PEM] [--days N]`: writes what a clinic's
+//!   strongSwan router needs to connect by itself (zero-touch): swanctl.conf,
+//!   a certificate for the tenant's identity (for a fresh key, or for the
+//!   key of the router's CSR) and the CA, in /etc/swanctl's layout.
 
 use sekisho_control::config;
 use sekisho_control::dataplane::{Link, TunnelBook};
@@ -32,6 +37,7 @@ fn usage() -> ! {
     eprintln!("usage: sekisho-control run --config FILE (--run-dir DIR | --listen ADDR:PORT [--listen ...])");
     eprintln!("       sekisho-control check --config FILE");
     eprintln!("       sekisho-control watch --run-dir DIR [--count N] [--seconds S]");
+    eprintln!("       sekisho-control router-config --config FILE --tenant NAME --gateway ADDR --ca-cert PEM --ca-key PEM --out DIR [--csr PEM] [--days N]");
     std::process::exit(2);
 }
 
@@ -58,8 +64,33 @@ fn main() {
             get("--count").pop().map_or(u64::MAX, |v| v.parse().unwrap_or_else(|_| usage())),
             get("--seconds").pop().map_or(f64::INFINITY, |v| v.parse().unwrap_or_else(|_| usage())),
         ),
+        "router-config" => {
+            let one = |name: &str| get(name).pop().unwrap_or_else(|| usage());
+            let days = get("--days").pop().map_or(825, |v| v.parse().unwrap_or_else(|_| usage()));
+            if let Err(e) = router_config(&one("--config"), &one("--tenant"), &one("--gateway"), (&one("--ca-cert"), &one("--ca-key")), get("--csr").pop(), days, &one("--out")) {
+                eprintln!("sekisho-control: {e}");
+                std::process::exit(1);
+            }
+        }
         _ => usage(),
     }
+}
+
+fn router_config(config: &str, tenant: &str, gateway: &str, (ca_cert, ca_key): (&str, &str), csr: Option<String>, days: u32, out: &str) -> Result<(), String> {
+    let c = config::load(Path::new(config))?;
+    let ca = sekisho_control::pki::issue::Authority::load(Path::new(ca_cert), Path::new(ca_key))?;
+    let csr = match csr {
+        Some(path) => {
+            let pem = std::fs::read(&path).map_err(|e| format!("{path}: {e}"))?;
+            Some(openssl::x509::X509Req::from_pem(&pem).map_err(|e| format!("{path}: not a PEM CSR: {e}"))?)
+        }
+        None => None,
+    };
+    let bundle = sekisho_control::router_config::bundle(&c, tenant, gateway, &ca, csr.as_ref(), days)?;
+    bundle.write(Path::new(out)).map_err(|e| format!("{out}: {e}"))?;
+    let not_after = bundle.cert.not_after().to_string();
+    println!("{}", serde_json::json!({"router_config": {"tenant": tenant, "dir": out, "certificate_until": not_after, "key": if bundle.key.is_some() { "made here" } else { "the router's own (CSR)" }}}));
+    Ok(())
 }
 
 /// Where IKE comes from and goes to (one per process: its size does not matter).
@@ -107,7 +138,7 @@ fn run(config_path: PathBuf, listen: Vec<String>, run_dir: Option<PathBuf>) {
                         *policies = c.policies.clone();
                         policies_changed = true;
                     }
-                    responder.reconfigure(c.settings, c.tenants, c.trust, Instant::now(), &mut events);
+                    responder.reconfigure(c.settings, c.tenants, c.trust, Some((c.local_id, c.credentials)), Instant::now(), &mut events);
                 }
                 Ok(_) => events.push(Event::Log("reload refused: gateway.workers cannot change while running".into())),
                 Err(e) => events.push(Event::Log(format!("reload refused: {e}"))),

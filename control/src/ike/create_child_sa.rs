@@ -54,7 +54,7 @@ impl Responder {
         }
         // An SA being deleted from our side, or whose identity no longer
         // maps to its tenant (a reload moved it), gets nothing new.
-        let Phase::Established { tenant, peer_id } = &sa.phase else { unreachable!("established") };
+        let Phase::Established { tenant, peer_id, .. } = &sa.phase else { unreachable!("established") };
         let still_registered = self.tenants.find(peer_id).is_some_and(|t| t.name == *tenant);
         let purpose = sa.outstanding.as_ref().map(|o| o.purpose);
         if !still_registered || purpose == Some(Purpose::DeleteIke) || sa.rekey_at.is_none() {

@@ -63,8 +63,8 @@ pub(super) struct ChildRequest<'a> {
 impl Responder {
     pub(super) fn ike_auth(&mut self, now: Instant, message_id: u32, payloads: &[Payload], sa: &mut IkeSa, out: &mut Vec<Event>) -> bool {
         match self.authenticate(payloads, sa) {
-            Ok((peer_id, tenant)) => {
-                self.accept(now, message_id, payloads, sa, (peer_id, tenant), out);
+            Ok(who) => {
+                self.accept(now, message_id, payloads, sa, who, out);
                 true
             }
             Err(refusal) => {
@@ -83,7 +83,7 @@ impl Responder {
 
     /// Checks the peer's certificate, identity and AUTH payload; its
     /// identity and tenant name.
-    fn authenticate(&mut self, payloads: &[Payload], sa: &IkeSa) -> Result<(Identity, String), Refusal> {
+    fn authenticate(&mut self, payloads: &[Payload], sa: &IkeSa) -> Result<(Identity, String, Vec<X509>), Refusal> {
         let Phase::HalfOpen { request, .. } = &sa.phase else { unreachable!("IKE_AUTH only on a half-open SA") };
         let (mut idi, mut idr, mut auth_payload, mut certs) = (None, None, None, Vec::new());
         for p in payloads {
@@ -130,12 +130,12 @@ impl Responder {
         let key = end.public_key().map_err(|e| Refusal::Certificate(e.to_string()))?;
         auth::verify(&key, method, data, &octets).map_err(Refusal::Signature)?;
         let tenant = self.tenants.find(&peer_id).ok_or_else(|| Refusal::Identity(format!("`{peer_id}` is no tenant's")))?;
-        Ok((peer_id, tenant.name.clone()))
+        Ok((peer_id, tenant.name.clone(), certs))
     }
 
     /// Answers an authenticated IKE_AUTH: our identity and AUTH, and the
     /// CHILD_SA or the notify that says why there is none.
-    fn accept(&mut self, now: Instant, message_id: u32, payloads: &[Payload], sa: &mut IkeSa, (peer_id, tenant): (Identity, String), out: &mut Vec<Event>) {
+    fn accept(&mut self, now: Instant, message_id: u32, payloads: &[Payload], sa: &mut IkeSa, (peer_id, tenant, certificates): (Identity, String, Vec<X509>), out: &mut Vec<Event>) {
         let Phase::HalfOpen { response, source, .. } = &sa.phase else { unreachable!("IKE_AUTH only on a half-open SA") };
         let source = *source;
         let initial_contact = payloads.iter().any(|p| p.kind == wire::NOTIFY && Notify::parse(p.body).is_ok_and(|n| n.kind == payloads::INITIAL_CONTACT));
@@ -149,7 +149,7 @@ impl Responder {
         chain.push(wire::AUTH, auth::sign(&self.credentials.key, &octets, &sa.peer_hashes));
 
         self.forget_half_open(sa.spi_i, source);
-        sa.phase = Phase::Established { tenant: tenant.clone(), peer_id: peer_id.clone() };
+        sa.phase = Phase::Established { tenant: tenant.clone(), peer_id: peer_id.clone(), certificates };
         self.index_identity(sa);
         self.counters.ike_sas_established += 1;
         out.push(Event::Log(format!("ike_sa {:016x} established: {peer_id} as tenant {tenant} from {}{}", sa.spi_r, sa.peer, if sa.nat { " (NAT-T)" } else { "" })));

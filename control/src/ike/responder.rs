@@ -196,13 +196,18 @@ impl Responder {
         }
     }
 
-    /// Replaces the tenant registry and trust (a config reload): SAs stay.
-    /// SAs whose identity left the registry are deleted (see
-    /// [`Responder::delete_unregistered`]); the others stay.
-    pub fn reconfigure(&mut self, settings: Settings, tenants: Tenants, trust: Trust, now: Instant, out: &mut Vec<Event>) {
+    /// Replaces the tenant registry, the CAs and CRLs, and (`ours`) the
+    /// gateway's identity and certificate (a config reload). SAs stay, but
+    /// those the new registry or trust would not accept now are deleted (see
+    /// [`Responder::delete_unregistered`]); a new certificate of ours serves
+    /// the next handshakes (AUTH is only made in IKE_AUTH, §2.15).
+    pub fn reconfigure(&mut self, settings: Settings, tenants: Tenants, trust: Trust, ours: Option<(Identity, Credentials)>, now: Instant, out: &mut Vec<Event>) {
         self.settings = settings;
         self.tenants = tenants;
         self.trust = trust;
+        if let Some((local_id, credentials)) = ours {
+            (self.local_id, self.credentials) = (local_id, credentials);
+        }
         self.delete_unregistered(now, out);
     }
 
@@ -477,23 +482,27 @@ impl Responder {
         }
     }
 
-    /// Deletes, from our side, every IKE SA whose identity no longer maps
-    /// to the tenant it was made for (the tenant or identity was removed
-    /// from the registry), or with a CHILD_SA outside its tenant's subnets
-    /// now: its CHILD_SAs stop at once, and the peer is told with an
-    /// INFORMATIONAL Delete (§1.4.1). It may connect again at once.
+    /// Deletes, from our side, every IKE SA the registry and trust would
+    /// not accept now: its identity no longer maps to the tenant it was made
+    /// for, a CHILD_SA lies outside its tenant's subnets, or its
+    /// certificate no longer verifies (revoked by a new CRL, or its CA
+    /// removed). Its CHILD_SAs stop at once, and the peer is told with an
+    /// INFORMATIONAL Delete (§1.4.1); it may connect again if it can.
     pub fn delete_unregistered(&mut self, now: Instant, out: &mut Vec<Event>) {
-        let registered = |sa: &IkeSa| match &sa.phase {
-            Phase::Established { tenant, peer_id } => self.tenants.find(peer_id).is_some_and(|t| {
-                t.name == *tenant && sa.children.iter().all(|c| crate::dataplane::prefixes(&c.clinic).iter().all(|p| sekisho_dataplane::tunnels::within(&t.subnets, p)))
-            }),
-            Phase::HalfOpen { .. } => true,
+        let refusal = |sa: &IkeSa| -> Option<String> {
+            let Phase::Established { tenant, peer_id, certificates } = &sa.phase else { return None };
+            let Some(t) = self.tenants.find(peer_id).filter(|t| t.name == *tenant) else { return Some(format!("`{peer_id}` is no longer tenant {tenant}'s")) };
+            if !sa.children.iter().all(|c| crate::dataplane::prefixes(&c.clinic).iter().all(|p| sekisho_dataplane::tunnels::within(&t.subnets, p))) {
+                return Some("a CHILD_SA lies outside the tenant's subnets now".into());
+            }
+            let (end, intermediates) = certificates.split_first()?;
+            self.trust.verify(end, intermediates).err().map(|e| format!("its certificate: {e}"))
         };
         let deleting = |sa: &IkeSa| sa.outstanding.as_ref().is_some_and(|o| o.purpose == Purpose::DeleteIke);
-        let stale: Vec<u64> = self.sas.values().filter(|sa| !deleting(sa) && !registered(sa)).map(|sa| sa.our_spi()).collect();
-        for spi in stale {
+        let stale: Vec<(u64, String)> = self.sas.values().filter(|sa| !deleting(sa)).filter_map(|sa| refusal(sa).map(|why| (sa.our_spi(), why))).collect();
+        for (spi, why) in stale {
             let mut sa = self.sas.remove(&spi).expect("listed above");
-            out.push(Event::Log(format!("ike_sa {spi:016x} of {}: no longer as the tenant registry has it (identity, tenant or subnets), deleted", sa.tenant().unwrap_or("?"))));
+            out.push(Event::Log(format!("ike_sa {spi:016x} of {}: deleted after the reload: {why}", sa.tenant().unwrap_or("?"))));
             self.delete_ike(now, &mut sa, out);
             self.sas.insert(spi, sa);
         }

@@ -16,7 +16,9 @@ pub enum Phase {
     /// (§2.15 signs each side's first message).
     /// `source` is where IKE_SA_INIT came from: the half-open count's key.
     HalfOpen { request: Vec<u8>, response: Vec<u8>, source: std::net::IpAddr },
-    Established { tenant: String, peer_id: Identity },
+    /// `certificates`: the peer's, end entity first, as verified in
+    /// IKE_AUTH (a reload checks them again against the new CAs and CRLs).
+    Established { tenant: String, peer_id: Identity, certificates: Vec<openssl::x509::X509> },
 }
 
 /// A CHILD_SA: ESP with AES-GCM-16 in both directions.
@@ -190,7 +192,7 @@ impl IkeSa {
     /// CHILD_SAs yet; `initiator` if we started the rekey.
     #[allow(clippy::too_many_arguments)]
     pub fn successor(&self, spi_i: u64, spi_r: u64, initiator: bool, group: u16, keys: IkeKeys, ni: Vec<u8>, nr: Vec<u8>, now: Instant, (rekey_at, expire_at): (Instant, Instant)) -> IkeSa {
-        let Phase::Established { tenant, peer_id } = &self.phase else { unreachable!("only established SAs are rekeyed") };
+        let Phase::Established { tenant, peer_id, certificates } = &self.phase else { unreachable!("only established SAs are rekeyed") };
         IkeSa {
             spi_i,
             spi_r,
@@ -203,7 +205,7 @@ impl IkeSa {
             keys,
             ni,
             nr,
-            phase: Phase::Established { tenant: tenant.clone(), peer_id: peer_id.clone() },
+            phase: Phase::Established { tenant: tenant.clone(), peer_id: peer_id.clone(), certificates: certificates.clone() },
             nat: self.nat,
             fragmentation: self.fragmentation,
             peer_hashes: self.peer_hashes.clone(),

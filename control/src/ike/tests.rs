@@ -446,7 +446,7 @@ fn liveness_checks_are_answered_and_a_removed_tenant_is_deleted_from_our_side() 
     let trust = Trust::new(vec![p.ca.cert.clone()], vec![]).unwrap();
     let tenants = Tenants::new(vec![Tenant { name: "clinic-2".into(), identities: vec![Identity::from_config("clinic2.example").unwrap()], subnets: vec!["192.168.1.0/24".parse().unwrap()], worker: 0 }]);
     let mut events = Vec::new();
-    r.reconfigure(Settings::default(), tenants, trust, later, &mut events);
+    r.reconfigure(Settings::default(), tenants, trust, None, later, &mut events);
     assert!(events.iter().any(|e| matches!(e, Event::ChildDown { inbound_spi, .. } if *inbound_spi == child.inbound_spi)));
     let delete = events.iter().find_map(|e| if let Event::Send { datagram, .. } = e { Some(datagram.clone()) } else { None }).unwrap();
     let (kinds, answer) = i.answer(&delete).unwrap();
@@ -703,10 +703,36 @@ fn a_clinic_whose_tenant_subnets_narrow_from_under_it_is_deleted() {
         let subnets = subnets.iter().map(|s| s.parse().unwrap()).collect();
         let tenants = Tenants::new(vec![Tenant { name: "clinic-1".into(), identities: vec![Identity::from_config("clinic1.example").unwrap()], subnets, worker: 1 }]);
         let mut events = Vec::new();
-        r.reconfigure(Settings::default(), tenants, trust, Instant::now(), &mut events);
+        r.reconfigure(Settings::default(), tenants, trust, None, Instant::now(), &mut events);
         downs(&events)
     };
     assert!(reconfigure(&["192.168.0.0/16"]).is_empty(), "still within");
     // Each of the tunnel's prefixes must lie within one subnet, as the dataplane checks.
     assert_eq!(reconfigure(&["192.168.1.0/25", "192.168.1.128/25"]), vec![child.inbound_spi]);
+}
+
+#[test]
+fn a_reload_with_a_crl_ends_the_revoked_clinics_tunnels_and_a_new_gateway_certificate_serves_the_next() {
+    let p = pki();
+    let mut r = responder(Settings::default());
+    let (_, revoked) = connect(&mut r, initiator("clinic1.example", &p.clinic), 1232);
+    let (_, kept) = connect(&mut r, initiator("clinic2.example", &p.clinic_ec), 1232);
+    let tenants = || {
+        Tenants::new(vec![
+            Tenant { name: "clinic-1".into(), identities: vec![Identity::from_config("clinic1.example").unwrap()], subnets: vec!["192.168.1.0/24".parse().unwrap()], worker: 1 },
+            Tenant { name: "clinic-2".into(), identities: vec![Identity::from_config("clinic2.example").unwrap()], subnets: vec!["192.168.1.0/24".parse().unwrap()], worker: 0 },
+        ])
+    };
+    // The gateway's certificate is replaced and clinic1's is revoked: only clinic1's tunnel goes.
+    let (cert, key) = p.ca.issue("gw.sekisho.example", KeyKind::EcdsaP256, -1, 365);
+    let ours = (Identity::from_config("gw.sekisho.example").unwrap(), Credentials { key, cert: cert.clone(), chain: vec![] });
+    let trust = Trust::new(vec![p.ca.cert.clone()], vec![p.ca.crl(&[&p.clinic.0])]).unwrap();
+    let mut events = Vec::new();
+    r.reconfigure(Settings::default(), tenants(), trust, Some(ours), Instant::now(), &mut events);
+    assert_eq!(downs(&events), vec![revoked.inbound_spi], "{:?}", logs(&events));
+    assert!(logs(&events).iter().any(|l| l.contains("revoked")), "{:?}", logs(&events));
+    assert!(r.children().any(|(_, c)| c.inbound_spi == kept.inbound_spi));
+    // The next handshake is signed with the new certificate.
+    let (i, _) = connect(&mut r, initiator("clinic2.example", &p.clinic_ec), 1232);
+    assert_eq!(i.responder_cert.unwrap().to_der().unwrap(), cert.to_der().unwrap());
 }

@@ -7,10 +7,12 @@ use openssl::bn::BigNum;
 use openssl::ec::{EcGroup, EcKey};
 use openssl::hash::MessageDigest;
 use openssl::nid::Nid;
-use openssl::pkey::{PKey, Private};
+use openssl::pkey::{HasPublic, PKey, PKeyRef, Private};
 use openssl::rsa::Rsa;
 use openssl::x509::extension::{AuthorityKeyIdentifier, BasicConstraints, KeyUsage, SubjectAlternativeName, SubjectKeyIdentifier};
-use openssl::x509::{X509Builder, X509Crl, X509CrlBuilder, X509Extension, X509NameBuilder, X509RevokedBuilder, X509};
+use openssl::x509::{X509Builder, X509Crl, X509CrlBuilder, X509Extension, X509Name, X509NameBuilder, X509NameRef, X509RevokedBuilder, X509};
+use super::identity::Identity;
+use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,17 +46,24 @@ fn time(days_from_now: i64) -> Asn1Time {
     Asn1Time::from_unix(now + days_from_now * 86_400).expect("time")
 }
 
-fn builder(subject_cn: &str, issuer: Option<&X509>, key: &PKey<Private>, from_days: i64, to_days: i64) -> X509Builder {
+fn common_name(cn: &str) -> X509Name {
     let mut name = X509NameBuilder::new().expect("name");
     name.append_entry_by_text("O", "Sekisho").expect("O");
-    name.append_entry_by_text("CN", subject_cn).expect("CN");
-    let name = name.build();
+    name.append_entry_by_text("CN", cn).expect("CN");
+    name.build()
+}
+
+fn builder(subject_cn: &str, issuer: Option<&X509>, key: &PKeyRef<impl HasPublic>, from_days: i64, to_days: i64) -> X509Builder {
+    named_builder(&common_name(subject_cn), issuer, key, from_days, to_days)
+}
+
+fn named_builder(name: &X509NameRef, issuer: Option<&X509>, key: &PKeyRef<impl HasPublic>, from_days: i64, to_days: i64) -> X509Builder {
     let mut b = X509Builder::new().expect("builder");
     b.set_version(2).expect("v3");
     let serial = BigNum::from_u32(SERIAL.fetch_add(1, Ordering::Relaxed) + std::process::id() * 1000).expect("serial");
     b.set_serial_number(&Asn1Integer::from_bn(&serial).expect("serial")).expect("serial");
-    b.set_subject_name(&name).expect("subject");
-    b.set_issuer_name(issuer.map_or(&*name, |i| i.subject_name())).expect("issuer");
+    b.set_subject_name(name).expect("subject");
+    b.set_issuer_name(issuer.map_or(name, |i| i.subject_name())).expect("issuer");
     b.set_pubkey(key).expect("pubkey");
     b.set_not_before(&time(from_days)).expect("not before");
     b.set_not_after(&time(to_days)).expect("not after");
@@ -96,6 +105,50 @@ impl Authority {
         b.append_extension(san).expect("san");
         b.sign(&self.key, MessageDigest::sha256()).expect("sign");
         b.build()
+    }
+
+    /// The operator's CA from its PEM certificate and key files.
+    pub fn load(cert_file: &Path, key_file: &Path) -> Result<Authority, String> {
+        let read = |p: &Path| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()));
+        let cert = X509::from_pem(&read(cert_file)?).map_err(|e| format!("{}: {e}", cert_file.display()))?;
+        let key = PKey::private_key_from_pem(&read(key_file)?).map_err(|e| format!("{}: {e}", key_file.display()))?;
+        if !cert.public_key().is_ok_and(|public| public.public_eq(&key)) {
+            return Err(format!("{} is not the key of {}", key_file.display(), cert_file.display()));
+        }
+        Ok(Authority { cert, key })
+    }
+
+    /// A certificate for `identity` and `key`, valid from yesterday for
+    /// `days` days: the identity as subject (a DN) or as SubjectAltName
+    /// (a host name, e-mail address or IP address, with it as CN too).
+    pub fn certify(&self, identity: &Identity, key: &PKeyRef<impl HasPublic>, days: u32) -> Result<X509, String> {
+        let text = identity.to_string();
+        let name = match identity {
+            Identity::Dn(der) => X509Name::from_der(der).map_err(|e| format!("the identity's DN: {e}"))?,
+            _ => common_name(&text),
+        };
+        let mut b = named_builder(&name, Some(&self.cert), key, -1, i64::from(days));
+        b.append_extension(BasicConstraints::new().build().expect("bc")).expect("bc");
+        b.append_extension(KeyUsage::new().critical().digital_signature().build().expect("ku")).expect("ku");
+        let mut san = SubjectAlternativeName::new();
+        match identity {
+            Identity::Dn(_) => {}
+            Identity::Fqdn(name) => {
+                san.dns(name);
+            }
+            Identity::Email(name) => {
+                san.email(name);
+            }
+            Identity::Ipv4(_) | Identity::Ipv6(_) => {
+                san.ip(&text);
+            }
+        }
+        if !matches!(identity, Identity::Dn(_)) {
+            let san = san.build(&b.x509v3_context(Some(&self.cert), None)).map_err(|e| format!("SubjectAltName {text}: {e}"))?;
+            b.append_extension(san).expect("san");
+        }
+        b.sign(&self.key, MessageDigest::sha256()).map_err(|e| format!("signing: {e}"))?;
+        Ok(b.build())
     }
 
     /// An intermediate CA signed by this one.
