@@ -36,6 +36,13 @@ struct Gateway {
     /// The dataplane's worker count: SPIs and tenants are spread over them.
     #[serde(default = "one")]
     workers: usize,
+    /// The operators' socket (`sekisho-ctl`); default `admin.sock` beside this file.
+    admin_socket: Option<PathBuf>,
+    /// The audit trail: every change made through it or by a reload, one
+    /// JSON line each; default `audit.jsonl` beside this file.
+    audit_log: Option<PathBuf>,
+    /// Where Prometheus scrapes `/metrics` (none if absent), e.g. "127.0.0.1:9108".
+    metrics: Option<std::net::SocketAddr>,
 }
 
 fn one() -> usize {
@@ -89,6 +96,11 @@ pub struct ControlConfig {
     /// Each tenant's rules and NAT share, as the dataplane's policy reads them.
     pub policies: Vec<TenantConfig>,
     pub workers: usize,
+    /// Tenants in the file with `disabled = true`: kept, but nobody connects as them.
+    pub disabled: Vec<String>,
+    pub admin_socket: PathBuf,
+    pub audit_log: PathBuf,
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 pub fn load(path: &Path) -> Result<ControlConfig, String> {
@@ -147,11 +159,17 @@ pub fn parse(text: &str, base: &Path) -> Result<ControlConfig, String> {
     };
     let mut tenants = Vec::new();
     let mut policies = Vec::new();
+    let mut disabled_names: Vec<String> = Vec::new();
     for (n, mut table) in file.tenants.into_iter().enumerate() {
         let field = |name: &str| format!("tenants[{n}].{name}");
         let identities = match table.remove("identities") {
             Some(toml::Value::Array(list)) if !list.is_empty() => list,
             _ => return Err(format!("{}: a list of one or more identities is required", field("identities"))),
+        };
+        let disabled = match table.remove("disabled") {
+            None => false,
+            Some(toml::Value::Boolean(b)) => b,
+            Some(_) => return Err(format!("{}: true or false", field("disabled"))),
         };
         let worker = match table.remove("worker") {
             None => (n % g.workers) as u8,
@@ -168,13 +186,122 @@ pub fn parse(text: &str, base: &Path) -> Result<ControlConfig, String> {
             }
             ids.push(id);
         }
-        if tenants.iter().any(|t: &Tenant| t.name == policy.name) {
+        if tenants.iter().any(|t: &Tenant| t.name == policy.name) || disabled_names.contains(&policy.name) {
             return Err(format!("{}: `{}` twice", field("name"), policy.name));
+        }
+        if disabled {
+            disabled_names.push(policy.name);
+            continue;
         }
         tenants.push(Tenant { name: policy.name.clone(), identities: ids, subnets: policy.subnets.clone(), worker });
         policies.push(policy);
     }
-    Ok(ControlConfig { local_id, credentials, trust, settings, tenants: Tenants::new(tenants), policies, workers: g.workers })
+    Ok(ControlConfig {
+        local_id,
+        credentials,
+        trust,
+        settings,
+        tenants: Tenants::new(tenants),
+        policies,
+        workers: g.workers,
+        disabled: disabled_names,
+        admin_socket: g.admin_socket.map_or_else(|| base.join("admin.sock"), |p| at(&p)),
+        audit_log: g.audit_log.map_or_else(|| base.join("audit.jsonl"), |p| at(&p)),
+        metrics: g.metrics,
+    })
+}
+
+/// A change to the `[[tenants]]` of a config file (`sekisho-ctl tenant ...`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TenantEdit {
+    /// A new tenant: one `[[tenants]]` table's body, as TOML.
+    Add(String),
+    /// Replaces the tenant of the same name.
+    Change(String),
+    Remove(String),
+    Disable(String),
+    Enable(String),
+}
+
+/// A copy of `table` with no place of its own in a document: written
+/// where it is inserted (its sub-tables too), not where it stood in the
+/// text it was read from.
+fn unplaced(table: &toml_edit::Table) -> toml_edit::Table {
+    let mut out = toml_edit::Table::new();
+    for (key, item) in table.iter() {
+        let item = match item {
+            toml_edit::Item::Table(t) => toml_edit::Item::Table(unplaced(t)),
+            toml_edit::Item::ArrayOfTables(list) => toml_edit::Item::ArrayOfTables(list.iter().map(unplaced).collect()),
+            other => other.clone(),
+        };
+        out.insert(key, item);
+    }
+    out
+}
+
+/// A tenant table as JSON, for the audit trail.
+fn tenant_json(table: &toml_edit::Table) -> serde_json::Value {
+    // As a document of its own, so that its [[rules]] are written out too.
+    let mut doc = toml_edit::DocumentMut::new();
+    *doc.as_table_mut() = table.clone();
+    toml::from_str::<toml::Value>(&doc.to_string()).ok().and_then(|v| serde_json::to_value(v).ok()).unwrap_or_default()
+}
+
+/// Applies `edit` to the text of a config file (comments and layout stay);
+/// the new text, the tenant's name, and its table before and after (JSON
+/// null where there was or is none). The caller checks the result with
+/// [`parse`] before using it.
+pub fn edit_tenants(text: &str, edit: &TenantEdit) -> Result<(String, String, serde_json::Value, serde_json::Value), String> {
+    let mut doc: toml_edit::DocumentMut = text.parse().map_err(|e: toml_edit::TomlError| e.to_string())?;
+    if doc.get("tenants").is_none() {
+        doc["tenants"] = toml_edit::Item::ArrayOfTables(toml_edit::ArrayOfTables::new());
+    }
+    let tenants = doc["tenants"].as_array_of_tables_mut().ok_or("`tenants` is not an array of tables")?;
+    let position = |tenants: &toml_edit::ArrayOfTables, name: &str| tenants.iter().position(|t| t.get("name").and_then(|n| n.as_str()) == Some(name));
+    let given = |body: &str| -> Result<(toml_edit::Table, String), String> {
+        let table = unplaced(body.parse::<toml_edit::DocumentMut>().map_err(|e| format!("the tenant: {e}"))?.as_table());
+        let name = table.get("name").and_then(|n| n.as_str()).ok_or("the tenant has no name")?.to_string();
+        Ok((table, name))
+    };
+    let null = serde_json::Value::Null;
+    let (name, before, after) = match edit {
+        TenantEdit::Add(body) => {
+            let (table, name) = given(body)?;
+            if position(tenants, &name).is_some() {
+                return Err(format!("tenant '{name}' exists already (change it instead)"));
+            }
+            let after = tenant_json(&table);
+            tenants.push(table);
+            (name, null, after)
+        }
+        TenantEdit::Change(body) => {
+            let (table, name) = given(body)?;
+            let at = position(tenants, &name).ok_or_else(|| format!("no tenant named '{name}'"))?;
+            let before = tenant_json(tenants.get(at).expect("found"));
+            let after = tenant_json(&table);
+            *tenants.get_mut(at).expect("found") = table;
+            (name, before, after)
+        }
+        TenantEdit::Remove(name) => {
+            let at = position(tenants, name).ok_or_else(|| format!("no tenant named '{name}'"))?;
+            let before = tenant_json(tenants.get(at).expect("found"));
+            tenants.remove(at);
+            (name.clone(), before, null)
+        }
+        TenantEdit::Disable(name) | TenantEdit::Enable(name) => {
+            let at = position(tenants, name).ok_or_else(|| format!("no tenant named '{name}'"))?;
+            let table = tenants.get_mut(at).expect("found");
+            let before = tenant_json(table);
+            if matches!(edit, TenantEdit::Disable(_)) {
+                table["disabled"] = toml_edit::value(true);
+            } else {
+                table.remove("disabled");
+            }
+            (name.clone(), before, tenant_json(table))
+        }
+    };
+    Ok((doc.to_string(), name, before, after))
 }
 
 #[cfg(test)]
@@ -183,7 +310,9 @@ mod tests {
     use crate::pki::issue::{Authority, KeyKind};
 
     fn setup() -> (std::path::PathBuf, String) {
-        let dir = std::env::temp_dir().join(format!("sekisho-control-config-{}", std::process::id()));
+        static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("sekisho-control-config-{}-{call}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let ca = Authority::new("Config CA", KeyKind::EcdsaP256);
         let (cert, key) = ca.issue("gw.example", KeyKind::EcdsaP256, -1, 30);
@@ -248,5 +377,43 @@ subnets = ["192.168.1.0/24"]
         let err = parse(&text.replacen("[ike]", "[ike", 1), &dir).err().unwrap();
         assert!(err.contains("line 9"), "{err}");
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn tenants_are_added_changed_disabled_and_removed_in_the_files_text() {
+        let text = "# the gateway\n[gateway]\nidentity = \"gw.example\"\n\n[[tenants]]\nname = \"a\" # first\nidentities = [\"a.example\"]\nsubnets = [\"192.168.1.0/24\"]\n";
+        let b = "name = \"b\"\nidentities = [\"b.example\"]\nsubnets = [\"192.168.1.0/24\"]\n[[rules]]\ndst = \"10.0.0.0/8\"\naction = \"allow\"\n";
+        let (added, name, before, after) = edit_tenants(text, &TenantEdit::Add(b.into())).unwrap();
+        assert_eq!((name.as_str(), before.is_null(), after["rules"][0]["action"].as_str()), ("b", true, Some("allow")));
+        assert!(added.contains("# the gateway") && added.contains("# first"), "comments stay:\n{added}");
+        let file: toml::Value = toml::from_str(&added).unwrap();
+        assert_eq!(file["tenants"].as_array().unwrap().len(), 2);
+        assert!(edit_tenants(&added, &TenantEdit::Add(b.into())).unwrap_err().contains("exists already"));
+
+        let (disabled, _, before, after) = edit_tenants(&added, &TenantEdit::Disable("a".into())).unwrap();
+        assert_eq!((before.get("disabled"), after["disabled"].as_bool()), (None, Some(true)));
+        let (enabled, ..) = edit_tenants(&disabled, &TenantEdit::Enable("a".into())).unwrap();
+        assert!(!enabled.contains("disabled"));
+        let (changed, _, before, after) = edit_tenants(&added, &TenantEdit::Change(b.replace("192.168.1.0/24", "192.168.2.0/24"))).unwrap();
+        assert_eq!((before["subnets"][0].as_str(), after["subnets"][0].as_str()), (Some("192.168.1.0/24"), Some("192.168.2.0/24")));
+        assert!(changed.contains("192.168.2.0/24"));
+        let (removed, _, before, after) = edit_tenants(&changed, &TenantEdit::Remove("a".into())).unwrap();
+        assert_eq!((before["name"].as_str(), after.is_null()), (Some("a"), true));
+        assert!(!removed.contains("a.example"));
+        for edit in [TenantEdit::Remove("z".into()), TenantEdit::Disable("z".into()), TenantEdit::Change("name = \"z\"".into())] {
+            assert!(edit_tenants(text, &edit).unwrap_err().contains("no tenant named 'z'"));
+        }
+        assert!(edit_tenants(text, &TenantEdit::Add("identities = []".into())).unwrap_err().contains("no name"));
+        assert!(edit_tenants(text, &TenantEdit::Add("name = ".into())).unwrap_err().contains("the tenant"));
+    }
+
+    #[test]
+    fn a_disabled_tenant_stays_in_the_file_but_nobody_connects_as_it() {
+        let (dir, text) = setup();
+        let text = text.replacen("[[tenants]]\n", "[[tenants]]\ndisabled = true\n", 1);
+        let c = parse(&text, &dir).unwrap();
+        assert_eq!(c.disabled.len(), 1);
+        assert!(c.tenants.by_name(&c.disabled[0]).is_none() && !c.policies.iter().any(|p| p.name == c.disabled[0]));
+        assert_eq!((c.admin_socket.clone(), c.audit_log.clone()), (dir.join("admin.sock"), dir.join("audit.jsonl")));
     }
 }

@@ -52,6 +52,10 @@ impl Tenants {
         self.list.len()
     }
 
+    pub fn iter(&self) -> impl Iterator<Item = &Tenant> {
+        self.list.iter()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.list.is_empty()
     }

@@ -17,7 +17,12 @@
 //!   a certificate for the tenant's identity (for a fresh key, or for the
 //!   key of the router's CSR) and the CA, in /etc/swanctl's layout.
 
-use sekisho_control::config;
+use sekisho_control::admin::{self, Call, Request};
+use sekisho_control::audit::Audit;
+use sekisho_control::config::{self, TenantEdit};
+use sekisho_control::metrics::{self, NatBlocks};
+use sekisho_dataplane::shm::stats;
+use serde_json::Value;
 use sekisho_control::dataplane::{Link, TunnelBook};
 use sekisho_dataplane::policy::TenantConfig;
 use sekisho_dataplane::shm::messages::ToDataplane;
@@ -121,9 +126,23 @@ fn run(config_path: PathBuf, listen: Vec<String>, run_dir: Option<PathBuf>) {
     signal_hook::flag::register(signal_hook::consts::SIGHUP, reload.clone()).expect("SIGHUP handler");
 
     let workers = c.workers;
+    let calls = admin::serve(&c.admin_socket).unwrap_or_else(|e| fail(format!("{}: {e}", c.admin_socket.display())));
+    let metrics_text = c.metrics.map(|a| metrics::serve(a).unwrap_or_else(|e| fail(format!("gateway.metrics {a}: {e}"))));
+    let run_dir = match &transport {
+        Transport::Dataplane { run_dir, .. } => Some(run_dir.clone()),
+        Transport::Udp(_) => None,
+    };
+    let mut ops = Ops {
+        config_path: config_path.clone(),
+        workers,
+        audit: Audit::new(&c.audit_log),
+        nat: NatBlocks::new(&run_dir.as_ref().map_or_else(PathBuf::new, |d| d.join("nat.jsonl"))),
+        stats: run_dir.map(|d| d.join("stats")),
+        disabled: c.disabled.clone(),
+    };
     let mut responder = Responder::new(c.settings, c.local_id, c.credentials, c.trust, c.tenants, workers, Instant::now());
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{}", serde_json::json!({"ready": {"listen": listen}})).ok();
+    writeln!(out, "{}", serde_json::json!({"ready": {"listen": listen, "admin_socket": c.admin_socket}})).ok();
     out.flush().ok();
     let mut events = Vec::new();
     let mut last_tick = Instant::now();
@@ -131,18 +150,14 @@ fn run(config_path: PathBuf, listen: Vec<String>, run_dir: Option<PathBuf>) {
     while !terminate.load(Ordering::Relaxed) {
         if reload.swap(false, Ordering::Relaxed) {
             // A bad file is refused whole; the running state stays (tunnels too).
-            match config::load(&config_path) {
-                Ok(c) if c.workers == workers => {
-                    events.push(Event::Log(format!("config reloaded from {}", config_path.display())));
-                    if let Transport::Dataplane { policies, .. } = &mut transport {
-                        *policies = c.policies.clone();
-                        policies_changed = true;
-                    }
-                    responder.reconfigure(c.settings, c.tenants, c.trust, Some((c.local_id, c.credentials)), Instant::now(), &mut events);
-                }
-                Ok(_) => events.push(Event::Log("reload refused: gateway.workers cannot change while running".into())),
+            match ops.reload(&mut transport, &mut responder, &mut policies_changed, &mut events) {
+                Ok(()) => ops.record("signal", "reload", Value::Null),
                 Err(e) => events.push(Event::Log(format!("reload refused: {e}"))),
             }
+        }
+        for call in calls.try_iter() {
+            let answer = ops.operate(&call, &mut transport, &mut responder, &mut policies_changed, &mut events);
+            let _ = call.reply.send(answer);
         }
         let busy = match &mut transport {
             Transport::Udp(udp) => receive_udp(udp, &mut responder, &mut events),
@@ -151,6 +166,11 @@ fn run(config_path: PathBuf, listen: Vec<String>, run_dir: Option<PathBuf>) {
         if last_tick.elapsed() >= Duration::from_secs(1) {
             responder.tick(Instant::now(), &mut events);
             last_tick = Instant::now();
+            if let Some(text) = &metrics_text {
+                ops.nat.update();
+                let dataplane = ops.stats.as_ref().and_then(|p| stats::read(p).ok()).map(|s| s.to_json());
+                *text.lock().expect("the metrics thread never panics") = metrics::render(&responder, &ops.nat, dataplane.as_ref());
+            }
         }
         for e in events.drain(..) {
             if let Some(line) = e.json() {
@@ -292,4 +312,147 @@ fn watch(run_dir: PathBuf, count: u64, seconds: f64) {
         }
     }
     eprintln!("sekisho-control: {seen} messages, broken {:?}", rings.broken);
+}
+
+/// The operators' side of the control process: reloads, the requests of
+/// `sekisho-ctl`, and the audit trail of every change.
+struct Ops {
+    config_path: PathBuf,
+    workers: usize,
+    audit: Audit,
+    nat: NatBlocks,
+    /// The dataplane's stats file, when there is one.
+    stats: Option<PathBuf>,
+    /// Tenants the config has, disabled.
+    disabled: Vec<String>,
+}
+
+impl Ops {
+    /// Loads the config file again: refused whole (the running state stays)
+    /// or applied whole; tunnels stay unless the new file refuses them.
+    fn reload(&mut self, transport: &mut Transport, responder: &mut Responder, policies_changed: &mut bool, events: &mut Vec<Event>) -> Result<(), String> {
+        let c = config::load(&self.config_path)?;
+        if c.workers != self.workers {
+            return Err("gateway.workers cannot change while running".into());
+        }
+        events.push(Event::Log(format!("config reloaded from {}", self.config_path.display())));
+        if let Transport::Dataplane { policies, .. } = transport {
+            *policies = c.policies.clone();
+            *policies_changed = true;
+        }
+        self.disabled = c.disabled;
+        responder.reconfigure(c.settings, c.tenants, c.trust, Some((c.local_id, c.credentials)), Instant::now(), events);
+        Ok(())
+    }
+
+    fn record(&self, actor: &str, action: &str, details: Value) {
+        let subject = self.config_path.display().to_string();
+        if let Err(e) = self.audit.record(actor, action, &subject, Value::Null, details) {
+            eprintln!("sekisho-control: audit trail {}: {e}", self.audit.path().display());
+        }
+    }
+
+    fn operate(&mut self, call: &Call, transport: &mut Transport, responder: &mut Responder, policies_changed: &mut bool, events: &mut Vec<Event>) -> Result<Value, String> {
+        let now = Instant::now();
+        let known = |r: &Responder, name: &str| r.tenants().by_name(name).is_some();
+        match &call.request {
+            Request::Status => Ok(serde_json::json!({
+                "ike_sas": responder.ike_sa_count(), "half_open": responder.half_open_count(), "child_sas": responder.children().count(),
+                "tenants": responder.tenants().len(), "disabled_tenants": self.disabled.len(),
+                "dataplane": match transport { Transport::Dataplane { link, .. } => if link.is_some() { "linked" } else { "waiting" }, Transport::Udp(_) => "none" },
+                "counters": responder.counters,
+            })),
+            Request::Tenants => {
+                let mut list: Vec<Value> = responder
+                    .tenants()
+                    .iter()
+                    .map(|t| {
+                        let sas: Vec<_> = responder.ike_sas().filter(|sa| sa.tenant() == Some(t.name.as_str())).collect();
+                        let children: Vec<_> = sas.iter().flat_map(|sa| sa.children.iter()).collect();
+                        serde_json::json!({
+                            "name": t.name, "identities": t.identities.iter().map(|i| i.to_string()).collect::<Vec<_>>(),
+                            "subnets": t.subnets.iter().map(|s| s.to_string()).collect::<Vec<_>>(), "worker": t.worker, "disabled": false,
+                            "ike_sas": sas.len(), "child_sas": children.len(),
+                            "received_packets": children.iter().map(|c| c.received.0).sum::<u64>(), "received_bytes": children.iter().map(|c| c.received.1).sum::<u64>(),
+                        })
+                    })
+                    .collect();
+                list.extend(self.disabled.iter().map(|name| serde_json::json!({"name": name, "disabled": true, "ike_sas": 0, "child_sas": 0})));
+                Ok(Value::Array(list))
+            }
+            Request::Tunnels { tenant } => {
+                if let Some(name) = tenant.as_deref().filter(|n| !known(responder, n)) {
+                    return Err(format!("no tenant named '{name}'"));
+                }
+                let seconds = |at: Option<Instant>| at.map(|t| t.saturating_duration_since(now).as_secs());
+                let list: Vec<Value> = responder
+                    .ike_sas()
+                    .filter(|sa| sa.tenant().is_some() && (tenant.is_none() || sa.tenant() == tenant.as_deref()))
+                    .map(|sa| {
+                        serde_json::json!({
+                            "tenant": sa.tenant(), "peer": sa.peer.to_string(), "ike_spi": format!("{:016x}", sa.our_spi()),
+                            "age_seconds": now.saturating_duration_since(sa.created).as_secs(), "rekey_in_seconds": seconds(sa.rekey_at),
+                            "started_by_gateway": sa.initiator, "nat_t": sa.nat,
+                            "child_sas": sa.children.iter().map(|c| serde_json::json!({
+                                "inbound_spi": format!("{:08x}", c.inbound_spi), "outbound_spi": format!("{:08x}", c.outbound_spi),
+                                "clinic": c.clinic.iter().map(|t| format!("{}-{}", t.start, t.end)).collect::<Vec<_>>(),
+                                "pfs_group": c.pfs_group, "rekey_in_seconds": seconds(c.rekey_at), "expires_in_seconds": seconds(Some(c.expire_at)),
+                                "received_packets": c.received.0, "received_bytes": c.received.1,
+                            })).collect::<Vec<_>>(),
+                        })
+                    })
+                    .collect();
+                Ok(Value::Array(list))
+            }
+            Request::Dataplane => {
+                let path = self.stats.as_ref().ok_or("no dataplane: this control process runs on its own sockets")?;
+                stats::read(path).map(|s| s.to_json()).map_err(|e| format!("{}: {e}", path.display()))
+            }
+            Request::Nat { tenant } => {
+                if self.stats.is_none() {
+                    return Err("no dataplane: this control process runs on its own sockets".into());
+                }
+                if !known(responder, tenant) && !self.disabled.contains(tenant) {
+                    return Err(format!("no tenant named '{tenant}'"));
+                }
+                self.nat.update();
+                let blocks: Vec<Value> = self.nat.held.get(tenant).into_iter().flatten().map(|(address, ports, worker)| serde_json::json!({"address": address, "ports": ports, "worker": worker})).collect();
+                Ok(serde_json::json!({"tenant": tenant, "port_blocks": blocks}))
+            }
+            Request::Terminate { tenant } => {
+                if !known(responder, tenant) {
+                    return Err(format!("no tenant named '{tenant}'"));
+                }
+                let ended = responder.terminate(tenant, now, events);
+                self.record(&call.actor, "terminate", serde_json::json!({"tenant": tenant, "ike_sas": ended}));
+                Ok(serde_json::json!({"tenant": tenant, "ike_sas_deleted": ended}))
+            }
+            Request::Reload => {
+                self.reload(transport, responder, policies_changed, events)?;
+                self.record(&call.actor, "reload", Value::Null);
+                Ok(serde_json::json!({"reloaded": self.config_path}))
+            }
+            Request::Tenant { edit } => {
+                let path = self.config_path.clone();
+                let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                let (new_text, name, before, after) = config::edit_tenants(&text, edit)?;
+                // Checked whole before anything is written or applied.
+                config::parse(&new_text, path.parent().unwrap_or(Path::new("."))).map_err(|e| format!("refused, the config would not load: {e}"))?;
+                let temporary = path.with_extension("toml.new");
+                std::fs::write(&temporary, &new_text).and_then(|()| std::fs::rename(&temporary, &path)).map_err(|e| format!("{}: {e}", path.display()))?;
+                self.reload(transport, responder, policies_changed, events)?;
+                let action = match edit {
+                    TenantEdit::Add(_) => "tenant_add",
+                    TenantEdit::Change(_) => "tenant_change",
+                    TenantEdit::Remove(_) => "tenant_remove",
+                    TenantEdit::Disable(_) => "tenant_disable",
+                    TenantEdit::Enable(_) => "tenant_enable",
+                };
+                if let Err(e) = self.audit.record(&call.actor, action, &name, before, after) {
+                    eprintln!("sekisho-control: audit trail {}: {e}", self.audit.path().display());
+                }
+                Ok(serde_json::json!({"tenant": name, "done": action}))
+            }
+        }
+    }
 }

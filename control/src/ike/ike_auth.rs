@@ -152,6 +152,7 @@ impl Responder {
         sa.phase = Phase::Established { tenant: tenant.clone(), peer_id: peer_id.clone(), certificates };
         self.index_identity(sa);
         self.counters.ike_sas_established += 1;
+        self.handshake_seconds.observe(now.saturating_duration_since(sa.created).as_secs_f64());
         out.push(Event::Log(format!("ike_sa {:016x} established: {peer_id} as tenant {tenant} from {}{}", sa.spi_r, sa.peer, if sa.nat { " (NAT-T)" } else { "" })));
         // §2.4: the peer restarted and lost its old SAs; drop ours too.
         if initial_contact {

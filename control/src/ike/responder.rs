@@ -138,6 +138,30 @@ pub struct Counters {
     pub dead_peers: u64,
 }
 
+/// A histogram with fixed bucket bounds (Prometheus' cumulative form is
+/// made when it is written out).
+#[derive(Debug, Clone)]
+pub struct Histogram {
+    pub bounds: Vec<f64>,
+    pub counts: Vec<u64>,
+    pub sum: f64,
+    pub count: u64,
+}
+
+impl Histogram {
+    pub fn new(bounds: &[f64]) -> Histogram {
+        Histogram { bounds: bounds.to_vec(), counts: vec![0; bounds.len()], sum: 0.0, count: 0 }
+    }
+
+    pub fn observe(&mut self, value: f64) {
+        if let Some(at) = self.bounds.iter().position(|&b| value <= b) {
+            self.counts[at] += 1;
+        }
+        self.sum += value;
+        self.count += 1;
+    }
+}
+
 /// The secret behind cookies, replaced now and then; the one before stays
 /// valid for a while so that a retrying initiator is not refused (§2.6).
 pub(super) struct CookieSecret {
@@ -172,6 +196,8 @@ pub struct Responder {
     /// Our IKE SPI of each CHILD_SA's IKE SA, by the CHILD_SA's inbound SPI.
     pub(super) child_owner: HashMap<u32, u64>,
     pub counters: Counters,
+    /// Seconds from IKE_SA_INIT to the IKE SA established.
+    pub handshake_seconds: Histogram,
 }
 
 impl Responder {
@@ -193,6 +219,7 @@ impl Responder {
             by_identity: HashMap::new(),
             child_owner: HashMap::new(),
             counters: Counters::default(),
+            handshake_seconds: Histogram::new(&[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
         }
     }
 
@@ -217,6 +244,21 @@ impl Responder {
 
     pub fn half_open_count(&self) -> usize {
         self.half_open.len()
+    }
+
+    /// Every IKE SA.
+    pub fn ike_sas(&self) -> impl Iterator<Item = &IkeSa> {
+        self.sas.values()
+    }
+
+    /// The tenant registry as it stands.
+    pub fn tenants(&self) -> &Tenants {
+        &self.tenants
+    }
+
+    /// Every registered tenant's name.
+    pub fn tenant_names(&self) -> impl Iterator<Item = &str> {
+        self.tenants.iter().map(|t| t.name.as_str())
     }
 
     /// Every CHILD_SA, with what it takes to install it again (after a
@@ -480,6 +522,19 @@ impl Responder {
             openssl::rand::rand_bytes(&mut secret).expect("random cookie secret");
             self.cookie = CookieSecret { version: self.cookie.version.wrapping_add(1), current: secret, previous: self.cookie.current, since: now };
         }
+    }
+
+    /// Deletes every IKE SA of `tenant` from our side (an operator's
+    /// request); how many there were. Its clinics may connect again.
+    pub fn terminate(&mut self, tenant: &str, now: Instant, out: &mut Vec<Event>) -> usize {
+        let spis: Vec<u64> = self.sas.values().filter(|sa| sa.tenant() == Some(tenant) && sa.outstanding.as_ref().is_none_or(|o| o.purpose != Purpose::DeleteIke)).map(|sa| sa.our_spi()).collect();
+        for &spi in &spis {
+            let mut sa = self.sas.remove(&spi).expect("listed above");
+            out.push(Event::Log(format!("ike_sa {spi:016x} of {tenant}: terminated by an operator")));
+            self.delete_ike(now, &mut sa, out);
+            self.sas.insert(spi, sa);
+        }
+        spis.len()
     }
 
     /// Deletes, from our side, every IKE SA the registry and trust would
