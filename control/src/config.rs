@@ -211,6 +211,23 @@ pub fn parse(text: &str, base: &Path) -> Result<ControlConfig, String> {
     })
 }
 
+impl ControlConfig {
+    /// What the audit trail records of a config's trust and tenants: the
+    /// tenants by name, our certificate, and each CA and CRL, by SHA-256.
+    pub fn summary(&self) -> serde_json::Value {
+        let fingerprint = |der: Vec<u8>| openssl::sha::sha256(&der).iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let subject = |c: &openssl::x509::X509| crate::pki::identity::dn_text(c.subject_name());
+        let ours = &self.credentials.cert;
+        serde_json::json!({
+            "gateway": {"identity": self.local_id.to_string(), "certificate": fingerprint(ours.to_der().unwrap_or_default()), "not_after": ours.not_after().to_string()},
+            "cas": self.trust.cas().iter().map(|c| serde_json::json!({"subject": subject(c), "sha256": fingerprint(c.to_der().unwrap_or_default())})).collect::<Vec<_>>(),
+            "crls": self.trust.crls().iter().map(|c| serde_json::json!({"issuer": crate::pki::identity::dn_text(c.issuer_name()), "sha256": fingerprint(c.to_der().unwrap_or_default())})).collect::<Vec<_>>(),
+            "tenants": self.tenants.iter().map(|t| t.name.clone()).collect::<Vec<_>>(),
+            "disabled_tenants": self.disabled,
+        })
+    }
+}
+
 /// A change to the `[[tenants]]` of a config file (`sekisho-ctl tenant ...`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]

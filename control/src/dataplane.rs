@@ -227,6 +227,10 @@ impl TunnelBook {
     }
 }
 
+/// Each tenant's NAT sessions, by worker, as the dataplane last reported
+/// them (every 10 s; tenants without sessions are absent).
+pub type TenantSessions = BTreeMap<String, BTreeMap<u8, u32>>;
+
 /// Both directions of the link to one running dataplane.
 pub struct Link {
     run_dir: PathBuf,
@@ -281,7 +285,10 @@ impl Link {
     }
 
     /// Every punted IKE datagram and SA event waiting.
-    pub fn drain(&mut self, mut ike: impl FnMut(SocketAddr, SocketAddr, &[u8]), mut sa_event: impl FnMut(sekisho_dataplane::esp::sa::SaEvent)) -> usize {
+    /// Takes what the dataplane sent: IKE datagrams to `ike`, SA events to
+    /// `sa_event`, and tenants' session counts into `sessions` (by tenant,
+    /// then worker).
+    pub fn drain(&mut self, mut ike: impl FnMut(SocketAddr, SocketAddr, &[u8]), mut sa_event: impl FnMut(sekisho_dataplane::esp::sa::SaEvent), sessions: &mut TenantSessions) -> usize {
         self.from.drain(|message| match message {
             ToControl::Punted { frame, .. } => {
                 if let Some((from, to, datagram)) = ike_datagram(frame) {
@@ -289,6 +296,17 @@ impl Link {
                 }
             }
             ToControl::SaEvent(e) => sa_event(e),
+            ToControl::TenantSessions { worker, sessions: count, tenant } => {
+                let per_worker = sessions.entry(tenant.to_owned()).or_default();
+                if count == 0 {
+                    per_worker.remove(&worker);
+                } else {
+                    per_worker.insert(worker, count);
+                }
+                if per_worker.is_empty() {
+                    sessions.remove(tenant);
+                }
+            }
         })
     }
 }
@@ -339,6 +357,8 @@ mod tests {
             rekey_at: None,
             expire_at: std::time::Instant::now(),
             received: (0, 0),
+            created: std::time::Instant::now(),
+            rekeys: 0,
         };
         let up_by = |c: ChildSa, replaces, ours| Event::ChildUp { tenant: "clinic-1".into(), worker: 1, peer: "[2001:db8::2]:4500".parse().unwrap(), local: "[2001:db8::1]:4500".parse().unwrap(), nat: true, child: c, replaces, ours };
         let up = |c: ChildSa, replaces| up_by(c, replaces, false);

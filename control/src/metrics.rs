@@ -73,7 +73,7 @@ fn label(value: &str) -> String {
 }
 
 /// The text exposition (version 0.0.4) of everything an operator graphs.
-pub fn render(responder: &Responder, nat: &NatBlocks, dataplane: Option<&Value>) -> String {
+pub fn render(responder: &Responder, nat: &NatBlocks, sessions: Option<&crate::dataplane::TenantSessions>, dataplane: Option<&Value>) -> String {
     let mut out = String::new();
     let counters = serde_json::to_value(&responder.counters).expect("counters serialize");
     out.push_str("# HELP sekisho_ike_events_total IKE events and refusals by kind, since start.\n# TYPE sekisho_ike_events_total counter\n");
@@ -114,6 +114,10 @@ pub fn render(responder: &Responder, nat: &NatBlocks, dataplane: Option<&Value>)
     let _ = writeln!(out, "# HELP sekisho_tenant_nat_port_blocks NAT port blocks the tenant holds, over all workers.\n# TYPE sekisho_tenant_nat_port_blocks gauge");
     for (tenant, blocks) in &nat.held {
         let _ = writeln!(out, "sekisho_tenant_nat_port_blocks{{tenant=\"{}\"}} {}", label(tenant), blocks.len());
+    }
+    let _ = writeln!(out, "# HELP sekisho_tenant_nat_sessions NAT sessions the tenant has, over all workers (reported every 10 s).\n# TYPE sekisho_tenant_nat_sessions gauge");
+    for (tenant, per_worker) in sessions.into_iter().flatten() {
+        let _ = writeln!(out, "sekisho_tenant_nat_sessions{{tenant=\"{}\"}} {}", label(tenant), per_worker.values().map(|&n| u64::from(n)).sum::<u64>());
     }
     if let Some(workers) = dataplane.and_then(|d| d["workers"].as_array()) {
         let _ = writeln!(out, "# HELP sekisho_dataplane_total Dataplane counters by worker (drop_* are drops by reason).\n# TYPE sekisho_dataplane_total counter");

@@ -10,7 +10,7 @@ use sekisho_dataplane::pipeline::{CounterBlock, Forwarder};
 use sekisho_dataplane::port::dpdk::{Eal, EthPort, Mbuf, Mempool};
 use sekisho_dataplane::shm::stats::{self, StatsArea, STATE_STOPPED};
 use sekisho_dataplane::worker::{Handoff, Worker, HANDOFF_RING};
-use sekisho_dataplane::nat::NatCore;
+use sekisho_dataplane::nat::{NatCore, NatEvent};
 use sekisho_dataplane::shm::messages::{ToControl, ToDataplane, FIXED_LEN};
 use sekisho_dataplane::policy::Policy;
 use sekisho_dataplane::sad::RouteTable;
@@ -326,8 +326,16 @@ fn run(config: &Config) -> Result<()> {
                             tracing::error!(spi = %format!("{:#010x}", e.spi), "the control process is not reading events.ring: SA event not passed on");
                         }
                     }
+                    // Session counts are for the operators (through control), not the NAT log.
+                    // Names from the running policy: it names every tenant index
+                    // a worker can hold (retired tenants keep theirs).
+                    Event::Nat(NatEvent::Sessions { tenant, core, sessions }) => {
+                        if let Some(name) = running_policy.as_ref().and_then(|p| p.names.get(tenant as usize)) {
+                            let _ = events_ring.push_parts(&ToControl::TenantSessions { worker: core, sessions, tenant: name }.encode(&mut [0u8; FIXED_LEN]));
+                        }
+                    }
                     Event::Nat(e) => {
-                        if let (Some(log), Some(policy)) = (&mut nat_log, &policy) {
+                        if let (Some(log), Some(policy)) = (&mut nat_log, &running_policy) {
                             if let Err(error) = writeln!(log, "{}", e.log_line(policy)) {
                                 tracing::error!(%error, path = %nat_log_path.display(), "cannot write the NAT log");
                             }

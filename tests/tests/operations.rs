@@ -97,10 +97,22 @@ fn a_tenant_added_with_the_cli_connects_shows_in_listings_metrics_and_the_audit_
         assert!(page.contains(line), "{line} not in\n{page}");
     }
 
-    // Disabled: its tunnel ends; enabled; removed.
+    // Terminated: the gateway deletes its tunnel, and the router (set to
+    // start again when closed) comes back by itself.
+    let count = |key: &str| control.lines().iter().filter(|v| v.get(key).is_some()).count();
+    let wait = |key: &str, n: usize| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while count(key) < n {
+            assert!(std::time::Instant::now() < deadline, "no {key} #{n}:\n{}", control.logs());
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    assert_eq!(ctl_json(&socket, &["terminate", "clinic-1"])["ike_sas_deleted"], 1);
+    wait("child_down", 1);
+    wait("child_up", 2);
+    // Disabled: its tunnel ends for good; enabled; removed.
     assert!(ctl(&socket, &["tenant", "disable", "clinic-1"]).0);
-    let down = control.wait_for("child_down", |v| v.get("child_down").is_some());
-    assert_eq!(down["child_down"]["tenant"], "clinic-1");
+    wait("child_down", 2);
     assert_eq!(ctl_json(&socket, &["tenants"])[0]["disabled"], true);
     assert!(ctl(&socket, &["tenant", "enable", "clinic-1"]).0);
     assert!(ctl(&socket, &["tenant", "remove", "clinic-1"]).0);
@@ -110,7 +122,10 @@ fn a_tenant_added_with_the_cli_connects_shows_in_listings_metrics_and_the_audit_
     // The audit trail: each change, by whom (this test runs as root), before and after.
     let lines: Vec<Value> = std::fs::read_to_string(&audit).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let actions: Vec<&str> = lines.iter().map(|l| l["action"].as_str().unwrap()).collect();
-    assert_eq!(actions, ["tenant_add", "tenant_disable", "tenant_enable", "tenant_remove", "reload"], "{lines:?}");
+    assert_eq!(actions, ["tenant_add", "router_certificate_issued", "terminate", "tenant_disable", "tenant_enable", "tenant_remove", "reload"], "{lines:?}");
     assert_eq!((lines[0]["actor"].as_str(), lines[0]["after"]["subnets"][0].as_str()), (Some("root"), Some("192.168.1.0/24")));
-    assert_eq!((lines[3]["before"]["name"].as_str(), lines[3]["after"].is_null()), (Some("clinic-1"), true));
+    assert_eq!((lines[1]["subject"].as_str(), lines[1]["after"]["issuer"].as_str()), (Some("clinic-1"), Some("O=Sekisho, CN=Sekisho Test CA")));
+    assert_eq!((lines[5]["before"]["name"].as_str(), lines[5]["after"].is_null()), (Some("clinic-1"), true));
+    // A reload records the tenants, CAs, CRLs and our certificate before and after.
+    assert_eq!((lines[6]["before"]["tenants"].as_array().map(Vec::len), lines[6]["after"]["cas"][0]["subject"].as_str()), (Some(0), Some("O=Sekisho, CN=Sekisho Test CA")));
 }

@@ -269,6 +269,19 @@ fn esp_through_the_dataplane_spares_strongswan_liveness_checks() {
     let during = report(traffic(&g.clinic, 2500, 100));
     assert!(during["received"].as_u64().unwrap() >= 2499, "{during}");
     let checks = |summary: &Value| summary["counters"]["liveness_checks"].as_u64().unwrap();
+    // The operators' view of the dataplane: its counters per worker, and the
+    // NAT port block the clinic's sessions took.
+    let ctl = |args: &[&str]| -> Value {
+        let out = std::process::Command::new(sekisho_tests::bin("sekisho-ctl")).arg("--socket").arg(scratch.path("gw").join("admin.sock")).arg("--json").args(args).output().unwrap();
+        assert!(out.status.success(), "sekisho-ctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    assert!(ctl(&["dataplane"])["workers"][0]["counters"]["esp_decrypted"].as_u64().unwrap() >= 2499);
+    let nat = ctl(&["nat", "clinic-1"]);
+    assert_eq!((nat["port_blocks"].as_array().map(Vec::len), nat["sessions"].as_u64()), (Some(1), Some(1)), "one UDP flow: {nat}");
+    let tunnels = ctl(&["tunnels"]);
+    // As of the dataplane's last traffic report (every 10 s).
+    assert!(tunnels[0]["child_sas"][0]["received_packets"].as_u64().unwrap() >= 1000, "{tunnels}");
     let Gateway { charon, _echo, control, dataplane, _server, clinic, gw } = g;
     // Then silence: a check comes, 11 s after the last report of new ESP
     // (which may come up to 10 s after the traffic stopped).

@@ -23,7 +23,7 @@ use sekisho_control::config::{self, TenantEdit};
 use sekisho_control::metrics::{self, NatBlocks};
 use sekisho_dataplane::shm::stats;
 use serde_json::Value;
-use sekisho_control::dataplane::{Link, TunnelBook};
+use sekisho_control::dataplane::{Link, TenantSessions, TunnelBook};
 use sekisho_dataplane::policy::TenantConfig;
 use sekisho_dataplane::shm::messages::ToDataplane;
 use sekisho_control::ike::responder::{Event, Responder};
@@ -94,6 +94,10 @@ fn router_config(config: &str, tenant: &str, gateway: &str, (ca_cert, ca_key): (
     let bundle = sekisho_control::router_config::bundle(&c, tenant, gateway, &ca, csr.as_ref(), days)?;
     bundle.write(Path::new(out)).map_err(|e| format!("{out}: {e}"))?;
     let not_after = bundle.cert.not_after().to_string();
+    let serial = bundle.cert.serial_number().to_bn().and_then(|b| b.to_hex_str().map(|s| s.to_string())).unwrap_or_default();
+    let user = nix::unistd::User::from_uid(nix::unistd::getuid()).ok().flatten().map_or_else(|| format!("uid {}", nix::unistd::getuid()), |u| u.name);
+    let issued = serde_json::json!({"serial": serial, "not_after": not_after, "issuer": sekisho_control::pki::identity::dn_text(ca.cert.subject_name()), "router_key": if bundle.key.is_some() { "made here" } else { "CSR" }});
+    Audit::new(&c.audit_log).record(&user, "router_certificate_issued", tenant, Value::Null, issued).map_err(|e| format!("audit trail {}: {e}", c.audit_log.display()))?;
     println!("{}", serde_json::json!({"router_config": {"tenant": tenant, "dir": out, "certificate_until": not_after, "key": if bundle.key.is_some() { "made here" } else { "the router's own (CSR)" }}}));
     Ok(())
 }
@@ -102,7 +106,7 @@ fn router_config(config: &str, tenant: &str, gateway: &str, (ca_cert, ca_key): (
 #[allow(clippy::large_enum_variant)]
 enum Transport {
     Udp(UdpTransport),
-    Dataplane { run_dir: PathBuf, link: Option<Link>, book: TunnelBook, policies: Vec<TenantConfig> },
+    Dataplane { run_dir: PathBuf, link: Option<Link>, book: TunnelBook, policies: Vec<TenantConfig>, sessions: TenantSessions },
 }
 
 fn run(config_path: PathBuf, listen: Vec<String>, run_dir: Option<PathBuf>) {
@@ -112,7 +116,7 @@ fn run(config_path: PathBuf, listen: Vec<String>, run_dir: Option<PathBuf>) {
     };
     let c = config::load(&config_path).unwrap_or_else(|e| fail(e));
     let mut transport = match (run_dir, listen.is_empty()) {
-        (Some(run_dir), true) => Transport::Dataplane { run_dir, link: None, book: TunnelBook::default(), policies: c.policies.clone() },
+        (Some(run_dir), true) => Transport::Dataplane { run_dir, link: None, book: TunnelBook::default(), policies: c.policies.clone(), sessions: TenantSessions::new() },
         (None, false) => {
             let addresses: Vec<SocketAddr> = listen.iter().map(|a| a.parse().unwrap_or_else(|_| fail(format!("--listen {a}: not ADDR:PORT")))).collect();
             Transport::Udp(UdpTransport::bind(&addresses).unwrap_or_else(|e| fail(e.to_string())))
@@ -139,6 +143,7 @@ fn run(config_path: PathBuf, listen: Vec<String>, run_dir: Option<PathBuf>) {
         nat: NatBlocks::new(&run_dir.as_ref().map_or_else(PathBuf::new, |d| d.join("nat.jsonl"))),
         stats: run_dir.map(|d| d.join("stats")),
         disabled: c.disabled.clone(),
+        summary: c.summary(),
     };
     let mut responder = Responder::new(c.settings, c.local_id, c.credentials, c.trust, c.tenants, workers, Instant::now());
     let mut out = std::io::stdout().lock();
@@ -151,7 +156,7 @@ fn run(config_path: PathBuf, listen: Vec<String>, run_dir: Option<PathBuf>) {
         if reload.swap(false, Ordering::Relaxed) {
             // A bad file is refused whole; the running state stays (tunnels too).
             match ops.reload(&mut transport, &mut responder, &mut policies_changed, &mut events) {
-                Ok(()) => ops.record("signal", "reload", Value::Null),
+                Ok(change) => ops.record("SIGHUP", "reload", change),
                 Err(e) => events.push(Event::Log(format!("reload refused: {e}"))),
             }
         }
@@ -161,7 +166,7 @@ fn run(config_path: PathBuf, listen: Vec<String>, run_dir: Option<PathBuf>) {
         }
         let busy = match &mut transport {
             Transport::Udp(udp) => receive_udp(udp, &mut responder, &mut events),
-            Transport::Dataplane { run_dir, link, book, policies } => receive_dataplane(run_dir, link, book, policies, &mut responder, &mut events),
+            Transport::Dataplane { run_dir, link, book, policies, sessions } => receive_dataplane(run_dir, (link, sessions), book, policies, &mut responder, &mut events),
         };
         if last_tick.elapsed() >= Duration::from_secs(1) {
             responder.tick(Instant::now(), &mut events);
@@ -169,7 +174,11 @@ fn run(config_path: PathBuf, listen: Vec<String>, run_dir: Option<PathBuf>) {
             if let Some(text) = &metrics_text {
                 ops.nat.update();
                 let dataplane = ops.stats.as_ref().and_then(|p| stats::read(p).ok()).map(|s| s.to_json());
-                *text.lock().expect("the metrics thread never panics") = metrics::render(&responder, &ops.nat, dataplane.as_ref());
+                let sessions = match &transport {
+                    Transport::Dataplane { sessions, .. } => Some(sessions),
+                    Transport::Udp(_) => None,
+                };
+                *text.lock().expect("the metrics thread never panics") = metrics::render(&responder, &ops.nat, sessions, dataplane.as_ref());
             }
         }
         for e in events.drain(..) {
@@ -236,7 +245,7 @@ fn receive_udp(udp: &mut UdpTransport, responder: &mut Responder, events: &mut V
     }
 }
 
-fn receive_dataplane(run_dir: &Path, link: &mut Option<Link>, book: &TunnelBook, policies: &[TenantConfig], responder: &mut Responder, events: &mut Vec<Event>) -> bool {
+fn receive_dataplane(run_dir: &Path, (link, sessions): (&mut Option<Link>, &mut TenantSessions), book: &TunnelBook, policies: &[TenantConfig], responder: &mut Responder, events: &mut Vec<Event>) -> bool {
     let Some(l) = link else {
         match Link::open(run_dir) {
             Ok(Some(mut opened)) => {
@@ -258,7 +267,7 @@ fn receive_dataplane(run_dir: &Path, link: &mut Option<Link>, book: &TunnelBook,
         resync(l, book, policies, events);
     }
     let mut sa_events = Vec::new();
-    let taken = l.drain(|from, to, datagram| responder.handle(Instant::now(), from, to, datagram, events), |e| sa_events.push(e));
+    let taken = l.drain(|from, to, datagram| responder.handle(Instant::now(), from, to, datagram, events), |e| sa_events.push(e), sessions);
     for e in sa_events {
         let inbound = e.direction == Direction::Inbound;
         match e.expiry {
@@ -305,6 +314,7 @@ fn watch(run_dir: PathBuf, count: u64, seconds: f64) {
                 println!("{{\"punted\":{{\"worker\":{worker},\"side\":\"{side}\",\"bytes\":{}}}}}", frame.len());
             }
             ToControl::SaEvent(e) => println!("{{\"sa_event\":{{\"spi\":{},\"expiry\":\"{:?}\"}}}}", e.spi, e.expiry),
+            ToControl::TenantSessions { worker, sessions, tenant } => println!("{}", serde_json::json!({"tenant_sessions": {"tenant": tenant, "worker": worker, "sessions": sessions}})),
         });
         seen += taken as u64;
         if taken == 0 {
@@ -325,12 +335,15 @@ struct Ops {
     stats: Option<PathBuf>,
     /// Tenants the config has, disabled.
     disabled: Vec<String>,
+    /// The running config's tenants and trust, as the audit trail shows them.
+    summary: Value,
 }
 
 impl Ops {
     /// Loads the config file again: refused whole (the running state stays)
     /// or applied whole; tunnels stay unless the new file refuses them.
-    fn reload(&mut self, transport: &mut Transport, responder: &mut Responder, policies_changed: &mut bool, events: &mut Vec<Event>) -> Result<(), String> {
+    /// Also returns the tenants and trust before and after.
+    fn reload(&mut self, transport: &mut Transport, responder: &mut Responder, policies_changed: &mut bool, events: &mut Vec<Event>) -> Result<(Value, Value), String> {
         let c = config::load(&self.config_path)?;
         if c.workers != self.workers {
             return Err("gateway.workers cannot change while running".into());
@@ -340,14 +353,15 @@ impl Ops {
             *policies = c.policies.clone();
             *policies_changed = true;
         }
+        let before = std::mem::replace(&mut self.summary, c.summary());
         self.disabled = c.disabled;
         responder.reconfigure(c.settings, c.tenants, c.trust, Some((c.local_id, c.credentials)), Instant::now(), events);
-        Ok(())
+        Ok((before, self.summary.clone()))
     }
 
-    fn record(&self, actor: &str, action: &str, details: Value) {
+    fn record(&self, actor: &str, action: &str, (before, after): (Value, Value)) {
         let subject = self.config_path.display().to_string();
-        if let Err(e) = self.audit.record(actor, action, &subject, Value::Null, details) {
+        if let Err(e) = self.audit.record(actor, action, &subject, before, after) {
             eprintln!("sekisho-control: audit trail {}: {e}", self.audit.path().display());
         }
     }
@@ -396,6 +410,7 @@ impl Ops {
                             "child_sas": sa.children.iter().map(|c| serde_json::json!({
                                 "inbound_spi": format!("{:08x}", c.inbound_spi), "outbound_spi": format!("{:08x}", c.outbound_spi),
                                 "clinic": c.clinic.iter().map(|t| format!("{}-{}", t.start, t.end)).collect::<Vec<_>>(),
+                                "age_seconds": now.saturating_duration_since(c.created).as_secs(), "rekeys": c.rekeys,
                                 "pfs_group": c.pfs_group, "rekey_in_seconds": seconds(c.rekey_at), "expires_in_seconds": seconds(Some(c.expire_at)),
                                 "received_packets": c.received.0, "received_bytes": c.received.1,
                             })).collect::<Vec<_>>(),
@@ -417,19 +432,24 @@ impl Ops {
                 }
                 self.nat.update();
                 let blocks: Vec<Value> = self.nat.held.get(tenant).into_iter().flatten().map(|(address, ports, worker)| serde_json::json!({"address": address, "ports": ports, "worker": worker})).collect();
-                Ok(serde_json::json!({"tenant": tenant, "port_blocks": blocks}))
+                let per_worker = match transport {
+                    Transport::Dataplane { sessions, .. } => sessions.get(tenant).cloned().unwrap_or_default(),
+                    Transport::Udp(_) => Default::default(),
+                };
+                let total: u32 = per_worker.values().sum();
+                Ok(serde_json::json!({"tenant": tenant, "sessions": total, "sessions_by_worker": per_worker, "port_blocks": blocks}))
             }
             Request::Terminate { tenant } => {
                 if !known(responder, tenant) {
                     return Err(format!("no tenant named '{tenant}'"));
                 }
                 let ended = responder.terminate(tenant, now, events);
-                self.record(&call.actor, "terminate", serde_json::json!({"tenant": tenant, "ike_sas": ended}));
+                self.record(&call.actor, "terminate", (Value::Null, serde_json::json!({"tenant": tenant, "ike_sas_deleted": ended})));
                 Ok(serde_json::json!({"tenant": tenant, "ike_sas_deleted": ended}))
             }
             Request::Reload => {
-                self.reload(transport, responder, policies_changed, events)?;
-                self.record(&call.actor, "reload", Value::Null);
+                let change = self.reload(transport, responder, policies_changed, events)?;
+                self.record(&call.actor, "reload", change);
                 Ok(serde_json::json!({"reloaded": self.config_path}))
             }
             Request::Tenant { edit } => {

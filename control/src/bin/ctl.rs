@@ -35,7 +35,7 @@ enum Command {
     },
     /// The dataplane's counters, per worker.
     Dataplane,
-    /// The NAT port blocks a tenant holds.
+    /// A tenant's NAT sessions and the port blocks it holds.
     Nat { tenant: String },
     /// Ends a tenant's tunnels (its clinics may connect again).
     Terminate { tenant: String },
@@ -102,14 +102,17 @@ fn main() {
                 .flat_map(|sa| {
                     sa["child_sas"].as_array().cloned().unwrap_or_default().into_iter().map(move |c| {
                         serde_json::json!({"tenant": sa["tenant"], "peer": sa["peer"], "ike_age_s": sa["age_seconds"], "ike_rekey_in_s": sa["rekey_in_seconds"],
-                            "inbound_spi": c["inbound_spi"], "outbound_spi": c["outbound_spi"], "clinic": c["clinic"], "rekey_in_s": c["rekey_in_seconds"],
+                            "inbound_spi": c["inbound_spi"], "outbound_spi": c["outbound_spi"], "clinic": c["clinic"], "age_s": c["age_seconds"], "rekeys": c["rekeys"], "rekey_in_s": c["rekey_in_seconds"],
                             "received_packets": c["received_packets"]})
                     })
                 })
                 .collect();
-            table(&Value::Array(rows), &["tenant", "peer", "ike_age_s", "ike_rekey_in_s", "inbound_spi", "outbound_spi", "clinic", "rekey_in_s", "received_packets"]);
+            table(&Value::Array(rows), &["tenant", "peer", "ike_age_s", "ike_rekey_in_s", "inbound_spi", "outbound_spi", "clinic", "age_s", "rekeys", "rekey_in_s", "received_packets"]);
         }
-        Command::Nat { .. } => table(&answer["port_blocks"], &["address", "ports", "worker"]),
+        Command::Nat { .. } => {
+            println!("sessions: {}", cell(&answer["sessions"]));
+            table(&answer["port_blocks"], &["address", "ports", "worker"]);
+        }
         Command::Dataplane => {
             let rows: Vec<Value> = answer["workers"]
                 .as_array()

@@ -228,6 +228,8 @@ impl Responder {
             rekey_at: None,
             expire_at: now,
             received: (0, 0),
+            created: now,
+            rekeys: 0,
         };
         let child = self.with_child_timers(child, now);
         let mut body = [0u8; 64];
@@ -235,7 +237,10 @@ impl Responder {
         Ok((child, body[..len].to_vec()))
     }
 
-    pub(super) fn child_up(&mut self, sa: &mut IkeSa, tenant: &str, child: ChildSa, replaces: Option<u32>, ours: bool, out: &mut Vec<Event>) {
+    pub(super) fn child_up(&mut self, sa: &mut IkeSa, tenant: &str, mut child: ChildSa, replaces: Option<u32>, ours: bool, out: &mut Vec<Event>) {
+        if let Some(old) = replaces.and_then(|spi| sa.children.iter().find(|c| c.inbound_spi == spi)) {
+            child.rekeys = old.rekeys + 1;
+        }
         let worker = self.tenants.by_name(tenant).map_or(0, |t| t.worker);
         if replaces.is_some() {
             self.counters.child_sas_rekeyed += 1;

@@ -316,6 +316,8 @@ impl Responder {
             rekey_at: None,
             expire_at: now,
             received: (0, 0),
+            created: now,
+            rekeys: 0,
         };
         Ok((self.with_child_timers(child, now), nr))
     }

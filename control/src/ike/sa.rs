@@ -42,6 +42,9 @@ pub struct ChildSa {
     pub expire_at: Instant,
     /// Packets and bytes the dataplane last reported received on it.
     pub received: (u64, u64),
+    pub created: Instant,
+    /// Rekeys since the first CHILD_SA of its line (an operator's view).
+    pub rekeys: u32,
 }
 
 impl std::fmt::Debug for ChildSa {

@@ -510,7 +510,7 @@ fn the_gateway_rekeys_children_and_the_ike_sa_when_their_time_comes() {
     let (sent, events) = deliver_at(&mut r, at, &[answer]);
     let up = events.iter().find_map(|e| if let Event::ChildUp { child, replaces, ours, .. } = e { Some((child.clone(), *replaces, *ours)) } else { None }).unwrap();
     let (rekeyed, replaces, ours) = up;
-    assert_eq!((replaces, ours, rekeyed.pfs_group, rekeyed.clinic.clone()), (Some(first.inbound_spi), true, Some(14), first.clinic.clone()));
+    assert_eq!((replaces, ours, rekeyed.pfs_group, rekeyed.clinic.clone(), rekeyed.rekeys), (Some(first.inbound_spi), true, Some(14), first.clinic.clone(), 1));
     let peer = i.children.last().unwrap().clone();
     assert_eq!((rekeyed.inbound_key.clone(), rekeyed.outbound_key.clone()), (peer.key_out.clone(), peer.key_in.clone()), "§2.17 with the gateway as initiator");
     assert_eq!((rekeyed.inbound_spi, rekeyed.outbound_spi), (peer.their_spi, peer.our_spi));

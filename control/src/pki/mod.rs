@@ -75,6 +75,10 @@ impl Trust {
         &self.certreq
     }
 
+    pub fn crls(&self) -> &[X509Crl] {
+        &self.crls
+    }
+
     pub fn cas(&self) -> &[X509] {
         &self.cas
     }

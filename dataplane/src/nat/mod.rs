@@ -51,6 +51,9 @@ pub enum NatEvent {
     Session(SessionStart),
     /// A tenant was refused a session for want of ports (at most one a second per core).
     Exhausted { tenant: u32, core: u8, reason: PortError },
+    /// How many sessions a tenant has on a core now (for the control
+    /// process's operators, not the NAT log).
+    Sessions { tenant: u32, core: u8, sessions: u32 },
 }
 
 impl NatEvent {
@@ -70,6 +73,9 @@ impl NatEvent {
             }),
             NatEvent::Exhausted { tenant, core, reason } => serde_json::json!({
                 "unix_ms": ports::unix_ms(), "event": "ports_exhausted", "tenant": name(*tenant), "worker": core, "reason": format!("{reason:?}"),
+            }),
+            NatEvent::Sessions { tenant, core, sessions } => serde_json::json!({
+                "unix_ms": ports::unix_ms(), "event": "tenant_sessions", "tenant": name(*tenant), "worker": core, "sessions": sessions,
             }),
         };
         line.to_string()
@@ -109,6 +115,8 @@ pub struct NatCore {
     pub fragments: Fragments,
     pub events: ArrayVec<NatEvent, MAX_NAT_EVENTS>,
     last_exhausted_ms: Option<u64>,
+    /// Each tenant's session count at its last report.
+    reported_sessions: Vec<u32>,
 }
 
 /// Keys use the echo identifier as the clinic's port and 0 as the remote's.
@@ -132,7 +140,8 @@ impl NatCore {
     pub fn new(policy: Arc<Policy>, core: u8) -> NatCore {
         let ports = PortBlocks::new(policy.layout.clone(), core);
         let sessions = SessionTable::new(policy.sessions_per_worker, ports, &policy.tenants, policy.timeouts);
-        NatCore { policy, core, sessions, fragments: Fragments::default(), events: ArrayVec::new(), last_exhausted_ms: None }
+        let reported_sessions = vec![0; policy.tenants.len()];
+        NatCore { policy, core, sessions, fragments: Fragments::default(), events: ArrayVec::new(), last_exhausted_ms: None, reported_sessions }
     }
 
     /// The session key of a packet from a clinic, read without validation:
@@ -344,7 +353,31 @@ impl NatCore {
     /// Takes a replacement policy (see [`Policy::compile_replacement`]).
     pub fn set_policy(&mut self, policy: Arc<Policy>) {
         self.sessions.adopt_tenants(&policy.tenants);
+        self.reported_sessions.resize(policy.tenants.len(), 0);
         self.policy = policy;
+    }
+
+    /// Reports tenants' session counts on this core, a few per call: those
+    /// that have sessions, or had at the last report. Leaves half the event
+    /// room to port blocks, which are never lent without room to log them.
+    pub fn report_sessions(&mut self, from: usize, most: usize) -> usize {
+        let mut at = from;
+        let mut reported = 0;
+        while at < self.reported_sessions.len() && reported < most && self.events.len() < MAX_NAT_EVENTS / 2 {
+            let now = self.sessions.tenant_sessions(at as u32);
+            if now > 0 || self.reported_sessions[at] > 0 {
+                self.events.push(NatEvent::Sessions { tenant: at as u32, core: self.core, sessions: now });
+                self.reported_sessions[at] = now;
+                reported += 1;
+            }
+            at += 1;
+        }
+        at
+    }
+
+    /// Tenants the policy has (the end of [`NatCore::report_sessions`]' walk).
+    pub fn tenant_count(&self) -> usize {
+        self.reported_sessions.len()
     }
 
     /// A packet `ip` from the inside to pool address `address` (its index):

@@ -293,6 +293,39 @@ fn a_removed_tenants_sessions_go_with_the_sweep_while_the_others_and_a_new_tenan
 }
 
 #[test]
+fn tenants_session_counts_are_reported_while_they_have_sessions_and_once_after() {
+    let mut n = nat();
+    pass_up(&mut n, A, udp(HOST, 5000, SERVER, 53), 0);
+    pass_up(&mut n, A, udp(HOST, 5001, SERVER, 53), 0);
+    let sessions = |n: &mut NatCore| -> Vec<(u32, u32)> {
+        let reported = n.events.iter().filter_map(|e| if let NatEvent::Sessions { tenant, sessions, .. } = e { Some((*tenant, *sessions)) } else { None }).collect();
+        n.events.clear();
+        reported
+    };
+    n.events.clear();
+    assert_eq!(n.report_sessions(0, 32), n.tenant_count(), "one call walks all four tenants");
+    assert_eq!(sessions(&mut n), vec![(A, 2)]);
+    // Gone: reported once as 0, then no more.
+    let mut counters = CounterBlock::default();
+    for _ in 0..4096 / 32 {
+        n.maintain(400_000, &mut counters);
+    }
+    n.events.clear();
+    n.report_sessions(0, 32);
+    assert_eq!(sessions(&mut n), vec![(A, 0)]);
+    n.report_sessions(0, 32);
+    assert!(sessions(&mut n).is_empty());
+    // A few per call: the walk resumes where it stopped.
+    pass_up(&mut n, B, udp(HOST, 5000, SERVER, 53), 400_000);
+    pass_up(&mut n, SMALL, udp(HOST, 5000, SERVER, 53), 400_000);
+    n.events.clear();
+    let next = n.report_sessions(0, 1);
+    assert_eq!((next, sessions(&mut n)), (2, vec![(B, 1)]));
+    n.report_sessions(next, 1);
+    assert_eq!(sessions(&mut n), vec![(SMALL, 1)]);
+}
+
+#[test]
 fn an_inbound_rule_lets_the_inside_open_sessions_to_one_clinic_service() {
     let mut n = nat();
     let b_pool = [100, 64, 0, 1];

@@ -202,9 +202,8 @@ pub struct Forwarder {
     fragment_pending: Option<OutboundRoute>,
     /// SA lifetime events of this batch, for the worker to pass on.
     events: ArrayVec<SaEvent, MAX_PENDING_EVENTS>,
-    /// Where the report of inbound SAs' traffic stands: the next slot, and
-    /// when the current round over all slots began.
-    activity: (usize, u64),
+    /// Where the reports of inbound SAs' traffic and tenants' sessions stand.
+    activity: Activity,
     /// Connection tracking and NAT, when tunnels belong to tenants.
     nat: Option<NatCore>,
     /// While set, decrypted packets of tenants wait for their burst's NAT
@@ -216,6 +215,15 @@ pub struct Forwarder {
 
 /// Lifetime events one batch may raise before they are passed on.
 const MAX_PENDING_EVENTS: usize = 64;
+/// A round of reports: the next inbound SA slot and tenant to report
+/// (None: done for this round), and when the round began.
+#[derive(Default)]
+struct Activity {
+    sa_slot: Option<usize>,
+    tenant: Option<usize>,
+    started_ms: u64,
+}
+
 /// One round of traffic reports over every inbound SA this often.
 const ACTIVITY_INTERVAL_MS: u64 = 10_000;
 /// Most traffic reports per call.
@@ -245,7 +253,7 @@ impl Forwarder {
             fragment_rest: Vec::with_capacity(crate::port::memory::BUF_ROOM),
             fragment_pending: None,
             events: ArrayVec::new(),
-            activity: (0, 0),
+            activity: Activity::default(),
             nat: None,
             defer_nat: false,
             deferred: ArrayVec::new(),
@@ -526,32 +534,37 @@ impl Forwarder {
         }
     }
 
-    /// Reports what each inbound SA has received, as `Expiry::Live` events:
-    /// the control process takes ESP from a peer as a sign of life (RFC 7296
-    /// §2.4). One round over every SA per [`ACTIVITY_INTERVAL_MS`], a few
-    /// SAs per call, between bursts.
+    /// Reports what each inbound SA has received, as `Expiry::Live` events
+    /// (the control process takes ESP from a peer as a sign of life, RFC
+    /// 7296 §2.4), and each tenant's NAT sessions here: one round over
+    /// every SA and tenant per [`ACTIVITY_INTERVAL_MS`], a few per call,
+    /// between bursts.
     pub fn report_activity(&mut self, now_ms: u64) {
-        let (mut slot, started) = self.activity;
-        if slot == 0 {
-            if now_ms < started + ACTIVITY_INTERVAL_MS {
+        let a = &mut self.activity;
+        if a.sa_slot.is_none() && a.tenant.is_none() {
+            if now_ms < a.started_ms + ACTIVITY_INTERVAL_MS {
                 return;
             }
-            self.activity.1 = now_ms;
+            *a = Activity { sa_slot: Some(0), tenant: Some(0), started_ms: now_ms };
         }
-        let budget = (MAX_PENDING_EVENTS - self.events.len()).min(ACTIVITY_PER_CALL);
-        let mut reported = 0;
-        let mut walked_to_end = true;
-        for (at, sa) in self.sad.inbound_from(slot) {
-            if reported == budget {
-                (slot, walked_to_end) = (at, false);
-                break;
-            }
-            if sa.counters.packets > 0 {
-                self.events.push(SaEvent { spi: sa.spi, direction: crate::esp::sa::Direction::Inbound, expiry: crate::esp::sa::Expiry::Live, packets: sa.counters.packets, bytes: sa.counters.bytes });
-                reported += 1;
+        if let Some(slot) = a.sa_slot {
+            let budget = (MAX_PENDING_EVENTS - self.events.len()).min(ACTIVITY_PER_CALL);
+            let mut reported = 0;
+            a.sa_slot = None;
+            for (at, sa) in self.sad.inbound_from(slot) {
+                if reported == budget {
+                    a.sa_slot = Some(at);
+                    break;
+                }
+                if sa.counters.packets > 0 {
+                    self.events.push(SaEvent { spi: sa.spi, direction: crate::esp::sa::Direction::Inbound, expiry: crate::esp::sa::Expiry::Live, packets: sa.counters.packets, bytes: sa.counters.bytes });
+                    reported += 1;
+                }
             }
         }
-        self.activity.0 = if walked_to_end { 0 } else { slot };
+        if let Some(tenant) = a.tenant {
+            a.tenant = self.nat.as_mut().map(|nat| nat.report_sessions(tenant, ACTIVITY_PER_CALL)).filter(|&next| self.nat.as_ref().is_some_and(|n| next < n.tenant_count()));
+        }
     }
 
     /// The SA lifetime and NAT events raised since the last call.

@@ -16,6 +16,10 @@ const SA_EVENT_LEN: usize = 24;
 
 const KIND_PUNTED: u8 = 1;
 const KIND_SA_EVENT: u8 = 2;
+const KIND_TENANT_SESSIONS: u8 = 3;
+const SESSIONS_LEN: usize = 8;
+/// Longest tenant name a sessions report carries.
+pub const MAX_TENANT_NAME: usize = 255;
 
 /// One message to the control process.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,8 +27,11 @@ pub enum ToControl<'a> {
     /// A frame for the control process (IKE on UDP 500, or 4500 with the
     /// non-ESP marker), as the worker received it on `side`.
     Punted { worker: u8, side: Side, frame: &'a [u8] },
-    /// An SA reached a lifetime stage.
+    /// An SA reached a lifetime stage, or (`Expiry::Live`) what an inbound
+    /// SA has received so far.
     SaEvent(SaEvent),
+    /// A tenant's NAT sessions on a worker now.
+    TenantSessions { worker: u8, sessions: u32, tenant: &'a str },
 }
 
 /// Why bytes are not a message.
@@ -49,6 +56,15 @@ impl ToControl<'_> {
                 head[4..8].copy_from_slice(&[*worker, *side as u8, 0, 0]);
                 let (head, _) = head.split_at(HEADER_LEN + PUNT_LEN);
                 [head, frame]
+            }
+            ToControl::TenantSessions { worker, sessions, tenant } => {
+                let name = &tenant.as_bytes()[..tenant.len().min(MAX_TENANT_NAME)];
+                let body = (SESSIONS_LEN + name.len()) as u16;
+                head[..4].copy_from_slice(&[KIND_TENANT_SESSIONS, 0, body as u8, (body >> 8) as u8]);
+                head[4..8].copy_from_slice(&[*worker, 0, 0, 0]);
+                head[8..12].copy_from_slice(&sessions.to_le_bytes());
+                let (head, _) = head.split_at(HEADER_LEN + SESSIONS_LEN);
+                [head, name]
             }
             ToControl::SaEvent(e) => {
                 head[..4].copy_from_slice(&[KIND_SA_EVENT, 0, SA_EVENT_LEN as u8, 0]);
@@ -105,6 +121,15 @@ impl ToControl<'_> {
                     packets: word(8),
                     bytes: word(16),
                 }))
+            }
+            KIND_TENANT_SESSIONS => {
+                let b: &[u8; SESSIONS_LEN] = body.first_chunk().ok_or(MessageError::Truncated)?;
+                let name = &body[SESSIONS_LEN..];
+                if name.is_empty() || name.len() > MAX_TENANT_NAME {
+                    return Err(MessageError::Field("tenant"));
+                }
+                let tenant = std::str::from_utf8(name).map_err(|_| MessageError::Field("tenant"))?;
+                Ok(ToControl::TenantSessions { worker: b[0], sessions: u32::from_le_bytes(b[4..8].try_into().expect("4 bytes")), tenant })
             }
             other => Err(MessageError::Kind(other)),
         }
@@ -249,6 +274,7 @@ mod tests {
     fn messages_round_trip_and_bad_bytes_are_refused() {
         round_trip(ToControl::Punted { worker: 3, side: Side::Outside, frame: &[1, 2, 3, 4, 5] });
         round_trip(ToControl::Punted { worker: 0, side: Side::Inside, frame: &[] });
+        round_trip(ToControl::TenantSessions { worker: 2, sessions: 70_000, tenant: "clinic-0001" });
         round_trip(ToControl::SaEvent(SaEvent { spi: 0x0010_0001, direction: Direction::Outbound, expiry: Expiry::Soft, packets: 7, bytes: 1 << 40 }));
         assert_eq!(ToControl::decode(&[9, 0, 0, 0]), Err(MessageError::Kind(9)));
         assert_eq!(ToControl::decode(&[KIND_PUNTED, 0, 4, 0, 0, 7, 0, 0]), Err(MessageError::Field("side")));
