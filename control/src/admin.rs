@@ -44,6 +44,8 @@ pub struct Call {
 /// Longest a client may take to send its request, and control to answer.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Clients served at once.
+const MAX_CLIENTS: usize = 8;
 /// Largest request: a tenant with its rules.
 const MAX_REQUEST: u64 = 1 << 20;
 
@@ -65,14 +67,32 @@ fn actor(stream: &UnixStream) -> String {
 /// writable by its owner and group only, and starts taking connections;
 /// the calls come out of the receiver.
 pub fn serve(path: &Path) -> std::io::Result<mpsc::Receiver<Call>> {
-    let _ = std::fs::remove_file(path);
-    let listener = UnixListener::bind(path)?;
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path)?,
+        Ok(_) => return Err(std::io::Error::other("exists and is not a socket")),
+        Err(_) => {}
+    }
+    // Born with its final permissions: no moment when others may connect.
+    let umask = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o117));
+    let bound = UnixListener::bind(path);
+    nix::sys::stat::umask(umask);
+    let listener = bound?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
     let (calls, receiver) = mpsc::channel();
     std::thread::Builder::new().name("admin".into()).spawn(move || {
+        let busy = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         for stream in listener.incoming().flatten() {
-            // One at a time: operators' requests are few.
-            let _ = answer(stream, &calls);
+            // A thread per client, a few at once: a slow one holds up only itself.
+            if busy.load(std::sync::atomic::Ordering::Relaxed) >= MAX_CLIENTS {
+                continue;
+            }
+            busy.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let (calls, busy) = (calls.clone(), busy.clone());
+            let _ = std::thread::Builder::new().name("admin-client".into()).spawn(move || {
+                let _ = answer(stream, &calls);
+                busy.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            });
         }
     })?;
     Ok(receiver)
@@ -145,5 +165,10 @@ mod tests {
         let mut line = String::new();
         BufReader::new(&stream).read_line(&mut line).unwrap();
         assert!(line.contains("not a request"), "{line}");
+        // A file that is not a socket is left alone.
+        let file = std::env::temp_dir().join(format!("sekisho-admin-{}.txt", std::process::id()));
+        std::fs::write(&file, "keep me").unwrap();
+        assert!(serve(&file).unwrap_err().to_string().contains("not a socket"));
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
     }
 }

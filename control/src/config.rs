@@ -222,7 +222,12 @@ impl ControlConfig {
             "gateway": {"identity": self.local_id.to_string(), "certificate": fingerprint(ours.to_der().unwrap_or_default()), "not_after": ours.not_after().to_string()},
             "cas": self.trust.cas().iter().map(|c| serde_json::json!({"subject": subject(c), "sha256": fingerprint(c.to_der().unwrap_or_default())})).collect::<Vec<_>>(),
             "crls": self.trust.crls().iter().map(|c| serde_json::json!({"issuer": crate::pki::identity::dn_text(c.issuer_name()), "sha256": fingerprint(c.to_der().unwrap_or_default())})).collect::<Vec<_>>(),
-            "tenants": self.tenants.iter().map(|t| t.name.clone()).collect::<Vec<_>>(),
+            // Each tenant with a digest of all it says, so that a changed rule shows.
+            "tenants": self.tenants.iter().map(|t| {
+                let policy = self.policies.iter().find(|p| p.name == t.name).and_then(|p| serde_json::to_vec(p).ok()).unwrap_or_default();
+                let ids: Vec<String> = t.identities.iter().map(|i| i.to_string()).collect();
+                serde_json::json!({"name": t.name, "sha256": fingerprint([policy, ids.join("\n").into_bytes()].concat())})
+            }).collect::<Vec<_>>(),
             "disabled_tenants": self.disabled,
         })
     }

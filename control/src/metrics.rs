@@ -13,6 +13,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// Most bytes of the NAT log read per [`NatBlocks::update`].
+const MAX_READ_PER_UPDATE: u64 = 1 << 20;
+
 /// The port blocks each tenant holds, from the NAT log's `port_block_*`
 /// lines: (pool address, "first-last" ports, worker), by tenant.
 #[derive(Default)]
@@ -41,12 +44,18 @@ impl NatBlocks {
         if file.seek(SeekFrom::Start(self.offset)).is_err() {
             return;
         }
-        let mut reader = BufReader::new(file.take(length - self.offset));
-        let mut line = String::new();
+        // A bounded share per call: a long log is caught up over a few
+        // seconds rather than holding up the control loop.
+        let mut reader = BufReader::new(file.take((length - self.offset).min(MAX_READ_PER_UPDATE)));
+        let mut line = Vec::new();
         // Only whole lines: the dataplane may be writing the last one.
-        while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line.ends_with('\n') {
+        while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) && line.ends_with(b"\n") {
             self.offset += line.len() as u64;
-            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+            if let Ok(v) = serde_json::from_slice::<Value>(&line) {
+                // A dataplane (re)started: the blocks of the one before are gone.
+                if v["event"] == "dataplane_started" {
+                    self.held.clear();
+                }
                 let text = |k: &str| v[k].as_str().map(str::to_owned).or_else(|| v[k].as_u64().map(|n| n.to_string())).unwrap_or_default();
                 let block = (text("address"), text("ports"), v["worker"].as_u64().unwrap_or(0));
                 let tenant = text("tenant");
@@ -81,7 +90,7 @@ pub fn render(responder: &Responder, nat: &NatBlocks, sessions: Option<&crate::d
         let _ = writeln!(out, "sekisho_ike_events_total{{event=\"{event}\"}} {value}");
     }
     let _ = writeln!(out, "# HELP sekisho_ike_sas IKE SAs now, established or half-open.\n# TYPE sekisho_ike_sas gauge");
-    let _ = writeln!(out, "sekisho_ike_sas{{state=\"established\"}} {}", responder.ike_sa_count() - responder.half_open_count());
+    let _ = writeln!(out, "sekisho_ike_sas{{state=\"established\"}} {}", responder.ike_sa_count().saturating_sub(responder.half_open_count()));
     let _ = writeln!(out, "sekisho_ike_sas{{state=\"half_open\"}} {}", responder.half_open_count());
     let h = &responder.handshake_seconds;
     let _ = writeln!(out, "# HELP sekisho_ike_handshake_seconds From IKE_SA_INIT to the IKE SA established.\n# TYPE sekisho_ike_handshake_seconds histogram");
@@ -103,13 +112,14 @@ pub fn render(responder: &Responder, nat: &NatBlocks, sessions: Option<&crate::d
     for (tenant, (up, _, _)) in &tenants {
         let _ = writeln!(out, "sekisho_tenant_child_sas{{tenant=\"{}\"}} {up}", label(tenant));
     }
-    let _ = writeln!(out, "# HELP sekisho_tenant_received_packets_total Packets received from the tenant's clinics on its current SAs.\n# TYPE sekisho_tenant_received_packets_total counter");
+    // Gauges: each SA counts from zero, so the sums drop at every rekey.
+    let _ = writeln!(out, "# HELP sekisho_tenant_received_packets Packets received from the tenant's clinics on its current SAs.\n# TYPE sekisho_tenant_received_packets gauge");
     for (tenant, (_, packets, _)) in &tenants {
-        let _ = writeln!(out, "sekisho_tenant_received_packets_total{{tenant=\"{}\"}} {packets}", label(tenant));
+        let _ = writeln!(out, "sekisho_tenant_received_packets{{tenant=\"{}\"}} {packets}", label(tenant));
     }
-    let _ = writeln!(out, "# HELP sekisho_tenant_received_bytes_total Inner bytes received from the tenant's clinics on its current SAs.\n# TYPE sekisho_tenant_received_bytes_total counter");
+    let _ = writeln!(out, "# HELP sekisho_tenant_received_bytes Inner bytes received from the tenant's clinics on its current SAs.\n# TYPE sekisho_tenant_received_bytes gauge");
     for (tenant, (_, _, bytes)) in &tenants {
-        let _ = writeln!(out, "sekisho_tenant_received_bytes_total{{tenant=\"{}\"}} {bytes}", label(tenant));
+        let _ = writeln!(out, "sekisho_tenant_received_bytes{{tenant=\"{}\"}} {bytes}", label(tenant));
     }
     let _ = writeln!(out, "# HELP sekisho_tenant_nat_port_blocks NAT port blocks the tenant holds, over all workers.\n# TYPE sekisho_tenant_nat_port_blocks gauge");
     for (tenant, blocks) in &nat.held {
@@ -130,26 +140,39 @@ pub fn render(responder: &Responder, nat: &NatBlocks, sessions: Option<&crate::d
     out
 }
 
+/// Scrapes served at once.
+const MAX_SCRAPES: usize = 8;
+
 /// Serves the latest `text` at `GET /metrics` on `address`, from a thread.
 pub fn serve(address: SocketAddr) -> std::io::Result<Arc<Mutex<String>>> {
     let listener = TcpListener::bind(address)?;
     let text = Arc::new(Mutex::new(String::new()));
     let shared = text.clone();
     std::thread::Builder::new().name("metrics".into()).spawn(move || {
+        let busy = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         for stream in listener.incoming().flatten() {
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-            let mut request = String::new();
-            // The request line is all we need.
-            if BufReader::new(&stream).take(8192).read_line(&mut request).is_err() {
+            // A thread per scrape, a few at once: a slow client holds up only itself.
+            if busy.load(std::sync::atomic::Ordering::Relaxed) >= MAX_SCRAPES {
                 continue;
             }
-            let response = if request.starts_with("GET /metrics ") {
-                let body = shared.lock().map(|t| t.clone()).unwrap_or_default();
-                format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
-            } else {
-                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
-            };
-            let _ = (&stream).write_all(response.as_bytes());
+            busy.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let (shared, busy) = (shared.clone(), busy.clone());
+            let _ = std::thread::Builder::new().name("scrape".into()).spawn(move || {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+                let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
+                let mut request = String::new();
+                // The request line is all we need.
+                if BufReader::new(&stream).take(8192).read_line(&mut request).is_ok() {
+                    let response = if request.starts_with("GET /metrics ") {
+                        let body = shared.lock().map(|t| t.clone()).unwrap_or_default();
+                        format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+                    } else {
+                        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
+                    };
+                    let _ = (&stream).write_all(response.as_bytes());
+                }
+                busy.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            });
         }
     })?;
     Ok(text)
@@ -175,5 +198,11 @@ mod tests {
         std::fs::write(&path, line("allocated", "4096-4607")).unwrap();
         blocks.update();
         assert_eq!(blocks.held["clinic-1"].iter().map(|b| b.1.as_str()).collect::<Vec<_>>(), vec!["4096-4607"], "rotated: read anew");
+        // A line that is not UTF-8 is passed over; a restarted dataplane holds nothing.
+        let mut file = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+        file.write_all(b"\xff\xfe\n{\"event\":\"dataplane_started\"}\n").unwrap();
+        file.write_all(line("allocated", "512-1023").as_bytes()).unwrap();
+        blocks.update();
+        assert_eq!(blocks.held["clinic-1"].iter().map(|b| b.1.as_str()).collect::<Vec<_>>(), vec!["512-1023"]);
     }
 }

@@ -34,12 +34,13 @@ fn group_name(group: u16) -> &'static str {
     }
 }
 
-/// A value for swanctl.conf, quoted when it holds anything but a plain word.
+/// A value for swanctl.conf, quoted when it holds anything but a plain
+/// word (backslashes and quotes escaped; control characters never get here).
 fn quoted(value: &str) -> String {
     if value.chars().all(|c| c.is_ascii_alphanumeric() || ".-_@:".contains(c)) {
         value.to_string()
     } else {
-        format!("\"{}\"", value.replace('"', "\\\""))
+        format!("\"{}\"", value.replace('\\', "\\\\").replace('"', "\\\""))
     }
 }
 
@@ -72,6 +73,9 @@ pub fn swanctl_conf(settings: &Settings, gateway_id: &Identity, gateway: &str, i
 pub fn bundle(config: &ControlConfig, tenant: &str, gateway: &str, ca: &Authority, csr: Option<&X509Req>, days: u32) -> Result<RouterBundle, String> {
     let t = config.tenants.by_name(tenant).ok_or_else(|| format!("no tenant named '{tenant}' in the config"))?;
     let identity = t.identities.first().ok_or_else(|| format!("tenant '{tenant}' has no identity"))?;
+    if identity.to_string().chars().any(char::is_control) {
+        return Err(format!("tenant '{tenant}': its identity holds control characters"));
+    }
     if gateway.parse::<std::net::IpAddr>().is_err() && !gateway.chars().all(|c| c.is_ascii_alphanumeric() || ".-".contains(c)) {
         return Err(format!("--gateway {gateway}: not an address or host name"));
     }
@@ -171,6 +175,12 @@ mod tests {
         }
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(std::fs::metadata(dir.join("swanctl/private/router.key")).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn values_are_quoted_so_that_they_stay_one_value() {
+        assert_eq!(quoted("clinic1.example"), "clinic1.example");
+        assert_eq!(quoted("C=JP, O=A \"B\" C\\"), "\"C=JP, O=A \\\"B\\\" C\\\\\"");
     }
 
     #[test]

@@ -252,6 +252,10 @@ fn run(config: &Config) -> Result<()> {
         ),
         None => None,
     };
+    // Blocks lent before are all back now (a reader of the log starts over here).
+    if let Some(log) = &mut nat_log {
+        writeln!(log, "{}", serde_json::json!({"unix_ms": sekisho_dataplane::nat::ports::unix_ms(), "event": "dataplane_started"})).with_context(|| format!("writing {}", nat_log_path.display()))?;
+    }
     let settings = config.esp.settings();
     for (name, spis) in &tables.inbound_spis {
         let spis: Vec<String> = spis.iter().map(|s| format!("{s:#010x}")).collect();

@@ -263,6 +263,7 @@ fn receive_dataplane(run_dir: &Path, (link, sessions): (&mut Option<Link>, &mut 
         return false;
     };
     if l.restarted() {
+        sessions.clear();
         events.push(Event::Log("the dataplane restarted: installing every tunnel again".into()));
         resync(l, book, policies, events);
     }
@@ -457,10 +458,16 @@ impl Ops {
                 let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
                 let (new_text, name, before, after) = config::edit_tenants(&text, edit)?;
                 // Checked whole before anything is written or applied.
-                config::parse(&new_text, path.parent().unwrap_or(Path::new("."))).map_err(|e| format!("refused, the config would not load: {e}"))?;
-                let temporary = path.with_extension("toml.new");
-                std::fs::write(&temporary, &new_text).and_then(|()| std::fs::rename(&temporary, &path)).map_err(|e| format!("{}: {e}", path.display()))?;
-                self.reload(transport, responder, policies_changed, events)?;
+                let checked = config::parse(&new_text, path.parent().unwrap_or(Path::new("."))).map_err(|e| format!("refused, the config would not load: {e}"))?;
+                if checked.workers != self.workers {
+                    return Err("refused: the file's gateway.workers differs from the running one (restart to change it)".into());
+                }
+                replace_file(&path, &new_text).map_err(|e| format!("{}: {e}", path.display()))?;
+                if let Err(e) = self.reload(transport, responder, policies_changed, events) {
+                    // Not applied: the file goes back to what runs.
+                    let _ = replace_file(&path, &text);
+                    return Err(format!("refused, the reload failed: {e}"));
+                }
                 let action = match edit {
                     TenantEdit::Add(_) => "tenant_add",
                     TenantEdit::Change(_) => "tenant_change",
@@ -475,4 +482,20 @@ impl Ops {
             }
         }
     }
+}
+
+/// Replaces a file's contents in one step (a temporary file beside it,
+/// flushed, then renamed over it), keeping its permissions.
+fn replace_file(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let temporary = path.with_extension("toml.new");
+    let _ = std::fs::remove_file(&temporary);
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(&temporary)?;
+    let written = file.write_all(text.as_bytes()).and_then(|()| file.sync_all());
+    let permissions = std::fs::metadata(path).map(|m| m.permissions());
+    let result = written.and_then(|()| permissions.and_then(|p| std::fs::set_permissions(&temporary, p))).and_then(|()| std::fs::rename(&temporary, path));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temporary);
+    }
+    result
 }

@@ -185,6 +185,9 @@ impl std::fmt::Debug for Policy {
     }
 }
 
+/// Longest tenant name (the NAT log and the reports to control carry it).
+pub const MAX_TENANT_NAME: usize = 64;
+
 /// A config fault: the field (`tenants[2].rules[0].ports`) and what is wrong.
 pub type Fault = (String, String);
 
@@ -283,6 +286,9 @@ impl Policy {
             let field = |name: &str| format!("tenants[{field_index}].{name}");
             if tenant.name.is_empty() || !seen_names.insert(tenant.name.as_str()) {
                 return fail(&field("name"), format!("'{}' is empty or names another tenant too", tenant.name));
+            }
+            if tenant.name.len() > MAX_TENANT_NAME || tenant.name.chars().any(char::is_control) {
+                return fail(&field("name"), format!("longer than {MAX_TENANT_NAME} bytes, or holds control characters"));
             }
             if tenant.subnets.is_empty() {
                 return fail(&field("subnets"), "a tenant needs at least one inside subnet".into());
@@ -458,6 +464,7 @@ mod tests {
         assert!(Policy::compile(&nat(), &[backwards], &[], 1).unwrap_err().1.contains("backwards"));
         let twice = [tenant("a", ""), tenant("a", "")];
         assert_eq!(Policy::compile(&nat(), &twice, &[], 1).unwrap_err().0, "tenants[1].name");
+        assert_eq!(Policy::compile(&nat(), &[tenant(&"x".repeat(65), "")], &[], 1).unwrap_err().0, "tenants[0].name");
         let mut short = nat();
         short.timeouts.udp = 30;
         assert_eq!(Policy::compile(&short, &[], &[], 1).unwrap_err().0, "nat.timeouts.udp");
