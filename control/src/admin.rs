@@ -81,21 +81,32 @@ pub fn serve(path: &Path) -> std::io::Result<mpsc::Receiver<Call>> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
     let (calls, receiver) = mpsc::channel();
     std::thread::Builder::new().name("admin".into()).spawn(move || {
-        let busy = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        for stream in listener.incoming().flatten() {
-            // A thread per client, a few at once: a slow one holds up only itself.
-            if busy.load(std::sync::atomic::Ordering::Relaxed) >= MAX_CLIENTS {
-                continue;
-            }
-            busy.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let (calls, busy) = (calls.clone(), busy.clone());
-            let _ = std::thread::Builder::new().name("admin-client".into()).spawn(move || {
-                let _ = answer(stream, &calls);
-                busy.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-            });
-        }
+        each_in_own_thread(listener.incoming().flatten(), MAX_CLIENTS, move |stream| {
+            let _ = answer(stream, &calls);
+        })
     })?;
     Ok(receiver)
+}
+
+/// Handles each of `clients` in a thread of its own, at most `most` at
+/// once (more wait to be taken): a slow client holds up only itself.
+pub fn each_in_own_thread<S: Send + 'static>(clients: impl Iterator<Item = S>, most: usize, handle: impl Fn(S) + Send + Clone + 'static) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let busy = std::sync::Arc::new(AtomicUsize::new(0));
+    for client in clients {
+        while busy.load(Ordering::Acquire) >= most {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        busy.fetch_add(1, Ordering::AcqRel);
+        let (done, handle) = (busy.clone(), handle.clone());
+        let spawned = std::thread::Builder::new().spawn(move || {
+            handle(client);
+            done.fetch_sub(1, Ordering::AcqRel);
+        });
+        if spawned.is_err() {
+            busy.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
 }
 
 fn answer(stream: UnixStream, calls: &mpsc::Sender<Call>) -> std::io::Result<()> {

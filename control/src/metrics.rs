@@ -149,31 +149,22 @@ pub fn serve(address: SocketAddr) -> std::io::Result<Arc<Mutex<String>>> {
     let text = Arc::new(Mutex::new(String::new()));
     let shared = text.clone();
     std::thread::Builder::new().name("metrics".into()).spawn(move || {
-        let busy = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        for stream in listener.incoming().flatten() {
-            // A thread per scrape, a few at once: a slow client holds up only itself.
-            if busy.load(std::sync::atomic::Ordering::Relaxed) >= MAX_SCRAPES {
-                continue;
+        crate::admin::each_in_own_thread(listener.incoming().flatten(), MAX_SCRAPES, move |stream| {
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+            let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
+            let mut request = String::new();
+            // The request line is all we need.
+            if BufReader::new(&stream).take(8192).read_line(&mut request).is_err() {
+                return;
             }
-            busy.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let (shared, busy) = (shared.clone(), busy.clone());
-            let _ = std::thread::Builder::new().name("scrape".into()).spawn(move || {
-                let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
-                let _ = stream.set_write_timeout(Some(Duration::from_secs(5)));
-                let mut request = String::new();
-                // The request line is all we need.
-                if BufReader::new(&stream).take(8192).read_line(&mut request).is_ok() {
-                    let response = if request.starts_with("GET /metrics ") {
-                        let body = shared.lock().map(|t| t.clone()).unwrap_or_default();
-                        format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
-                    } else {
-                        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
-                    };
-                    let _ = (&stream).write_all(response.as_bytes());
-                }
-                busy.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-            });
-        }
+            let response = if request.starts_with("GET /metrics ") {
+                let body = shared.lock().map(|t| t.clone()).unwrap_or_default();
+                format!("HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+            } else {
+                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_string()
+            };
+            let _ = (&stream).write_all(response.as_bytes());
+        })
     })?;
     Ok(text)
 }

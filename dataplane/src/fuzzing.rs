@@ -437,7 +437,7 @@ pub fn shm_message_seeds() -> Vec<Vec<u8>> {
     use crate::esp::sa::{Direction, Expiry, SaEvent};
     use crate::shm::messages::{ToControl, FIXED_LEN};
     let event = SaEvent { spi: 0x0010_0001, direction: Direction::Inbound, expiry: Expiry::Soft, packets: 9, bytes: 900 };
-    [ToControl::Punted { worker: 1, side: Side::Outside, frame: &[0x45, 0, 0, 28] }, ToControl::SaEvent(event)]
+    [ToControl::Punted { worker: 1, side: Side::Outside, frame: &[0x45, 0, 0, 28] }, ToControl::SaEvent(event), ToControl::TenantSessions { worker: 1, sessions: 3, tenant: "clinic-1" }]
         .iter()
         .map(|m| m.encode(&mut [0u8; FIXED_LEN]).concat())
         .collect()

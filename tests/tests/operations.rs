@@ -97,6 +97,10 @@ fn a_tenant_added_with_the_cli_connects_shows_in_listings_metrics_and_the_audit_
         assert!(page.contains(line), "{line} not in\n{page}");
     }
 
+    // Changed: one more rule; the tunnel stays.
+    std::fs::write(&tenant, "name = \"clinic-1\"\nidentities = [\"clinic1.example\"]\nsubnets = [\"192.168.1.0/24\"]\n[[rules]]\ndst = \"10.100.0.0/16\"\naction = \"allow\"\n[[rules]]\ndst = \"10.101.0.0/16\"\nprotocol = \"tcp\"\nports = \"443\"\naction = \"allow\"\n").unwrap();
+    assert!(ctl(&socket, &["tenant", "change", tenant.to_str().unwrap()]).0);
+    assert_eq!(ctl_json(&socket, &["tenants"])[0]["child_sas"], 1);
     // Terminated: the gateway deletes its tunnel, and the router (set to
     // start again when closed) comes back by itself.
     let count = |key: &str| control.lines().iter().filter(|v| v.get(key).is_some()).count();
@@ -122,10 +126,11 @@ fn a_tenant_added_with_the_cli_connects_shows_in_listings_metrics_and_the_audit_
     // The audit trail: each change, by whom (this test runs as root), before and after.
     let lines: Vec<Value> = std::fs::read_to_string(&audit).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let actions: Vec<&str> = lines.iter().map(|l| l["action"].as_str().unwrap()).collect();
-    assert_eq!(actions, ["tenant_add", "router_certificate_issued", "terminate", "tenant_disable", "tenant_enable", "tenant_remove", "reload"], "{lines:?}");
+    assert_eq!(actions, ["tenant_add", "router_certificate_issued", "tenant_change", "terminate", "tenant_disable", "tenant_enable", "tenant_remove", "reload"], "{lines:?}");
+    assert_eq!((lines[2]["before"]["rules"].as_array().map(Vec::len), lines[2]["after"]["rules"].as_array().map(Vec::len)), (Some(1), Some(2)));
     assert_eq!((lines[0]["actor"].as_str(), lines[0]["after"]["subnets"][0].as_str()), (Some("root"), Some("192.168.1.0/24")));
     assert_eq!((lines[1]["subject"].as_str(), lines[1]["after"]["issuer"].as_str()), (Some("clinic-1"), Some("O=Sekisho, CN=Sekisho Test CA")));
-    assert_eq!((lines[5]["before"]["name"].as_str(), lines[5]["after"].is_null()), (Some("clinic-1"), true));
+    assert_eq!((lines[6]["before"]["name"].as_str(), lines[6]["after"].is_null()), (Some("clinic-1"), true));
     // A reload records the tenants, CAs, CRLs and our certificate before and after.
-    assert_eq!((lines[6]["before"]["tenants"].as_array().map(Vec::len), lines[6]["after"]["cas"][0]["subject"].as_str()), (Some(0), Some("O=Sekisho, CN=Sekisho Test CA")));
+    assert_eq!((lines[7]["before"]["tenants"].as_array().map(Vec::len), lines[7]["after"]["cas"][0]["subject"].as_str()), (Some(0), Some("O=Sekisho, CN=Sekisho Test CA")));
 }

@@ -72,6 +72,14 @@ fn duty(sa: &IkeSa, now: Instant, liveness: Duration) -> Option<Duty> {
     }
 }
 
+/// What follows a refused rekey of ours.
+struct Retry {
+    after: Duration,
+    /// The DH group the peer asked for, one we allow.
+    group: Option<u16>,
+    why: String,
+}
+
 /// Why a response to our rekey gave no SA.
 enum Refused {
     /// The peer's error notify and its data.
@@ -333,35 +341,35 @@ impl Responder {
             return;
         };
         let why = match why {
-            Refused::Notify(payloads::TEMPORARY_FAILURE | payloads::NO_ADDITIONAL_SAS, _) => {
-                child.rekey_at = Some(now + RETRY_SOON + RETRY_SOON.mul_f64(4.0 * random_fraction()));
-                "the peer is busy".to_string()
-            }
-            Refused::Notify(payloads::INVALID_KE_PAYLOAD, data) => match data.first_chunk::<2>().map(|g| u16::from_be_bytes(*g)) {
-                Some(group) if self.settings.dh_groups.contains(&group) => {
-                    child.pfs_group = Some(group);
-                    child.rekey_at = Some(now);
-                    format!("the peer wants DH group {group}")
-                }
-                _ => {
-                    child.rekey_at = Some(now + RETRY_LATER);
-                    "the peer wants a DH group we do not allow".to_string()
-                }
-            },
             Refused::Notify(payloads::CHILD_SA_NOT_FOUND, _) => {
                 self.drop_child(sa, old, out);
                 "the peer no longer has it".to_string()
             }
-            Refused::Notify(kind, _) => {
-                child.rekey_at = Some(now + RETRY_LATER);
-                format!("notify {kind}")
-            }
-            Refused::Invalid(why) => {
-                child.rekey_at = Some(now + RETRY_LATER);
-                why
+            refused => {
+                let retry = self.retry(refused);
+                child.rekey_at = Some(now + retry.after);
+                child.pfs_group = retry.group.or(child.pfs_group);
+                retry.why
             }
         };
         out.push(Event::Log(format!("child_sa {old:08x} of {tenant}: rekey refused: {why}")));
+    }
+
+    /// When to try a refused rekey again, with which DH group, and why.
+    fn retry(&self, refused: Refused) -> Retry {
+        let later = |why: String| Retry { after: RETRY_LATER, group: None, why };
+        match refused {
+            // §2.25: again after a short random delay.
+            Refused::Notify(payloads::TEMPORARY_FAILURE | payloads::NO_ADDITIONAL_SAS, _) => {
+                Retry { after: RETRY_SOON + RETRY_SOON.mul_f64(4.0 * random_fraction()), group: None, why: "the peer is busy".into() }
+            }
+            Refused::Notify(payloads::INVALID_KE_PAYLOAD, data) => match data.first_chunk::<2>().map(|g| u16::from_be_bytes(*g)) {
+                Some(group) if self.settings.dh_groups.contains(&group) => Retry { after: Duration::ZERO, group: Some(group), why: format!("the peer wants DH group {group}") },
+                _ => later("the peer wants a DH group we do not allow".into()),
+            },
+            Refused::Notify(kind, _) => later(format!("notify {kind}")),
+            Refused::Invalid(why) => later(why),
+        }
     }
 
     /// CREATE_CHILD_SA rekeying the IKE SA (§1.3.2), with its algorithms and DH group.
@@ -391,26 +399,10 @@ impl Responder {
             // The peer's rekey stands: the CHILD_SAs are on its new IKE SA already.
             Err(_) if collision.is_some() => return out.push(Event::Log(format!("ike_sa {:016x} of {tenant}: our rekey refused, the peer's stands", sa.our_spi()))),
             Err(why) => {
-                let why = match why {
-                    Refused::Notify(payloads::TEMPORARY_FAILURE, _) => {
-                        sa.rekey_at = Some(now + RETRY_SOON + RETRY_SOON.mul_f64(4.0 * random_fraction()));
-                        "the peer is busy".to_string()
-                    }
-                    Refused::Notify(payloads::INVALID_KE_PAYLOAD, data) if data.first_chunk::<2>().is_some_and(|g| self.settings.dh_groups.contains(&u16::from_be_bytes(*g))) => {
-                        sa.group = u16::from_be_bytes(*data.first_chunk::<2>().expect("checked"));
-                        sa.rekey_at = Some(now);
-                        format!("the peer wants DH group {}", sa.group)
-                    }
-                    Refused::Notify(kind, _) => {
-                        sa.rekey_at = Some(now + RETRY_LATER);
-                        format!("notify {kind}")
-                    }
-                    Refused::Invalid(why) => {
-                        sa.rekey_at = Some(now + RETRY_LATER);
-                        why
-                    }
-                };
-                return out.push(Event::Log(format!("ike_sa {:016x} of {tenant}: rekey refused: {why}", sa.our_spi())));
+                let retry = self.retry(why);
+                sa.rekey_at = Some(now + retry.after);
+                sa.group = retry.group.unwrap_or(sa.group);
+                return out.push(Event::Log(format!("ike_sa {:016x} of {tenant}: rekey refused: {}", sa.our_spi(), retry.why)));
             }
         };
         self.counters.ike_sas_rekeyed += 1;
