@@ -530,6 +530,20 @@ impl Initiator {
         Ok((kinds, response))
     }
 
+    /// A response to the responder's request `datagram` (on the current IKE
+    /// SA) carrying `chain`, whatever it holds (the fuzzers' peer).
+    pub fn respond_with(&mut self, datagram: &[u8], chain: &Chain) -> Result<Vec<u8>, String> {
+        let m = wire::parse(datagram).map_err(|e| e.to_string())?;
+        let h = m.header;
+        if h.is_response() || (h.initiator_spi, h.responder_spi) != (self.spi_i, self.spi_r) {
+            return Err("not a request on our IKE SA".into());
+        }
+        let flags = wire::FLAG_RESPONSE | self.flags();
+        let header = Header { initiator_spi: h.initiator_spi, responder_spi: h.responder_spi, next_payload: 0, minor_version: 0, exchange: h.exchange, flags, message_id: h.message_id, length: 0 };
+        let keys = peer_keys(self.keys.as_ref().expect("IKE_SA_INIT done"), !self.original_initiator);
+        Ok(protect::seal(self.protection, keys, &mut self.iv_counter, header, chain, 1232, false).remove(0))
+    }
+
     /// An INFORMATIONAL request deleting the CHILD_SA of responder SPI `their_spi`.
     pub fn delete_child_request(&mut self, their_spi: u32, max_datagram: usize) -> Vec<Vec<u8>> {
         let ours = self.children.iter().find(|c| c.their_spi == their_spi).map_or(0, |c| c.our_spi);

@@ -168,6 +168,7 @@ impl CertificateCache {
 }
 
 /// The gateway's own key and certificate chain.
+#[derive(Clone)]
 pub struct Credentials {
     pub key: PKey<Private>,
     pub cert: X509,
