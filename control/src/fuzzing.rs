@@ -129,22 +129,8 @@ fn harness_pki() -> &'static HarnessPki {
 
 fn peer_config() -> InitiatorConfig {
     let p = harness_pki();
-    let all = ts::TrafficSelector { protocol: 0, start_port: 0, end_port: 65535, start: "0.0.0.0".parse().expect("address"), end: "255.255.255.255".parse().expect("address") };
-    InitiatorConfig {
-        id: Identity::from_config("clinic.fuzz.example").expect("identity"),
-        key: p.peer.1.clone(),
-        cert: p.peer.0.clone(),
-        group: 31,
-        groups: vec![31],
-        protection: crate::ike::sk::Protection::AesGcm16 { key: 16 },
-        prf: crate::ike::keys::Prf::HmacSha256,
-        esp_key: 16,
-        clinic: vec![all],
-        inside: vec![all],
-        fragmentation: false,
-        signature_hashes: true,
-        responder_id: None,
-    }
+    let id = Identity::from_config("clinic.fuzz.example").expect("identity");
+    InitiatorConfig { protection: crate::ike::sk::Protection::AesGcm16 { key: 16 }, fragmentation: false, ..InitiatorConfig::new(id, p.peer.1.clone(), p.peer.0.clone(), 31) }
 }
 
 impl Default for ExchangeHarness {

@@ -16,6 +16,16 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// Waits up to `timeout` for `done`, looking every 50 ms; fails with
+/// `context` if it never comes.
+pub fn wait_until(timeout: Duration, done: impl Fn() -> bool, context: impl Fn() -> String) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?}:\n{}", context());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A scratch directory, removed when dropped.
 pub struct Scratch(pub PathBuf);
 

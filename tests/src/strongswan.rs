@@ -235,6 +235,16 @@ impl Control {
         }
     }
 
+    /// How many of its event lines carry `key` (`child_up`, `child_down`...).
+    pub fn count(&self, key: &str) -> usize {
+        self.lines().iter().filter(|v| v.get(key).is_some()).count()
+    }
+
+    /// Waits up to `timeout` until `n` of its event lines carry `key`.
+    pub fn wait_for_count(&self, key: &str, n: usize, timeout: Duration) {
+        crate::wait_until(timeout, || self.count(key) >= n, || format!("no {key} #{n} from sekisho-control:\n{}", self.logs()));
+    }
+
     /// Replaces its config file and sends SIGHUP.
     pub fn reload(&self, config: &str) {
         std::fs::write(self.events.with_file_name("control.toml"), config).expect("config");

@@ -103,20 +103,13 @@ fn a_tenant_added_with_the_cli_connects_shows_in_listings_metrics_and_the_audit_
     assert_eq!(ctl_json(&socket, &["tenants"])[0]["child_sas"], 1);
     // Terminated: the gateway deletes its tunnel, and the router (set to
     // start again when closed) comes back by itself.
-    let count = |key: &str| control.lines().iter().filter(|v| v.get(key).is_some()).count();
-    let wait = |key: &str, n: usize| {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while count(key) < n {
-            assert!(std::time::Instant::now() < deadline, "no {key} #{n}:\n{}", control.logs());
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-    };
+    let twenty_seconds = std::time::Duration::from_secs(20);
     assert_eq!(ctl_json(&socket, &["terminate", "clinic-1"])["ike_sas_deleted"], 1);
-    wait("child_down", 1);
-    wait("child_up", 2);
+    control.wait_for_count("child_down", 1, twenty_seconds);
+    control.wait_for_count("child_up", 2, twenty_seconds);
     // Disabled: its tunnel ends for good; enabled; removed.
     assert!(ctl(&socket, &["tenant", "disable", "clinic-1"]).0);
-    wait("child_down", 2);
+    control.wait_for_count("child_down", 2, twenty_seconds);
     assert_eq!(ctl_json(&socket, &["tenants"])[0]["disabled"], true);
     assert!(ctl(&socket, &["tenant", "enable", "clinic-1"]).0);
     assert!(ctl(&socket, &["tenant", "remove", "clinic-1"]).0);

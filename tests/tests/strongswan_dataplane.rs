@@ -12,7 +12,7 @@
 //! dataplane forwards on while control is down.
 
 use sekisho_tests::strongswan::{clinic_connection, link, run, swanctl_conf, udp_echo, Charon, Control, Dataplane, Netns, TestPki};
-use sekisho_tests::Scratch;
+use sekisho_tests::{wait_until, Scratch};
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Child, Stdio};
@@ -195,20 +195,15 @@ fn strongswan_traffic_crosses_the_dataplane_through_rekeys_deletes_and_a_restart
     let reconnected = report(traffic(&clinic, 20, 100));
     assert!(reconnected["received"].as_u64().unwrap() >= 19, "{reconnected}");
     control.reload(control_config(&pki).split("[[tenants]]").next().unwrap());
-    let downs = || control.lines().iter().filter(|v| v.get("child_down").is_some()).count();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while downs() < 1 {
-        assert!(std::time::Instant::now() < deadline, "{}", control.logs());
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    control.wait_for_count("child_down", 1, TEN_SECONDS);
     // The dataplane drops the tenant too, and takes it back at the next
     // reload, running on: the clinic connects and its traffic passes again.
     let replaced = |fields: &str| dataplane.log().lines().any(|l| l.contains("tenants' policy replaced") && l.contains(fields));
-    wait_until(|| replaced("tenants=0 retired=1"), || dataplane.log());
+    wait_until(TEN_SECONDS, || replaced("tenants=0 retired=1"), || dataplane.log());
     assert_eq!(report(traffic(&clinic, 10, 100))["received"], 0);
     control.reload(&control_config(&pki));
     // A new index: the old one's sessions may still be going.
-    wait_until(|| replaced("tenants=1 retired=1"), || dataplane.log());
+    wait_until(TEN_SECONDS, || replaced("tenants=1 retired=1"), || dataplane.log());
     let (ok, out) = charon.swanctl(&["--initiate", "--child", "lan", "--ike", "gw"]);
     assert!(ok, "{out}\n{}", control.logs());
     let back = report(traffic(&clinic, 20, 100));
@@ -216,20 +211,13 @@ fn strongswan_traffic_crosses_the_dataplane_through_rekeys_deletes_and_a_restart
     assert!(!dataplane.log().contains("refused"), "{}", dataplane.log());
     let (ok, out) = charon.swanctl(&["--terminate", "--ike", "gw"]);
     assert!(ok, "{out}");
-    wait_until(|| downs() >= 2, || control.logs());
+    control.wait_for_count("child_down", 2, TEN_SECONDS);
     std::thread::sleep(std::time::Duration::from_millis(300));
     let summary = dataplane.stop();
     assert_eq!(summary["sas"], serde_json::json!([]), "no SA left in the dataplane: {summary}");
 }
 
-/// Waits up to 10 s for `done`; fails with `context` otherwise.
-fn wait_until(done: impl Fn() -> bool, context: impl Fn() -> String) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while !done() {
-        assert!(std::time::Instant::now() < deadline, "timed out:\n{}", context());
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-}
+const TEN_SECONDS: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[test]
 fn the_gateway_rekeys_strongswans_child_and_ike_sas_at_its_lifetimes_without_a_lost_packet() {

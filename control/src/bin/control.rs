@@ -109,6 +109,16 @@ enum Transport {
     Dataplane { run_dir: PathBuf, link: Option<Link>, book: TunnelBook, policies: Vec<TenantConfig>, sessions: TenantSessions },
 }
 
+impl Transport {
+    /// Tenants' NAT sessions as the dataplane reports them (None: no dataplane).
+    fn sessions(&self) -> Option<&TenantSessions> {
+        match self {
+            Transport::Dataplane { sessions, .. } => Some(sessions),
+            Transport::Udp(_) => None,
+        }
+    }
+}
+
 fn run(config_path: PathBuf, listen: Vec<String>, run_dir: Option<PathBuf>) {
     let fail = |e: String| -> ! {
         eprintln!("sekisho-control: {e}");
@@ -174,11 +184,7 @@ fn run(config_path: PathBuf, listen: Vec<String>, run_dir: Option<PathBuf>) {
             if let Some(text) = &metrics_text {
                 ops.nat.update();
                 let dataplane = ops.stats.as_ref().and_then(|p| stats::read(p).ok()).map(|s| s.to_json());
-                let sessions = match &transport {
-                    Transport::Dataplane { sessions, .. } => Some(sessions),
-                    Transport::Udp(_) => None,
-                };
-                *text.lock().expect("the metrics thread never panics") = metrics::render(&responder, &ops.nat, sessions, dataplane.as_ref());
+                *text.lock().expect("the metrics thread never panics") = metrics::render(&responder, &ops.nat, transport.sessions(), dataplane.as_ref());
             }
         }
         for e in events.drain(..) {
@@ -433,10 +439,7 @@ impl Ops {
                 }
                 self.nat.update();
                 let blocks: Vec<Value> = self.nat.held.get(tenant).into_iter().flatten().map(|(address, ports, worker)| serde_json::json!({"address": address, "ports": ports, "worker": worker})).collect();
-                let per_worker = match transport {
-                    Transport::Dataplane { sessions, .. } => sessions.get(tenant).cloned().unwrap_or_default(),
-                    Transport::Udp(_) => Default::default(),
-                };
+                let per_worker = transport.sessions().and_then(|s| s.get(tenant)).cloned().unwrap_or_default();
                 let total: u32 = per_worker.values().sum();
                 Ok(serde_json::json!({"tenant": tenant, "sessions": total, "sessions_by_worker": per_worker, "port_blocks": blocks}))
             }

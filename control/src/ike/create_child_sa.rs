@@ -28,8 +28,7 @@ impl Responder {
                 chain
             }
         };
-        let datagrams = sa.respond(CREATE_CHILD_SA, message_id, &chain, self.settings.max_datagram);
-        out.extend(datagrams.into_iter().map(|d| Event::Send { from: sa.local, to: sa.peer, datagram: d }));
+        sa.respond(CREATE_CHILD_SA, message_id, &chain, self.settings.max_datagram, out);
         true
     }
 
@@ -57,7 +56,7 @@ impl Responder {
         let Phase::Established { tenant, peer_id, .. } = &sa.phase else { unreachable!("established") };
         let still_registered = self.tenants.find(peer_id).is_some_and(|t| t.name == *tenant);
         let purpose = sa.outstanding.as_ref().map(|o| o.purpose);
-        if !still_registered || purpose == Some(Purpose::DeleteIke) || sa.rekey_at.is_none() {
+        if !still_registered || sa.deleting() || sa.rekey_at.is_none() {
             return Err((payloads::TEMPORARY_FAILURE, Vec::new()));
         }
         let proposals = proposal::parse_sa(sa_body.ok_or_else(syntax)?).map_err(|e| (e.notify(), Vec::new()))?;

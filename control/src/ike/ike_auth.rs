@@ -73,8 +73,7 @@ impl Responder {
                 let mut chain = Chain::new();
                 let notify = if let Refusal::Syntax(_) = refusal { payloads::INVALID_SYNTAX } else { payloads::AUTHENTICATION_FAILED };
                 chain.push(wire::NOTIFY, notify_body(notify, &[]));
-                let datagrams = sa.respond(wire::IKE_AUTH, message_id, &chain, self.settings.max_datagram);
-                out.extend(datagrams.into_iter().map(|d| Event::Send { from: sa.local, to: sa.peer, datagram: d }));
+                sa.respond(wire::IKE_AUTH, message_id, &chain, self.settings.max_datagram, out);
                 // §2.21.2: the IKE SA is not created.
                 false
             }
@@ -172,8 +171,7 @@ impl Responder {
                 chain.push(wire::NOTIFY, notify_body(notify, &[]));
             }
         }
-        let datagrams = sa.respond(wire::IKE_AUTH, message_id, &chain, self.settings.max_datagram);
-        out.extend(datagrams.into_iter().map(|d| Event::Send { from: sa.local, to: sa.peer, datagram: d }));
+        sa.respond(wire::IKE_AUTH, message_id, &chain, self.settings.max_datagram, out);
     }
 
     /// A CHILD_SA from the request's SA and TS payloads: chosen proposal,
@@ -216,6 +214,7 @@ impl Responder {
         // §2.17: initiator-to-responder keys first, each AES key then its salt.
         let per_direction = choice.key + 4;
         let keymat = sa.keys.child_keymat(sa.prf, pfs.map(|(_, shared)| shared), ni, nr, 2 * per_direction);
+        let (rekey_at, expire_at) = self.child_timers(now);
         let child = ChildSa {
             inbound_spi,
             outbound_spi: choice.peer_spi,
@@ -225,13 +224,12 @@ impl Responder {
             clinic,
             inside,
             pfs_group: pfs.map(|(g, _)| g),
-            rekey_at: None,
-            expire_at: now,
+            rekey_at: Some(rekey_at),
+            expire_at,
             received: (0, 0),
             created: now,
             rekeys: 0,
         };
-        let child = self.with_child_timers(child, now);
         let mut body = [0u8; 64];
         let len = proposal::write_sa(&mut body, choice.number, PROTOCOL_ESP, &inbound_spi.to_be_bytes(), &choice.transforms(child.pfs_group)).expect("one proposal fits");
         Ok((child, body[..len].to_vec()))

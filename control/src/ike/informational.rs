@@ -47,8 +47,7 @@ impl Responder {
         if !ours.is_empty() && !delete_ike {
             chain.push(wire::DELETE, delete_body(PROTOCOL_ESP, &ours));
         }
-        let datagrams = sa.respond(INFORMATIONAL, message_id, &chain, self.settings.max_datagram);
-        out.extend(datagrams.into_iter().map(|d| Event::Send { from: sa.local, to: sa.peer, datagram: d }));
+        sa.respond(INFORMATIONAL, message_id, &chain, self.settings.max_datagram, out);
         if delete_ike {
             self.counters.deletes += 1;
             out.push(Event::Log(format!("ike_sa {:016x} of {tenant} deleted by the peer", sa.our_spi())));

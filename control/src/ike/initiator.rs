@@ -44,6 +44,31 @@ pub struct InitiatorConfig {
     pub responder_id: Option<Identity>,
 }
 
+impl InitiatorConfig {
+    /// A clinic router as the tests and the load tester play it:
+    /// AES-256-GCM, PRF HMAC-SHA2-256, DH `group` only, AES-128-GCM ESP,
+    /// all of IPv4 asked for on both sides (the responder narrows it),
+    /// fragmentation and RFC 7427 signatures announced.
+    pub fn new(id: Identity, key: PKey<Private>, cert: X509, group: u16) -> InitiatorConfig {
+        let any = TrafficSelector { protocol: 0, start_port: 0, end_port: 65535, start: std::net::Ipv4Addr::UNSPECIFIED.into(), end: std::net::Ipv4Addr::BROADCAST.into() };
+        InitiatorConfig {
+            id,
+            key,
+            cert,
+            group,
+            groups: vec![group],
+            protection: Protection::AesGcm16 { key: 32 },
+            prf: Prf::HmacSha256,
+            esp_key: 16,
+            clinic: vec![any],
+            inside: vec![any],
+            fragmentation: true,
+            signature_hashes: true,
+            responder_id: None,
+        }
+    }
+}
+
 /// A CHILD_SA as the initiator holds it: its outbound SPI is the
 /// responder's inbound one.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -111,10 +111,9 @@ impl Responder {
         (now + self.jittered(self.settings.ike_rekey), now + hard_lifetime(self.settings.ike_rekey))
     }
 
-    pub(super) fn with_child_timers(&self, mut child: ChildSa, now: Instant) -> ChildSa {
-        child.rekey_at = Some(now + self.jittered(self.settings.child_rekey));
-        child.expire_at = now + hard_lifetime(self.settings.child_rekey);
-        child
+    /// The same for a new CHILD_SA.
+    pub(super) fn child_timers(&self, now: Instant) -> (Instant, Instant) {
+        (now + self.jittered(self.settings.child_rekey), now + hard_lifetime(self.settings.child_rekey))
     }
 
     /// Our SPIs of each IKE SA with something to do now (none in flight).
@@ -143,8 +142,7 @@ impl Responder {
             Some(Duty::RekeyChild(spi)) => self.start_child_rekey(now, sa, spi, out),
             Some(Duty::Liveness) => {
                 self.counters.liveness_checks += 1;
-                let datagrams = sa.request(INFORMATIONAL, &Chain::new(), self.settings.max_datagram, now, Purpose::Liveness);
-                out.extend(datagrams.into_iter().map(|d| Event::Send { from: sa.local, to: sa.peer, datagram: d }));
+                sa.request(INFORMATIONAL, &Chain::new(), self.settings.max_datagram, now, Purpose::Liveness, out);
             }
             None => {}
         }
@@ -168,23 +166,32 @@ impl Responder {
     /// Deletes an IKE SA from our side (§1.4.1): its CHILD_SAs stop now,
     /// and the SA goes when the peer answers (or never does).
     pub(super) fn delete_ike(&mut self, now: Instant, sa: &mut IkeSa, out: &mut Vec<Event>) {
-        let tenant = sa.tenant().unwrap_or_default().to_string();
         self.abandon_rekey(sa);
-        for child in std::mem::take(&mut sa.children) {
-            self.release_child(child.inbound_spi);
-            out.push(Event::ChildDown { tenant: tenant.clone(), inbound_spi: child.inbound_spi, outbound_spi: child.outbound_spi });
-        }
-        let mut chain = Chain::new();
-        chain.push(wire::DELETE, delete_body(PROTOCOL_IKE, &[]));
+        self.end_children(sa, out);
         // A request already in flight is abandoned: the delete takes the
         // next Message ID, so the peer cannot take it for a retransmission.
         if sa.outstanding.take().is_some() {
             sa.our_next_id = sa.our_next_id.wrapping_add(1);
         }
         sa.rekey_at = None;
-        let datagrams = sa.request(INFORMATIONAL, &chain, self.settings.max_datagram, now, Purpose::DeleteIke);
-        out.extend(datagrams.into_iter().map(|d| Event::Send { from: sa.local, to: sa.peer, datagram: d }));
+        self.request_delete_ike(now, sa, out);
         self.counters.deletes += 1;
+    }
+
+    /// Sends the INFORMATIONAL Delete of `sa` itself; it goes when answered.
+    fn request_delete_ike(&self, now: Instant, sa: &mut IkeSa, out: &mut Vec<Event>) {
+        let mut chain = Chain::new();
+        chain.push(wire::DELETE, delete_body(PROTOCOL_IKE, &[]));
+        sa.request(INFORMATIONAL, &chain, self.settings.max_datagram, now, Purpose::DeleteIke, out);
+    }
+
+    /// Every CHILD_SA of `sa` stops now: its SPI goes back, its tunnel goes.
+    pub(super) fn end_children(&mut self, sa: &mut IkeSa, out: &mut Vec<Event>) {
+        let tenant = sa.tenant().unwrap_or_default().to_string();
+        for child in std::mem::take(&mut sa.children) {
+            self.release_child(child.inbound_spi);
+            out.push(Event::ChildDown { tenant: tenant.clone(), inbound_spi: child.inbound_spi, outbound_spi: child.outbound_spi });
+        }
     }
 
     /// A rekey of ours in flight is given up: its new SPI goes back.
@@ -195,7 +202,7 @@ impl Responder {
     }
 
     /// Removes a CHILD_SA of ours now (its tunnel goes with it).
-    fn drop_child(&mut self, sa: &mut IkeSa, inbound_spi: u32, out: &mut Vec<Event>) {
+    pub(super) fn drop_child(&mut self, sa: &mut IkeSa, inbound_spi: u32, out: &mut Vec<Event>) {
         let Some(at) = sa.children.iter().position(|c| c.inbound_spi == inbound_spi) else { return };
         let child = sa.children.remove(at);
         self.release_child(child.inbound_spi);
@@ -207,8 +214,7 @@ impl Responder {
     fn request_delete_child(&mut self, now: Instant, sa: &mut IkeSa, inbound_spi: u32, out: &mut Vec<Event>) {
         let mut chain = Chain::new();
         chain.push(wire::DELETE, delete_body(PROTOCOL_ESP, &[inbound_spi]));
-        let datagrams = sa.request(INFORMATIONAL, &chain, self.settings.max_datagram, now, Purpose::DeleteChild(inbound_spi));
-        out.extend(datagrams.into_iter().map(|d| Event::Send { from: sa.local, to: sa.peer, datagram: d }));
+        sa.request(INFORMATIONAL, &chain, self.settings.max_datagram, now, Purpose::DeleteChild(inbound_spi), out);
         self.counters.deletes += 1;
     }
 
@@ -242,8 +248,7 @@ impl Responder {
         sa.rekey = Some(Rekey::Child { old, new_spi, nonce, keypair, collision: None });
         self.counters.rekeys_started += 1;
         out.push(Event::Log(format!("child_sa {old:08x} of {tenant}: rekey started by the gateway")));
-        let datagrams = sa.request(CREATE_CHILD_SA, &chain, self.settings.max_datagram, now, Purpose::RekeyChild);
-        out.extend(datagrams.into_iter().map(|d| Event::Send { from: sa.local, to: sa.peer, datagram: d }));
+        sa.request(CREATE_CHILD_SA, &chain, self.settings.max_datagram, now, Purpose::RekeyChild, out);
     }
 
     /// The peer's answer to our CHILD_SA rekey.
@@ -312,6 +317,7 @@ impl Responder {
         let per_direction = choice.key + 4;
         let keymat = sa.keys.child_keymat(sa.prf, shared.as_deref(), ni, &nr, 2 * per_direction);
         // §2.17: the exchange initiator's outbound keys first: ours, here.
+        let (rekey_at, expire_at) = self.child_timers(now);
         let child = ChildSa {
             inbound_spi: new_spi,
             outbound_spi: choice.peer_spi,
@@ -321,13 +327,13 @@ impl Responder {
             clinic: template.clinic.clone(),
             inside: template.inside.clone(),
             pfs_group: group,
-            rekey_at: None,
-            expire_at: now,
+            rekey_at: Some(rekey_at),
+            expire_at,
             received: (0, 0),
             created: now,
             rekeys: 0,
         };
-        Ok((self.with_child_timers(child, now), nr))
+        Ok((child, nr))
     }
 
     fn child_rekey_refused(&mut self, now: Instant, sa: &mut IkeSa, old: u32, new_spi: u32, why: Refused, out: &mut Vec<Event>) {
@@ -384,8 +390,7 @@ impl Responder {
         sa.rekey = Some(Rekey::Ike { new_spi, nonce, keypair, collision: None });
         self.counters.rekeys_started += 1;
         out.push(Event::Log(format!("ike_sa {:016x} of {}: rekey started by the gateway", sa.our_spi(), sa.tenant().unwrap_or("?"))));
-        let datagrams = sa.request(CREATE_CHILD_SA, &chain, self.settings.max_datagram, now, Purpose::RekeyIke);
-        out.extend(datagrams.into_iter().map(|d| Event::Send { from: sa.local, to: sa.peer, datagram: d }));
+        sa.request(CREATE_CHILD_SA, &chain, self.settings.max_datagram, now, Purpose::RekeyIke, out);
     }
 
     /// The peer's answer to our IKE SA rekey: the CHILD_SAs move to the new
@@ -443,10 +448,7 @@ impl Responder {
                 self.own_children(&new);
                 self.sas.insert(new_spi, new);
                 // §1.3.2: the rekey's initiator deletes the old IKE SA.
-                let mut chain = Chain::new();
-                chain.push(wire::DELETE, delete_body(PROTOCOL_IKE, &[]));
-                let datagrams = sa.request(INFORMATIONAL, &chain, self.settings.max_datagram, now, Purpose::DeleteIke);
-                out.extend(datagrams.into_iter().map(|d| Event::Send { from: sa.local, to: sa.peer, datagram: d }));
+                self.request_delete_ike(now, sa, out);
             }
         }
     }

@@ -336,7 +336,7 @@ impl Responder {
                 let first_fragment = sk.kind == ENCRYPTED || sk.body.get(..2) == Some(&[0, 1]);
                 if first_fragment && protect::authentic(sa.protection, sa.keys_in(), datagram, sk) {
                     self.counters.retransmits_answered += 1;
-                    out.extend(datagrams.iter().map(|d| Event::Send { from: sa.local, to: sa.peer, datagram: d.clone() }));
+                    out.extend(sa.sends(datagrams.iter().cloned()));
                 }
                 return true;
             }
@@ -378,8 +378,7 @@ impl Responder {
                 self.counters.malformed += 1;
                 let mut chain = Chain::new();
                 chain.push(wire::NOTIFY, super::payloads::notify_body(e.notify(), &[]));
-                let datagrams = sa.respond(h.exchange, h.message_id, &chain, self.settings.max_datagram);
-                out.extend(datagrams.into_iter().map(|d| Event::Send { from: sa.local, to: sa.peer, datagram: d }));
+                sa.respond(h.exchange, h.message_id, &chain, self.settings.max_datagram, out);
                 return matches!(sa.phase, Phase::Established { .. });
             }
         };
@@ -461,11 +460,7 @@ impl Responder {
                 }
             }
         }
-        let tenant = sa.tenant().unwrap_or_default().to_string();
-        for child in &sa.children {
-            self.release_child(child.inbound_spi);
-            out.push(Event::ChildDown { tenant: tenant.clone(), inbound_spi: child.inbound_spi, outbound_spi: child.outbound_spi });
-        }
+        self.end_children(&mut sa, out);
     }
 
     pub(super) fn forget_half_open(&mut self, spi_i: u64, source: IpAddr) {
@@ -502,7 +497,8 @@ impl Responder {
             }
             o.tries += 1;
             o.sent = now;
-            out.extend(o.datagrams.iter().map(|d| Event::Send { from: sa.local, to: sa.peer, datagram: d.clone() }));
+            let again = o.datagrams.clone();
+            out.extend(sa.sends(again));
         }
         for spi in dead {
             let sa = self.sas.remove(&spi).expect("listed above");
@@ -527,14 +523,25 @@ impl Responder {
     /// Deletes every IKE SA of `tenant` from our side (an operator's
     /// request); how many there were. Its clinics may connect again.
     pub fn terminate(&mut self, tenant: &str, now: Instant, out: &mut Vec<Event>) -> usize {
-        let spis: Vec<u64> = self.sas.values().filter(|sa| sa.tenant() == Some(tenant) && sa.outstanding.as_ref().is_none_or(|o| o.purpose != Purpose::DeleteIke)).map(|sa| sa.our_spi()).collect();
-        for &spi in &spis {
-            let mut sa = self.sas.remove(&spi).expect("listed above");
-            out.push(Event::Log(format!("ike_sa {spi:016x} of {tenant}: terminated by an operator")));
+        let listed: Vec<(u64, String)> = self
+            .sas
+            .values()
+            .filter(|sa| sa.tenant() == Some(tenant) && !sa.deleting())
+            .map(|sa| (sa.our_spi(), format!("ike_sa {:016x} of {tenant}: terminated by an operator", sa.our_spi())))
+            .collect();
+        let count = listed.len();
+        self.delete_listed(listed, now, out);
+        count
+    }
+
+    /// Deletes each listed IKE SA (our SPI) from our side, logging its line.
+    fn delete_listed(&mut self, listed: Vec<(u64, String)>, now: Instant, out: &mut Vec<Event>) {
+        for (spi, line) in listed {
+            let mut sa = self.sas.remove(&spi).expect("listed from the table");
+            out.push(Event::Log(line));
             self.delete_ike(now, &mut sa, out);
             self.sas.insert(spi, sa);
         }
-        spis.len()
     }
 
     /// Deletes, from our side, every IKE SA the registry and trust would
@@ -553,14 +560,13 @@ impl Responder {
             let (end, intermediates) = certificates.split_first()?;
             self.trust.verify(end, intermediates).err().map(|e| format!("its certificate: {e}"))
         };
-        let deleting = |sa: &IkeSa| sa.outstanding.as_ref().is_some_and(|o| o.purpose == Purpose::DeleteIke);
-        let stale: Vec<(u64, String)> = self.sas.values().filter(|sa| !deleting(sa)).filter_map(|sa| refusal(sa).map(|why| (sa.our_spi(), why))).collect();
-        for (spi, why) in stale {
-            let mut sa = self.sas.remove(&spi).expect("listed above");
-            out.push(Event::Log(format!("ike_sa {spi:016x} of {}: deleted after the reload: {why}", sa.tenant().unwrap_or("?"))));
-            self.delete_ike(now, &mut sa, out);
-            self.sas.insert(spi, sa);
-        }
+        let stale: Vec<(u64, String)> = self
+            .sas
+            .values()
+            .filter(|sa| !sa.deleting())
+            .filter_map(|sa| refusal(sa).map(|why| (sa.our_spi(), format!("ike_sa {:016x} of {}: deleted after the reload: {why}", sa.our_spi(), sa.tenant().unwrap_or("?")))))
+            .collect();
+        self.delete_listed(stale, now, out);
     }
 
     /// A response to one of our requests.
@@ -607,13 +613,7 @@ impl Responder {
         });
         match purpose {
             Purpose::DeleteIke => return false,
-            Purpose::DeleteChild(spi) => {
-                if let Some(at) = sa.children.iter().position(|c| c.inbound_spi == spi) {
-                    let child = sa.children.remove(at);
-                    self.release_child(spi);
-                    out.push(Event::ChildDown { tenant: sa.tenant().unwrap_or_default().to_string(), inbound_spi: spi, outbound_spi: child.outbound_spi });
-                }
-            }
+            Purpose::DeleteChild(spi) => self.drop_child(sa, spi, out),
             Purpose::RekeyChild => self.child_rekeyed(now, sa, &payloads, out),
             Purpose::RekeyIke => self.ike_rekeyed(now, sa, &payloads, out),
             Purpose::Liveness => {}

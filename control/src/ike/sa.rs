@@ -3,6 +3,7 @@
 use super::dh::KeyPair;
 use super::keys::{IkeKeys, Prf};
 use super::protect::{self, Chain, Keys, Reassembly};
+use super::responder::Event;
 use super::sk::Protection;
 use super::ts::TrafficSelector;
 use super::wire::{Header, FLAG_INITIATOR, FLAG_RESPONSE};
@@ -170,25 +171,32 @@ impl IkeSa {
         let role = if self.initiator { FLAG_INITIATOR } else { 0 };
         let flags = role | if response { FLAG_RESPONSE } else { 0 };
         let header = Header { initiator_spi: self.spi_i, responder_spi: self.spi_r, next_payload: 0, minor_version: 0, exchange, flags, message_id, length: 0 };
-        let k = &self.keys;
-        let keys = if self.initiator { Keys { encryption: &k.sk_ei, integrity: &k.sk_ai } } else { Keys { encryption: &k.sk_er, integrity: &k.sk_ar } };
+        // Ours are the keys the peer's role would read with.
+        let keys = peer_keys(&self.keys, !self.initiator);
         protect::seal(self.protection, keys, &mut self.iv_counter, header, chain, max_datagram, self.fragmentation)
     }
 
-    /// Seals a response to request `message_id` and keeps it for retransmission.
-    pub fn respond(&mut self, exchange: u8, message_id: u32, chain: &Chain, max_datagram: usize) -> Vec<Vec<u8>> {
+    /// Events sending `datagrams` to the peer, from where it reached us.
+    pub fn sends<'a>(&self, datagrams: impl IntoIterator<Item = Vec<u8>> + 'a) -> impl Iterator<Item = Event> + 'a {
+        let (from, to) = (self.local, self.peer);
+        datagrams.into_iter().map(move |datagram| Event::Send { from, to, datagram })
+    }
+
+    /// Seals a response to request `message_id`, sends it, and keeps it for
+    /// retransmission.
+    pub fn respond(&mut self, exchange: u8, message_id: u32, chain: &Chain, max_datagram: usize, out: &mut Vec<Event>) {
         let datagrams = self.seal(exchange, true, message_id, chain, max_datagram);
         self.last_response = Some((message_id, datagrams.clone()));
         self.next_request = message_id.wrapping_add(1);
-        datagrams
+        out.extend(self.sends(datagrams));
     }
 
-    /// Seals a request of ours and keeps it for retransmission until its
-    /// response comes.
-    pub fn request(&mut self, exchange: u8, chain: &Chain, max_datagram: usize, now: Instant, purpose: Purpose) -> Vec<Vec<u8>> {
+    /// Seals a request of ours, sends it, and keeps it for retransmission
+    /// until its response comes.
+    pub fn request(&mut self, exchange: u8, chain: &Chain, max_datagram: usize, now: Instant, purpose: Purpose, out: &mut Vec<Event>) {
         let datagrams = self.seal(exchange, false, self.our_next_id, chain, max_datagram);
         self.outstanding = Some(Outstanding { id: self.our_next_id, datagrams: datagrams.clone(), sent: now, tries: 0, purpose });
-        datagrams
+        out.extend(self.sends(datagrams));
     }
 
     /// The IKE SA that replaces this one in a rekey (§2.18), without its
@@ -225,6 +233,11 @@ impl IkeSa {
             rekey_at: Some(rekey_at),
             expire_at,
         }
+    }
+
+    /// We asked the peer to delete it (it goes when answered).
+    pub fn deleting(&self) -> bool {
+        self.outstanding.as_ref().is_some_and(|o| o.purpose == Purpose::DeleteIke)
     }
 
     /// Replaced by a rekey: it rekeys nothing more, and goes if the peer

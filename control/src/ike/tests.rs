@@ -69,21 +69,7 @@ fn v4(start: &str, end: &str) -> TrafficSelector {
 }
 
 fn initiator(identity: &str, (cert, key): &(X509, PKey<Private>)) -> Initiator {
-    Initiator::new(InitiatorConfig {
-        id: Identity::from_config(identity).unwrap(),
-        key: key.clone(),
-        cert: cert.clone(),
-        group: 14,
-        groups: vec![14],
-        protection: Protection::AesGcm16 { key: 32 },
-        prf: Prf::HmacSha256,
-        esp_key: 16,
-        clinic: vec![v4("0.0.0.0", "255.255.255.255")],
-        inside: vec![v4("0.0.0.0", "255.255.255.255")],
-        fragmentation: true,
-        signature_hashes: true,
-        responder_id: None,
-    })
+    Initiator::new(InitiatorConfig::new(Identity::from_config(identity).unwrap(), key.clone(), cert.clone(), 14))
 }
 
 /// Sends datagrams to the responder; what it sends back, and the rest of its events.

@@ -360,7 +360,8 @@ impl NatCore {
     /// Reports tenants' session counts on this core, a few per call: those
     /// that have sessions, or had at the last report. Leaves half the event
     /// room to port blocks, which are never lent without room to log them.
-    pub fn report_sessions(&mut self, from: usize, most: usize) -> usize {
+    /// The tenant to go on from next time; None once all were walked.
+    pub fn report_sessions(&mut self, from: usize, most: usize) -> Option<usize> {
         let mut at = from;
         let mut reported = 0;
         while at < self.reported_sessions.len() && reported < most && self.events.len() < MAX_NAT_EVENTS / 2 {
@@ -372,12 +373,7 @@ impl NatCore {
             }
             at += 1;
         }
-        at
-    }
-
-    /// Tenants the policy has (the end of [`NatCore::report_sessions`]' walk).
-    pub fn tenant_count(&self) -> usize {
-        self.reported_sessions.len()
+        (at < self.reported_sessions.len()).then_some(at)
     }
 
     /// A packet `ip` from the inside to pool address `address` (its index):

@@ -563,7 +563,7 @@ impl Forwarder {
             }
         }
         if let Some(tenant) = a.tenant {
-            a.tenant = self.nat.as_mut().map(|nat| nat.report_sessions(tenant, ACTIVITY_PER_CALL)).filter(|&next| self.nat.as_ref().is_some_and(|n| next < n.tenant_count()));
+            a.tenant = self.nat.as_mut().and_then(|nat| nat.report_sessions(tenant, ACTIVITY_PER_CALL));
         }
     }
 

@@ -18,9 +18,7 @@ use openssl::hash::MessageDigest;
 use openssl::sign::{Signer, Verifier};
 use sekisho_control::ike::dh::KeyPair;
 use sekisho_control::ike::initiator::{InitReply, Initiator, InitiatorConfig};
-use sekisho_control::ike::keys::Prf;
 use sekisho_control::ike::responder::{Event, Responder, Settings};
-use sekisho_control::ike::sk::Protection;
 use sekisho_control::ike::ts::TrafficSelector;
 use sekisho_control::pki::identity::Identity;
 use sekisho_control::pki::issue::{Authority, KeyKind};
@@ -59,19 +57,9 @@ fn selector(start: &str, end: &str) -> TrafficSelector {
 /// A clinic router's initiator: AES-256-GCM, PRF HMAC-SHA2-256, DH `group`.
 fn clinic(name: &str, key: &openssl::pkey::PKey<openssl::pkey::Private>, cert: &openssl::x509::X509, group: u16) -> Initiator {
     Initiator::new(InitiatorConfig {
-        id: Identity::from_config(name).expect("id"),
-        key: key.clone(),
-        cert: cert.clone(),
-        group,
-        groups: vec![group],
-        protection: Protection::AesGcm16 { key: 32 },
-        prf: Prf::HmacSha256,
-        esp_key: 16,
         clinic: vec![selector("192.168.1.0", "192.168.1.255")],
         inside: vec![selector("10.100.0.0", "10.100.255.255")],
-        fragmentation: true,
-        signature_hashes: true,
-        responder_id: None,
+        ..InitiatorConfig::new(Identity::from_config(name).expect("id"), key.clone(), cert.clone(), group)
     })
 }
 
