@@ -9,6 +9,7 @@ use crate::pki::{Credentials, Trust};
 use crate::tenants::{Tenant, Tenants};
 use sekisho_dataplane::addr::Ipv4Cidr;
 use sekisho_dataplane::policy::TenantConfig;
+use sekisho_dataplane::shm::messages::{ToDataplane, CONTROL_MESSAGE_BYTES};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -160,6 +161,7 @@ pub fn parse(text: &str, base: &Path) -> Result<ControlConfig, String> {
     let mut tenants = Vec::new();
     let mut policies = Vec::new();
     let mut disabled_names: Vec<String> = Vec::new();
+    let (mut names, mut identities_seen) = (std::collections::HashSet::new(), std::collections::HashSet::new());
     for (n, mut table) in file.tenants.into_iter().enumerate() {
         let field = |name: &str| format!("tenants[{n}].{name}");
         let identities = match table.remove("identities") {
@@ -181,14 +183,16 @@ pub fn parse(text: &str, base: &Path) -> Result<ControlConfig, String> {
         for (k, id) in identities.iter().enumerate() {
             let text = id.as_str().ok_or_else(|| format!("{}[{k}]: not a string", field("identities")))?;
             let id = Identity::from_config(text).map_err(|e| format!("{}[{k}]: {e}", field("identities")))?;
-            if tenants.iter().any(|t: &Tenant| t.identities.contains(&id)) {
+            if !identities_seen.insert(id.clone()) && tenants.iter().any(|t: &Tenant| t.identities.contains(&id)) {
                 return Err(format!("{}[{k}]: `{id}` already names another tenant", field("identities")));
             }
             ids.push(id);
         }
-        if tenants.iter().any(|t: &Tenant| t.name == policy.name) || disabled_names.contains(&policy.name) {
+        if !names.insert(policy.name.clone()) {
             return Err(format!("{}: `{}` twice", field("name"), policy.name));
         }
+        // The dataplane takes the tenants in messages of one ring slot each.
+        ToDataplane::tenants(std::slice::from_ref(&policy), CONTROL_MESSAGE_BYTES).map_err(|e| format!("tenants[{n}]: {e}"))?;
         if disabled {
             disabled_names.push(policy.name);
             continue;
@@ -391,6 +395,9 @@ subnets = ["192.168.1.0/24"]
             ("port_blocks = 4", "port_blocks = \"x\"", "tenants[0]:"),
             ("cas = [\"ca.pem\"]", "cas = [\"missing.pem\"]", "missing.pem"),
             ("workers = 2", "workers = 2\nbogus = 1", "unknown field `bogus`"),
+            ("name = \"clinic-2\"", "name = \"clinic-1\"", "tenants[1].name: `clinic-1` twice"),
+            // A tenant must fit one message to the dataplane (16 KiB).
+            ("port_blocks = 4\n", &format!("port_blocks = 4\n{}", "[[tenants.rules]]\naction = \"allow\"\ndst = \"10.100.0.0/16\"\n".repeat(300)), "tenants[0]: tenant clinic-1: its policy takes"),
         ] {
             let err = parse(&text.replacen(from, to, 1), &dir).err().unwrap_or_else(|| panic!("{to} accepted"));
             assert!(err.contains(fault), "{to}: {err}");

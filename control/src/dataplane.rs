@@ -10,7 +10,7 @@ use crate::ike::responder::Event;
 use crate::ike::ts::TrafficSelector;
 use crate::link::FromDataplane;
 use sekisho_dataplane::addr::Ipv4Cidr;
-use sekisho_dataplane::shm::messages::{ToControl, ToDataplane};
+use sekisho_dataplane::shm::messages::{ToControl, ToDataplane, CONTROL_MESSAGE_BYTES};
 use sekisho_dataplane::shm::ring::{Producer, RingError};
 use sekisho_dataplane::tunnels::{LifetimeConfig, SaConfig, TunnelConfig};
 use std::collections::{BTreeMap, HashMap};
@@ -231,6 +231,10 @@ impl TunnelBook {
 /// them (every 10 s; tenants without sessions are absent).
 pub type TenantSessions = BTreeMap<String, BTreeMap<u8, u32>>;
 
+/// Messages that wait for room in the control ring at most (tens of
+/// thousands of tunnels installed at once, after a restart).
+const MAX_BACKLOG: usize = 1 << 20;
+
 /// Both directions of the link to one running dataplane.
 pub struct Link {
     run_dir: PathBuf,
@@ -238,7 +242,9 @@ pub struct Link {
     to: Producer,
     /// The control ring's generation: a new one means the dataplane restarted.
     generation: u64,
-    /// Messages that did not fit the control ring (it was full).
+    /// Messages waiting for room in the control ring, in order.
+    backlog: std::collections::VecDeque<Vec<u8>>,
+    /// Messages dropped because the backlog was full too (the dataplane is stuck).
     pub unsent: u64,
     checked_at: std::time::Instant,
 }
@@ -253,13 +259,44 @@ impl Link {
         }
         let to = Producer::open(&path).map_err(|e| (path.clone(), e))?;
         let from = FromDataplane::open(run_dir)?;
-        Ok(Some(Link { run_dir: run_dir.to_owned(), generation: to.generation(), from, to, unsent: 0, checked_at: std::time::Instant::now() }))
+        Ok(Some(Link { run_dir: run_dir.to_owned(), generation: to.generation(), from, to, backlog: Default::default(), unsent: 0, checked_at: std::time::Instant::now() }))
     }
 
+    /// Sends a message, or queues it behind those waiting for room.
     pub fn send(&mut self, message: &ToDataplane) {
-        if self.to.push(&message.encode()).is_err() {
+        let bytes = message.encode();
+        if self.flush() && self.to.push(&bytes).is_ok() {
+            return;
+        }
+        if self.backlog.len() < MAX_BACKLOG {
+            self.backlog.push_back(bytes);
+        } else {
             self.unsent += 1;
         }
+    }
+
+    /// The tenants' policy, in as many messages as it takes.
+    pub fn send_tenants(&mut self, policies: &[sekisho_dataplane::policy::TenantConfig]) {
+        // The config loader refuses a tenant too large for one message.
+        for part in ToDataplane::tenants(policies, CONTROL_MESSAGE_BYTES).expect("each tenant fits a message") {
+            self.send(&part);
+        }
+    }
+
+    /// Moves waiting messages into the ring while it has room; true when none wait.
+    pub fn flush(&mut self) -> bool {
+        while let Some(bytes) = self.backlog.front() {
+            if self.to.push(bytes).is_err() {
+                return false;
+            }
+            self.backlog.pop_front();
+        }
+        true
+    }
+
+    /// Messages waiting for room in the control ring.
+    pub fn backlog(&self) -> usize {
+        self.backlog.len()
     }
 
     /// True (and the link reopened) if the dataplane restarted since: its

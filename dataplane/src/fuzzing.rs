@@ -356,6 +356,7 @@ pub struct ControlRingHarness {
     tables: Vec<crate::sad::SaTable>,
     nat: crate::policy::NatConfig,
     policy: std::sync::Arc<crate::policy::Policy>,
+    parts: crate::shm::messages::TenantParts,
 }
 
 impl Default for ControlRingHarness {
@@ -377,7 +378,7 @@ impl ControlRingHarness {
         let outside = vec!["2001:db8::1".parse().expect("address"), "192.0.2.1".parse().expect("address")];
         let policy = std::sync::Arc::new(policy);
         let manager = crate::tables::TableManager::new(&[], 2, outside, Some(policy.clone())).expect("manager");
-        ControlRingHarness { manager, tables: vec![crate::sad::SaTable::new(0), crate::sad::SaTable::new(1)], nat, policy }
+        ControlRingHarness { manager, tables: vec![crate::sad::SaTable::new(0), crate::sad::SaTable::new(1)], nat, policy, parts: Default::default() }
     }
 
     pub fn run(&mut self, data: &[u8]) {
@@ -389,8 +390,9 @@ impl ControlRingHarness {
             ToDataplane::Tunnel(config) => self.manager.upsert(config, now),
             ToDataplane::TunnelDown(name) => self.manager.remove(name, now),
             ToDataplane::SendIke { .. } => return,
-            ToDataplane::Tenants(tenants) => {
-                if let Ok(compiled) = self.policy.compile_replacement(&self.nat, tenants, &[], 2) {
+            ToDataplane::Tenants { part, parts, tenants } => {
+                let Ok(Some(tenants)) = self.parts.add(*part, *parts, tenants.clone()) else { return };
+                if let Ok(compiled) = self.policy.compile_replacement(&self.nat, &tenants, &[], 2) {
                     let compiled = std::sync::Arc::new(compiled);
                     if self.manager.set_policy(compiled.clone()).is_ok() {
                         self.policy = compiled;
@@ -425,7 +427,7 @@ pub fn control_ring_seeds() -> Vec<Vec<u8>> {
         ToDataplane::TunnelDown("clinic-1/00100000"),
         ToDataplane::SendIke { from: "[2001:db8::1]:4500".parse().expect("address"), to: "[2001:db8::2]:4500".parse().expect("address"), payload: &[0; 28] },
         ToDataplane::Reset,
-        ToDataplane::Tenants(vec![toml::from_str("name = \"clinic-1\"\nsubnets = [\"192.168.0.0/16\"]\n[[rules]]\ndst = \"10.0.0.0/8\"\naction = \"allow\"\n").expect("seed tenant")]),
+        ToDataplane::Tenants { part: 0, parts: 1, tenants: vec![toml::from_str("name = \"clinic-1\"\nsubnets = [\"192.168.0.0/16\"]\n[[rules]]\ndst = \"10.0.0.0/8\"\naction = \"allow\"\n").expect("seed tenant")] },
     ]
     .iter()
     .map(ToDataplane::encode)

@@ -11,7 +11,7 @@ use sekisho_dataplane::port::dpdk::{Eal, EthPort, Mbuf, Mempool};
 use sekisho_dataplane::shm::stats::{self, StatsArea, STATE_STOPPED};
 use sekisho_dataplane::worker::{Handoff, Worker, HANDOFF_RING};
 use sekisho_dataplane::nat::{NatCore, NatEvent};
-use sekisho_dataplane::shm::messages::{ToControl, ToDataplane, FIXED_LEN};
+use sekisho_dataplane::shm::messages::{TenantParts, ToControl, ToDataplane, CONTROL_MESSAGE_BYTES, FIXED_LEN};
 use sekisho_dataplane::policy::Policy;
 use sekisho_dataplane::sad::RouteTable;
 use sekisho_dataplane::shm::sequences::SequenceLog;
@@ -34,7 +34,6 @@ const PUNT_SLOTS: u64 = 1024;
 const EVENT_MESSAGE_BYTES: usize = 64;
 const EVENT_SLOTS: u64 = 4096;
 /// The control ring: tunnels (JSON) and IKE messages to send, 1,024 deep.
-const CONTROL_MESSAGE_BYTES: usize = 16 * 1024;
 const CONTROL_SLOTS: u64 = 1024;
 /// Outbound SAs per worker whose sequence numbers are kept across restarts.
 const SEQUENCE_SLOTS: usize = 1 << 16;
@@ -231,6 +230,7 @@ fn run(config: &Config) -> Result<()> {
         .map_err(|(field, message)| anyhow::anyhow!("{field}: {message}"))?;
     let tasks: Vec<Arc<Tasks>> = (0..d.workers.len()).map(|_| Arc::new(Tasks::new(TASK_QUEUE))).collect();
     let mut running_policy = policy.clone();
+    let mut tenant_parts = TenantParts::default();
     // Each worker's outbound sequence numbers, kept for the next run.
     let mut sequence_logs = Vec::new();
     let mut recorded = std::collections::HashMap::new();
@@ -350,7 +350,7 @@ fn run(config: &Config) -> Result<()> {
             let mut message = vec![0u8; CONTROL_MESSAGE_BYTES];
             loop {
                 match control_ring.pop(&mut message) {
-                    Ok(Some(len)) => from_control(&message[..len], &mut table_manager, &route_table, &tasks, config, &mut running_policy),
+                    Ok(Some(len)) => from_control(&message[..len], &mut table_manager, &route_table, &tasks, config, (&mut running_policy, &mut tenant_parts)),
                     Ok(None) => break,
                     Err(corrupt) => {
                         tracing::error!(?corrupt, path = %control_path.display(), "control.ring is corrupt: messages skipped");
@@ -399,7 +399,7 @@ fn run(config: &Config) -> Result<()> {
 /// remove (its owner worker's part first, then the routes, or the other
 /// way round for a removal), or an IKE packet to send. Anything refused is
 /// logged with its reason and changes nothing.
-fn from_control(bytes: &[u8], manager: &mut TableManager, routes: &RouteTable, tasks: &[Arc<Tasks>], config: &Config, policy: &mut Option<Arc<Policy>>) {
+fn from_control(bytes: &[u8], manager: &mut TableManager, routes: &RouteTable, tasks: &[Arc<Tasks>], config: &Config, (policy, parts): (&mut Option<Arc<Policy>>, &mut TenantParts)) {
     let message = match ToDataplane::decode(bytes) {
         Ok(m) => m,
         Err(error) => return tracing::error!(%error, "message from the control process refused"),
@@ -418,7 +418,13 @@ fn from_control(bytes: &[u8], manager: &mut TableManager, routes: &RouteTable, t
             tracing::info!(tunnels = removals.len(), "the control process started afresh: removing the tunnels it installed before");
             return removals.into_iter().for_each(|change| apply_change(change, routes, tasks));
         }
-        ToDataplane::Tenants(tenants) => return replace_policy(tenants, manager, tasks, config, policy),
+        ToDataplane::Tenants { part, parts: count, tenants } => {
+            return match parts.add(part, count, tenants) {
+                Ok(Some(all)) => replace_policy(all, manager, tasks, config, policy),
+                Ok(None) => {}
+                Err(error) => tracing::error!(%error, "tenants from the control process refused"),
+            };
+        }
     };
     match change {
         Ok(change) => apply_change(change, routes, tasks),

@@ -156,10 +156,10 @@ pub struct RateReport {
 
 /// The generator's two ports and its ARP/ND host logic.
 pub struct Generator<'a> {
-    ports: [DpdkQueue<'a>; 2],
+    pub(crate) ports: [DpdkQueue<'a>; 2],
     host: Forwarder,
     neighbours: Arc<NeighbourTable>,
-    gateway_mac: [MacAddr; 2],
+    pub(crate) gateway_mac: [MacAddr; 2],
     clock: Instant,
     pub control_frames: u64,
     /// The tunnel's far end, when the outside link carries ESP.
@@ -207,7 +207,7 @@ impl<'a> Generator<'a> {
 
     /// Answers or learns from an ARP/ND frame and returns None; hands any
     /// other frame back.
-    fn control(&mut self, side: Side, mut buf: Mbuf) -> Option<Mbuf> {
+    pub(crate) fn control(&mut self, side: Side, mut buf: Mbuf) -> Option<Mbuf> {
         if !is_neighbour_frame(buf.data()) {
             return Some(buf);
         }
@@ -261,6 +261,14 @@ impl<'a> Generator<'a> {
                     self.solicit(side, IpAddr::V6(topology::GATEWAY_V6[side as usize]));
                 }
             }
+            self.drain_control();
+        }
+    }
+
+    /// Answers ARP and ND for `time`, dropping anything else.
+    pub fn idle(&mut self, time: Duration) {
+        let until = Instant::now() + time;
+        while Instant::now() < until {
             self.drain_control();
         }
     }

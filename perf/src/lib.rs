@@ -3,5 +3,6 @@
 //! plain DPDK forwarder (testpmd) on the same links in the same run.
 
 pub mod bench;
+pub mod clinics;
 pub mod gen;
 pub mod topology;

@@ -214,7 +214,7 @@ fn run(config_path: PathBuf, listen: Vec<String>, run_dir: Option<PathBuf>) {
         // After the tunnels of removed tenants went (above): the dataplane
         // refuses to remove a tenant from under its tunnels.
         if let (true, Transport::Dataplane { link: Some(link), policies, .. }) = (std::mem::take(&mut policies_changed), &mut transport) {
-            link.send(&ToDataplane::Tenants(policies.clone()));
+            link.send_tenants(policies);
         }
         out.flush().ok();
         if !busy {
@@ -268,6 +268,7 @@ fn receive_dataplane(run_dir: &Path, (link, sessions): (&mut Option<Link>, &mut 
         }
         return false;
     };
+    l.flush();
     if l.restarted() {
         sessions.clear();
         events.push(Event::Log("the dataplane restarted: installing every tunnel again".into()));
@@ -288,7 +289,7 @@ fn receive_dataplane(run_dir: &Path, (link, sessions): (&mut Option<Link>, &mut 
 
 /// Gives a (re)started dataplane the tenants' policy and every tunnel of the book.
 fn resync(link: &mut Link, book: &TunnelBook, policies: &[TenantConfig], events: &mut Vec<Event>) {
-    link.send(&ToDataplane::Tenants(policies.to_vec()));
+    link.send_tenants(policies);
     for tunnel in book.all() {
         link.send(&ToDataplane::Tunnel(tunnel.clone()));
     }

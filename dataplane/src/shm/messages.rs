@@ -141,6 +141,9 @@ const KIND_TUNNEL_DOWN: u8 = 17;
 const KIND_SEND_IKE: u8 = 18;
 const KIND_RESET: u8 = 19;
 const KIND_TENANTS: u8 = 20;
+/// The largest message on the control ring (its slot size).
+pub const CONTROL_MESSAGE_BYTES: usize = 16 * 1024;
+
 /// Body bytes of a SendIke before its payload: two addresses, two ports, family.
 const SEND_LEN: usize = 16 + 16 + 2 + 2 + 4;
 
@@ -154,12 +157,71 @@ pub enum ToDataplane<'a> {
     /// Send an IKE message from our `from` to the peer's `to` on the
     /// outside port (with the non-ESP marker when on port 4500).
     SendIke { from: std::net::SocketAddr, to: std::net::SocketAddr, payload: &'a [u8] },
-    /// The tenants' policy (rules, inbound rules, limits, subnets), as the
-    /// config file's `[[tenants]]` (JSON): replaces the running one.
-    Tenants(Vec<crate::policy::TenantConfig>),
+    /// Part `part` of `parts` of the tenants' policy (rules, inbound rules,
+    /// limits, subnets), as the config file's `[[tenants]]` (JSON): the
+    /// whole set replaces the running one. Thousands of tenants do not fit
+    /// one ring slot, so [`ToDataplane::tenants`] cuts them into parts.
+    Tenants { part: u16, parts: u16, tenants: Vec<crate::policy::TenantConfig> },
     /// Remove every tunnel control installed: a control process that
     /// started afresh does not know them (and cannot rekey them).
     Reset,
+}
+
+/// Body bytes of a Tenants part before its JSON: part and parts.
+const TENANTS_LEN: usize = 4;
+
+impl ToDataplane<'static> {
+    /// The tenants as parts whose messages each fit `max_message` bytes
+    /// (the control ring's slot). Err names a tenant too large for one.
+    pub fn tenants(all: &[crate::policy::TenantConfig], max_message: usize) -> Result<Vec<ToDataplane<'static>>, String> {
+        // The JSON array's brackets and commas: one byte per tenant and one more.
+        let room = max_message.saturating_sub(HEADER_LEN + TENANTS_LEN + 1);
+        let mut groups: Vec<Vec<crate::policy::TenantConfig>> = vec![Vec::new()];
+        let mut used = 0;
+        for tenant in all {
+            let len = serde_json::to_vec(tenant).expect("tenants serialise").len() + 1;
+            if len > room {
+                return Err(format!("tenant {}: its policy takes {len} bytes, more than the {room} a message to the dataplane holds", tenant.name));
+            }
+            if used + len > room {
+                groups.push(Vec::new());
+                used = 0;
+            }
+            used += len;
+            groups.last_mut().expect("one group at least").push(tenant.clone());
+        }
+        let parts = u16::try_from(groups.len()).map_err(|_| format!("{} tenants need more than {} messages to the dataplane", all.len(), u16::MAX))?;
+        Ok(groups.into_iter().enumerate().map(|(part, tenants)| ToDataplane::Tenants { part: part as u16, parts, tenants }).collect())
+    }
+}
+
+/// Puts the tenants' parts back together: the set is whole when its last
+/// part follows all the others in order.
+#[derive(Debug, Default)]
+pub struct TenantParts {
+    next: u16,
+    tenants: Vec<crate::policy::TenantConfig>,
+}
+
+impl TenantParts {
+    /// Takes a part; the whole set once its last part came. A part out of
+    /// order (one was lost) drops the set; the next part 0 starts a new one.
+    pub fn add(&mut self, part: u16, parts: u16, tenants: Vec<crate::policy::TenantConfig>) -> Result<Option<Vec<crate::policy::TenantConfig>>, String> {
+        if part == 0 {
+            *self = TenantParts::default();
+        } else if part != self.next {
+            let expected = self.next;
+            *self = TenantParts::default();
+            return Err(format!("tenants part {part} of {parts} came after part {}: the set is dropped", expected.wrapping_sub(1)));
+        }
+        self.tenants.extend(tenants);
+        self.next = part + 1;
+        if self.next < parts {
+            return Ok(None);
+        }
+        self.next = 0;
+        Ok(Some(std::mem::take(&mut self.tenants)))
+    }
 }
 
 fn ip_bytes(ip: std::net::IpAddr) -> [u8; 16] {
@@ -186,7 +248,11 @@ impl ToDataplane<'_> {
                 (KIND_SEND_IKE, body)
             }
             ToDataplane::Reset => (KIND_RESET, Vec::new()),
-            ToDataplane::Tenants(tenants) => (KIND_TENANTS, serde_json::to_vec(tenants).expect("tenants serialise")),
+            ToDataplane::Tenants { part, parts, tenants } => {
+                let mut body = [part.to_le_bytes(), parts.to_le_bytes()].concat();
+                serde_json::to_writer(&mut body, tenants).expect("tenants serialise");
+                (KIND_TENANTS, body)
+            }
         };
         let len = body.len() as u16;
         [&[kind, 0, len as u8, (len >> 8) as u8][..], &body].concat()
@@ -223,7 +289,15 @@ impl ToDataplane<'_> {
                 Ok(ToDataplane::SendIke { from, to, payload: &body[SEND_LEN..] })
             }
             KIND_RESET if body.is_empty() => Ok(ToDataplane::Reset),
-            KIND_TENANTS => serde_json::from_slice(body).map(ToDataplane::Tenants).map_err(|_| MessageError::Field("tenants")),
+            KIND_TENANTS => {
+                let head = body.get(..TENANTS_LEN).ok_or(MessageError::Truncated)?;
+                let (part, parts) = (u16::from_le_bytes([head[0], head[1]]), u16::from_le_bytes([head[2], head[3]]));
+                if part >= parts {
+                    return Err(MessageError::Field("tenants part"));
+                }
+                let tenants = serde_json::from_slice(&body[TENANTS_LEN..]).map_err(|_| MessageError::Field("tenants"))?;
+                Ok(ToDataplane::Tenants { part, parts, tenants })
+            }
             other => Err(MessageError::Kind(other)),
         }
     }
@@ -245,6 +319,41 @@ mod tests {
     }
 
     #[test]
+    fn thousands_of_tenants_travel_in_parts_that_fit_a_slot() {
+        let tenant = |n: usize| -> crate::policy::TenantConfig {
+            toml::from_str(&format!("name = \"clinic-{n:05}\"\nsubnets = [\"192.168.1.0/24\"]\n[[rules]]\ndst = \"10.0.0.0/8\"\nprotocol = \"tcp\"\nports = \"443\"\naction = \"allow\"\n")).unwrap()
+        };
+        let all: Vec<_> = (0..2000).map(tenant).collect();
+        let messages = ToDataplane::tenants(&all, 16 * 1024).unwrap();
+        assert!(messages.len() > 10, "{} parts", messages.len());
+        let mut assembly = TenantParts::default();
+        let mut whole = None;
+        for (i, message) in messages.iter().enumerate() {
+            let bytes = message.encode();
+            assert!(bytes.len() <= 16 * 1024, "part {i}: {} bytes", bytes.len());
+            let Ok(ToDataplane::Tenants { part, parts, tenants }) = ToDataplane::decode(&bytes) else { panic!("part {i}") };
+            whole = assembly.add(part, parts, tenants).unwrap();
+            assert_eq!(whole.is_some(), i + 1 == messages.len());
+        }
+        assert_eq!(whole.as_ref(), Some(&all));
+        // A lost part drops the set; the next set starts afresh.
+        let take = |m: &ToDataplane| match m {
+            ToDataplane::Tenants { part, parts, tenants } => (*part, *parts, tenants.clone()),
+            _ => unreachable!(),
+        };
+        let (part, n, tenants) = take(&messages[0]);
+        assert_eq!(assembly.add(part, n, tenants), Ok(None));
+        let (part, n, tenants) = take(&messages[2]);
+        assert!(assembly.add(part, n, tenants).is_err());
+        let (part, n, tenants) = take(&messages[1]);
+        assert!(assembly.add(part, n, tenants).is_err(), "part 1 without its part 0");
+        // No tenants: one empty part; a tenant too large for any message is named.
+        assert_eq!(ToDataplane::tenants(&[], 16 * 1024).unwrap(), vec![ToDataplane::Tenants { part: 0, parts: 1, tenants: vec![] }]);
+        assert!(ToDataplane::tenants(&all[..1], 64).unwrap_err().contains("clinic-00000"));
+        assert!(ToDataplane::decode(&[KIND_TENANTS, 0, 6, 0, 1, 0, 1, 0, b'[', b']']).is_err(), "part 1 of 1");
+    }
+
+    #[test]
     fn messages_to_the_dataplane_round_trip_and_bad_bytes_are_refused() {
         let tunnel: crate::tunnels::TunnelConfig = toml::from_str(
             "name = \"clinic-1/00100000\"\nremote = \"2001:db8::2\"\nudp_encap = true\nipv4 = [\"192.168.1.0/24\"]\ntenant = \"clinic-1\"\n\
@@ -258,7 +367,7 @@ mod tests {
             ToDataplane::SendIke { from: "[2001:db8::1]:4500".parse().unwrap(), to: "[2001:db8::2]:4500".parse().unwrap(), payload: &[1, 2, 3] },
             ToDataplane::SendIke { from: "192.0.2.1:500".parse().unwrap(), to: "198.51.100.7:1234".parse().unwrap(), payload: &[] },
             ToDataplane::Reset,
-            ToDataplane::Tenants(vec![toml::from_str("name = \"clinic-1\"\nsubnets = [\"192.168.1.0/24\"]\n[[rules]]\ndst = \"10.0.0.0/8\"\naction = \"allow\"\n").unwrap()]),
+            ToDataplane::Tenants { part: 1, parts: 2, tenants: vec![toml::from_str("name = \"clinic-1\"\nsubnets = [\"192.168.1.0/24\"]\n[[rules]]\ndst = \"10.0.0.0/8\"\naction = \"allow\"\n").unwrap()] },
         ] {
             let bytes = message.encode();
             assert_eq!(ToDataplane::decode(&bytes), Ok(message));

@@ -6,7 +6,7 @@
 
 use clap::Parser;
 use sekisho_dataplane::sad::SpiParts;
-use sekisho_dataplane::shm::messages::ToDataplane;
+use sekisho_dataplane::shm::messages::{ToDataplane, CONTROL_MESSAGE_BYTES};
 use sekisho_dataplane::shm::ring::Producer;
 use sekisho_dataplane::tunnels::TunnelConfig;
 use std::path::PathBuf;
@@ -95,7 +95,9 @@ fn main() -> anyhow::Result<()> {
         push(message);
         tunnel_changes += 1;
         if args.rules && tunnel_changes.is_multiple_of(4) {
-            push(ToDataplane::Tenants(policies[(tunnel_changes / 4 % 2) as usize].clone()));
+            for part in ToDataplane::tenants(&policies[(tunnel_changes / 4 % 2) as usize], CONTROL_MESSAGE_BYTES).expect("two small tenants") {
+                push(part);
+            }
             policy_changes += 1;
         }
     };

@@ -1,0 +1,707 @@
+//! The clinic emulator: many clinics' routers on the gateway's outside
+//! port, each with its own outer address (IPv6 from the carrier VPN or IPv4
+//! from the Internet) and tenant, and the eligibility system's servers on
+//! its inside port. Each clinic builds its tunnel with IKEv2 through the
+//! real path (dataplane punt, control process, answer back through the
+//! dataplane), opens its flows (UDP, TCP with a real handshake, ICMP echo),
+//! sends numbered, time-stamped packets through the tunnel, and checks each
+//! answer the servers send back through the gateway's NAT and the tunnel.
+//!
+//! Run phases: [`Emulator::connect`] (IKE), [`Emulator::open`] (TCP
+//! handshakes), [`Emulator::traffic`], [`Emulator::close`] (TCP FINs).
+
+pub mod clinic;
+pub mod packets;
+pub mod pcap;
+pub mod report;
+pub mod server;
+pub mod setup;
+pub mod stack;
+
+use crate::gen::Generator;
+use crate::topology;
+use clinic::{Clinic, Datagrams};
+use hdrhistogram::Histogram;
+use packets::{FlowKey, Plan, Protocol, Segment, Sizes, ETHERNET, TCP_ACK, TCP_FIN, TCP_PSH, TCP_SYN};
+use report::{Counters, Live, Phase};
+use sekisho_control::ike::initiator::{Initiator, InitiatorConfig};
+use sekisho_control::ike::ts::TrafficSelector;
+use sekisho_control::pki::identity::Identity;
+use sekisho_control::pki::issue::Authority;
+use sekisho_dataplane::craft::{write_udp_headers, Flow, IPV4_UDP_OVERHEAD, IPV6_UDP_OVERHEAD};
+use sekisho_dataplane::esp::tunnel;
+use sekisho_dataplane::port::dpdk::Mbuf;
+use sekisho_dataplane::port::{Batch, PacketBuf, Port};
+use sekisho_dataplane::wire::ethernet;
+use server::Server;
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::{Duration, Instant};
+
+/// How the clinics reach the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outer {
+    Ipv6,
+    Ipv4,
+    /// Every other clinic over IPv4.
+    Mixed,
+}
+
+/// Clinic `n`'s outer address: 2001:db8:c1::/64 over the carrier VPN, or
+/// 172.16.0.0/12 over the Internet; both lie behind the generator's router.
+pub fn clinic_address(n: usize, outer: Outer) -> IpAddr {
+    let n = n as u32 + 1;
+    match outer {
+        Outer::Ipv4 => IpAddr::V4(Ipv4Addr::from(u32::from(Ipv4Addr::new(172, 16, 0, 0)) + n)),
+        Outer::Mixed if n.is_multiple_of(2) => IpAddr::V4(Ipv4Addr::from(u32::from(Ipv4Addr::new(172, 16, 0, 0)) + n)),
+        _ => IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0xc1, 0, 0, 0, (n >> 16) as u16, n as u16)),
+    }
+}
+
+/// Clinic `n`'s IKE identity (its certificate's SubjectAltName) and tenant.
+pub fn identity(n: usize) -> String {
+    format!("clinic{n:05}.clinics.example")
+}
+pub fn tenant(n: usize) -> String {
+    format!("clinic-{n:05}")
+}
+
+pub struct Options {
+    pub clinics: usize,
+    /// Flows per clinic: UDP, TCP and ICMP in turn.
+    pub flows: u16,
+    pub sizes: Sizes,
+    pub outer: Outer,
+    pub dh_group: u16,
+    /// IKE handshakes in flight at most, and started per second at most (0: no limit).
+    pub ike_window: usize,
+    pub setup_rate: f64,
+    /// How long the clinics may take to build their tunnels.
+    pub setup_timeout: Duration,
+    /// Data packets per second offered (0: as fast as the window allows).
+    pub rate: f64,
+    /// Data packets in flight at most.
+    pub window: u64,
+    pub seconds: f64,
+    /// Stop after this many data packets, if sooner.
+    pub packets: Option<u64>,
+}
+
+/// A TCP flow as its clinic holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TcpState {
+    Closed,
+    SynSent,
+    Established,
+    FinSent,
+    Done,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct TcpFlow {
+    state: TcpState,
+    /// The next sequence number to send.
+    next: u32,
+    /// What we acknowledge: the server's highest sequence number seen, plus one.
+    acked: u32,
+    sent: Instant,
+    tries: u32,
+}
+
+const TCP_TRIES: u32 = 4;
+
+pub struct Emulator<'a> {
+    generator: Generator<'a>,
+    options: Options,
+    clinics: Vec<Clinic>,
+    by_address: HashMap<IpAddr, usize>,
+    by_spi: HashMap<u32, usize>,
+    /// Every flow of every clinic that is up, and where to find one.
+    flows: Vec<FlowKey>,
+    flow_index: HashMap<FlowKey, usize>,
+    /// TCP state by flow index (UDP and ICMP flows have none).
+    tcp: Vec<Option<TcpFlow>>,
+    /// The data plan (flows that are open) and each plan flow's index in `flows`.
+    plan: Plan,
+    plan_slot: Vec<usize>,
+    next_seq: u64,
+    seen: Vec<u64>,
+    server: Server,
+    outside: Batch<Mbuf>,
+    inside: Batch<Mbuf>,
+    clock: Instant,
+    pub counters: Counters,
+    pub latency: Histogram<u64>,
+    pub live: Live,
+    /// When the tunnels were started and how long until the last came up.
+    pub setup_seconds: f64,
+    pub traffic_seconds: f64,
+}
+
+impl<'a> Emulator<'a> {
+    /// The clinics, each with a fresh P-256 key and a certificate from `ca`
+    /// for its identity, proposing DH `options.dh_group`.
+    pub fn new(generator: Generator<'a>, options: Options, ca: &Authority, pool: sekisho_dataplane::addr::Ipv4Cidr, live: Live) -> Emulator<'a> {
+        let selector = |cidr: &str| {
+            let net: sekisho_dataplane::addr::Ipv4Cidr = cidr.parse().expect("prefix");
+            let start = net.addr;
+            let end = Ipv4Addr::from(u32::from(start) | (u32::MAX.checked_shr(u32::from(net.prefix_len)).unwrap_or(0)));
+            TrafficSelector { protocol: 0, start_port: 0, end_port: 65535, start: start.into(), end: end.into() }
+        };
+        let clinics: Vec<Clinic> = (0..options.clinics)
+            .map(|n| {
+                let id = Identity::from_config(&identity(n)).expect("identity");
+                let (cert, key) = ca.issue(&identity(n), sekisho_control::pki::issue::KeyKind::EcdsaP256, -1, 30);
+                let initiator = Initiator::new(InitiatorConfig {
+                    clinic: vec![selector("192.168.1.0/24")],
+                    inside: vec![selector(packets::SERVERS_CIDR)],
+                    ..InitiatorConfig::new(id, key, cert, options.dh_group)
+                });
+                let address = clinic_address(n, options.outer);
+                let gateway = if address.is_ipv4() { IpAddr::V4(topology::GATEWAY_V4[0]) } else { IpAddr::V6(topology::GATEWAY_V6[0]) };
+                Clinic::new(address, gateway, initiator)
+            })
+            .collect();
+        let by_address = clinics.iter().enumerate().map(|(n, c)| (c.address, n)).collect();
+        Emulator {
+            generator,
+            clinics,
+            by_address,
+            by_spi: HashMap::new(),
+            flows: Vec::new(),
+            flow_index: HashMap::new(),
+            tcp: Vec::new(),
+            plan: Plan { flows: Vec::new(), sizes: options.sizes },
+            plan_slot: Vec::new(),
+            next_seq: 0,
+            seen: Vec::new(),
+            server: Server::new(pool),
+            outside: Batch::new(),
+            inside: Batch::new(),
+            clock: Instant::now(),
+            counters: Counters::default(),
+            latency: report::histogram(),
+            live,
+            setup_seconds: 0.0,
+            traffic_seconds: 0.0,
+            options,
+        }
+    }
+
+    pub fn server(&self) -> &Server {
+        &self.server
+    }
+
+    /// Why clinics failed, with how many each.
+    pub fn failures(&self) -> HashMap<String, usize> {
+        let mut out = HashMap::new();
+        for why in self.clinics.iter().filter_map(Clinic::failure) {
+            *out.entry(why.to_owned()).or_default() += 1;
+        }
+        out
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.clock.elapsed().as_nanos() as u64
+    }
+
+    /// Queues a frame on a port, sending a full batch first; false if the link took none.
+    fn push(&mut self, side: usize, buf: Mbuf) -> bool {
+        let batch = if side == 0 { &mut self.outside } else { &mut self.inside };
+        if batch.is_full() {
+            self.generator.ports[side].tx_burst(batch);
+        }
+        if batch.is_full() {
+            self.counters.not_sent += 1;
+            return false;
+        }
+        batch.push(buf);
+        true
+    }
+
+    fn flush(&mut self) {
+        self.generator.ports[0].tx_burst(&mut self.outside);
+        self.generator.ports[1].tx_burst(&mut self.inside);
+    }
+
+    /// Sends a clinic's IKE datagrams to the gateway (UDP 500).
+    fn send_ike(&mut self, c: usize, datagrams: Datagrams) {
+        let (src, dst) = (self.clinics[c].address, self.clinics[c].gateway);
+        let overhead = if src.is_ipv4() { IPV4_UDP_OVERHEAD } else { IPV6_UDP_OVERHEAD };
+        let flow = Flow { src, dst, src_port: 500, dst_port: 500 };
+        let macs = (self.generator.gateway_mac[0], self.generator.ports[0].mac());
+        for datagram in datagrams {
+            let Some(mut buf) = self.generator.ports[0].alloc() else {
+                self.counters.not_sent += 1;
+                continue;
+            };
+            if !buf.set_len(overhead + datagram.len()) {
+                continue;
+            }
+            let frame = buf.data_mut();
+            frame[overhead..].copy_from_slice(&datagram);
+            write_udp_headers(frame, macs.0, macs.1, &flow, self.counters.ike_sent as u16);
+            self.counters.ike_sent += u64::from(self.push(0, buf));
+        }
+    }
+
+    /// Sends an inner packet of `inner_len` bytes, written by `fill`, through clinic `c`'s tunnel.
+    fn send_esp(&mut self, c: usize, inner_len: usize, fill: impl FnOnce(&mut [u8])) -> bool {
+        let macs = (self.generator.gateway_mac[0], self.generator.ports[0].mac());
+        let Some(esp) = self.clinics[c].esp.as_mut() else { return false };
+        let Some(mut buf) = self.generator.ports[0].alloc() else {
+            self.counters.not_sent += 1;
+            return false;
+        };
+        let prefix = ETHERNET + tunnel::prefix_len(&esp.tunnel);
+        if !buf.set_len(ETHERNET + tunnel::outer_len(&esp.tunnel, inner_len)) {
+            return false;
+        }
+        let frame = buf.data_mut();
+        fill(&mut frame[prefix..prefix + inner_len]);
+        if esp.seal(&mut frame[ETHERNET..], inner_len, self.next_seq as u16).is_none() {
+            return false;
+        }
+        ethernet::write_header(frame, macs.0, macs.1, tunnel::outer_ethertype(&esp.tunnel));
+        self.push(0, buf)
+    }
+
+    /// Receives on both ports and handles what came: ARP and ND, the
+    /// gateway's IKE and ESP to the clinics, the clinics' packets at the servers.
+    /// Whether anything came.
+    fn poll(&mut self) -> bool {
+        let mut any = false;
+        for side in [0, 1] {
+            let mut rx = Batch::new();
+            self.generator.ports[side].rx_burst(&mut rx);
+            any |= !rx.is_empty();
+            for buf in rx.drain(..) {
+                let Some(buf) = self.generator.control(if side == 0 { sekisho_dataplane::Side::Outside } else { sekisho_dataplane::Side::Inside }, buf) else { continue };
+                if side == 0 {
+                    self.at_clinics(buf);
+                } else {
+                    self.at_server(buf);
+                }
+            }
+        }
+        self.flush();
+        any
+    }
+
+    fn at_server(&mut self, mut buf: Mbuf) {
+        let frame = buf.data_mut();
+        let ok = frame.len() > ETHERNET && u16::from_be_bytes([frame[12], frame[13]]) == ethernet::ETHERTYPE_IPV4 && {
+            let len = usize::from(u16::from_be_bytes([frame[ETHERNET + 2], frame[ETHERNET + 3]]));
+            frame.len() >= ETHERNET + len && self.server.answer(&mut frame[ETHERNET..ETHERNET + len], &self.plan, self.next_seq)
+        };
+        if !ok {
+            return;
+        }
+        let macs = (self.generator.gateway_mac[1], self.generator.ports[1].mac());
+        ethernet::write_header(frame, macs.0, macs.1, ethernet::ETHERTYPE_IPV4);
+        self.push(1, buf);
+    }
+
+    /// A frame from the gateway on the clinics' side: IKE or ESP.
+    fn at_clinics(&mut self, mut buf: Mbuf) {
+        let now = Instant::now();
+        if let Some((_, to, message)) = sekisho_control::dataplane::ike_datagram(buf.data()) {
+            let Some(&c) = self.by_address.get(&to.ip()) else {
+                self.counters.unexpected += 1;
+                return;
+            };
+            self.counters.ike_received += 1;
+            let was_up = self.clinics[c].is_up();
+            let replies = self.clinics[c].receive(message, now);
+            self.send_ike(c, replies);
+            if self.clinics[c].is_up() {
+                for spi in self.clinics[c].inbound_spis() {
+                    self.by_spi.insert(spi, c);
+                }
+                if !was_up {
+                    self.counters.tunnels_up += 1;
+                }
+            } else if self.clinics[c].failure().is_some() {
+                self.counters.tunnels_failed += 1;
+            }
+            return;
+        }
+        let frame = buf.data_mut();
+        let (esp_start, end) = match u16::from_be_bytes([frame[12], frame[13]]) {
+            ethernet::ETHERTYPE_IPV6 if frame.len() >= ETHERNET + 48 && frame[ETHERNET + 6] == 50 => {
+                (ETHERNET + 40, ETHERNET + 40 + usize::from(u16::from_be_bytes([frame[ETHERNET + 4], frame[ETHERNET + 5]])))
+            }
+            ethernet::ETHERTYPE_IPV4 if frame.len() >= ETHERNET + 28 && frame[ETHERNET + 9] == 50 && frame[ETHERNET] == 0x45 => {
+                (ETHERNET + 20, ETHERNET + usize::from(u16::from_be_bytes([frame[ETHERNET + 2], frame[ETHERNET + 3]])))
+            }
+            _ => {
+                self.counters.unexpected += 1;
+                return;
+            }
+        };
+        let spi = u32::from_be_bytes(frame[esp_start..esp_start + 4].try_into().expect("4 bytes"));
+        let opened = self.by_spi.get(&spi).copied().filter(|_| end <= frame.len()).and_then(|c| {
+            let range = self.clinics[c].esp.as_mut()?.open(spi, &mut frame[esp_start..end])?;
+            Some((c, esp_start + range.start..esp_start + range.end))
+        });
+        let Some((c, inner)) = opened else {
+            self.counters.esp_refused += 1;
+            return;
+        };
+        self.answer_at_clinic(c, &buf.data()[inner]);
+    }
+
+    /// The server's answer (or a TCP control segment) back at clinic `c`.
+    fn answer_at_clinic(&mut self, c: usize, ip: &[u8]) {
+        if !packets::well_formed(ip) {
+            self.counters.malformed += 1;
+            log_fault("clinic", "malformed", ip, self.counters.malformed);
+            return;
+        }
+        if let Some((segment, 0)) = packets::tcp_segment(ip) {
+            return self.tcp_control(c, ip, segment);
+        }
+        let Some(seq) = packets::data_seq(ip).filter(|&s| s < self.next_seq) else {
+            self.counters.misrouted += 1;
+            return;
+        };
+        let (index, frame_len) = self.plan.packet(seq);
+        let key = self.plan.flows[index];
+        if key.clinic as usize != c {
+            self.counters.misrouted += 1;
+            return;
+        }
+        let stamp = match packets::check_answer(ip, key, seq, frame_len) {
+            Ok(stamp) => stamp,
+            Err(packets::Fault::Malformed) => return self.counters.malformed += 1,
+            Err(packets::Fault::Misrouted) => return self.counters.misrouted += 1,
+            Err(packets::Fault::Corrupted) => return self.counters.corrupted += 1,
+        };
+        let (word, bit) = ((seq / 64) as usize, 1u64 << (seq % 64));
+        if self.seen[word] & bit != 0 {
+            self.counters.duplicates += 1;
+            return;
+        }
+        self.seen[word] |= bit;
+        if let (Some((segment, data)), Some(t)) = (packets::tcp_segment(ip), self.tcp[self.plan_slot[index]].as_mut()) {
+            let end = segment.seq.wrapping_add(data as u32);
+            if (end.wrapping_sub(t.acked) as i32) > 0 {
+                t.acked = end;
+            }
+        }
+        self.counters.answered += 1;
+        self.counters.answered_bytes += frame_len as u64;
+        self.counters.answered_by_protocol[protocol_slot(key.protocol())] += 1;
+        let _ = self.latency.record(self.now_ns().saturating_sub(stamp).max(1));
+    }
+
+    /// A SYN-ACK or FIN-ACK from the server: the handshake or the close goes on.
+    fn tcp_control(&mut self, c: usize, ip: &[u8], s: Segment) {
+        let port = packets::ports(ip).map_or(0, |p| p.1);
+        let key = FlowKey { clinic: c as u32, flow: port.wrapping_sub(20_000) };
+        let Some(&i) = self.flow_index.get(&key) else {
+            self.counters.misrouted += 1;
+            return;
+        };
+        let Some(mut t) = self.tcp[i] else { return };
+        let reply = match t.state {
+            TcpState::SynSent if s.flags == TCP_SYN | TCP_ACK && s.ack == t.next => {
+                t.acked = s.seq.wrapping_add(1);
+                t.state = TcpState::Established;
+                self.counters.tcp_opened += 1;
+                Some(Segment { seq: t.next, ack: t.acked, flags: TCP_ACK })
+            }
+            TcpState::FinSent if s.flags & TCP_FIN != 0 && s.ack == t.next => {
+                t.acked = s.seq.wrapping_add(1);
+                t.state = TcpState::Done;
+                self.counters.tcp_closed += 1;
+                Some(Segment { seq: t.next, ack: t.acked, flags: TCP_ACK })
+            }
+            // A repeated SYN-ACK or FIN-ACK (our ACK was lost): acknowledge again.
+            TcpState::Established | TcpState::Done if s.flags & (TCP_SYN | TCP_FIN) != 0 => Some(Segment { seq: t.next, ack: t.acked, flags: TCP_ACK }),
+            _ => None,
+        };
+        self.tcp[i] = Some(t);
+        if let Some(segment) = reply {
+            self.send_segment(key, segment);
+        }
+    }
+
+    fn send_segment(&mut self, key: FlowKey, segment: Segment) -> bool {
+        let len = if segment.flags & TCP_SYN != 0 { 44 } else { 40 };
+        self.send_esp(key.clinic as usize, len, |ip| {
+            packets::write_clinic_segment(ip, key, segment);
+        })
+    }
+
+    /// Builds every clinic's tunnel: at most `ike_window` handshakes at once
+    /// and `setup_rate` started a second. Returns how many are up.
+    pub fn connect(&mut self) -> u64 {
+        let start = Instant::now();
+        let mut next = 0usize;
+        let mut last_up = start;
+        loop {
+            let now = Instant::now();
+            let in_progress = self.clinics.iter().filter(|c| c.in_progress()).count();
+            let allowed = if self.options.setup_rate > 0.0 { (start.elapsed().as_secs_f64() * self.options.setup_rate) as usize + 1 } else { usize::MAX };
+            let mut room = self.options.ike_window.saturating_sub(in_progress);
+            while room > 0 && next < self.clinics.len() && next < allowed {
+                let datagrams = self.clinics[next].start(now);
+                self.send_ike(next, datagrams);
+                next += 1;
+                room -= 1;
+            }
+            for c in 0..self.clinics.len() {
+                if self.clinics[c].in_progress() {
+                    let datagrams = self.clinics[c].tick(now);
+                    if self.clinics[c].failure().is_some() {
+                        self.counters.tunnels_failed += 1;
+                    }
+                    self.send_ike(c, datagrams);
+                }
+            }
+            let before = self.counters.tunnels_up;
+            self.flush();
+            while self.poll() {}
+            if self.counters.tunnels_up > before {
+                last_up = Instant::now();
+            }
+            let settled = self.counters.tunnels_up + self.counters.tunnels_failed;
+            self.live.tick(Phase::Tunnels, settled as f64 / self.clinics.len().max(1) as f64, &self.counters, false);
+            if settled as usize >= self.clinics.len() || start.elapsed() > self.options.setup_timeout {
+                break;
+            }
+        }
+        self.setup_seconds = last_up.duration_since(start).as_secs_f64();
+        self.live.tick(Phase::Tunnels, 1.0, &self.counters, true);
+        self.counters.tunnels_up
+    }
+
+    /// Opens every flow of every clinic that is up: TCP flows with a
+    /// handshake (retried, a flow that never answers is left out), UDP and
+    /// ICMP flows with their first packet. Returns the flows open.
+    pub fn open(&mut self) -> usize {
+        for (c, clinic) in self.clinics.iter().enumerate() {
+            if clinic.is_up() {
+                self.flows.extend((0..self.options.flows).map(|flow| FlowKey { clinic: c as u32, flow }));
+            }
+        }
+        self.flow_index = self.flows.iter().enumerate().map(|(i, k)| (*k, i)).collect();
+        let now = Instant::now();
+        self.tcp = self
+            .flows
+            .iter()
+            .map(|k| {
+                (k.protocol() == Protocol::Tcp).then(|| {
+                    let isn = packets::splitmix(u64::from(k.clinic) << 16 | u64::from(k.flow)) as u32;
+                    TcpFlow { state: TcpState::Closed, next: isn, acked: 0, sent: now, tries: 0 }
+                })
+            })
+            .collect();
+        let start = Instant::now();
+        self.tcp_round(TcpState::Closed, TcpState::SynSent, TcpState::Established, Phase::Handshakes, start);
+        self.counters.tcp_failed = self.tcp.iter().flatten().filter(|t| t.state != TcpState::Established).count() as u64;
+        let open: Vec<usize> = (0..self.flows.len()).filter(|&i| self.tcp[i].is_none_or(|t| t.state == TcpState::Established)).collect();
+        self.plan = Plan { flows: open.iter().map(|&i| self.flows[i]).collect(), sizes: self.options.sizes };
+        self.plan_slot = open;
+        self.plan.flows.len()
+    }
+
+    /// Moves TCP flows in `from` on through `waiting` to `done`: sends each
+    /// its SYN or FIN (at most a window's worth at once), retransmitting
+    /// after a second, until all are done or have failed.
+    fn tcp_round(&mut self, from: TcpState, waiting: TcpState, done: TcpState, phase: Phase, start: Instant) {
+        let total = self.tcp.iter().flatten().filter(|t| t.state == from).count();
+        loop {
+            let now = Instant::now();
+            let mut in_flight = self.tcp.iter().flatten().filter(|t| t.state == waiting).count() as u64;
+            let mut i = 0;
+            while i < self.tcp.len() {
+                let idx = i;
+                i += 1;
+                let Some(mut t) = self.tcp[idx] else { continue };
+                // Each flow in flight here takes two frames (our SYN or FIN, then our ACK of the answer).
+                let fresh = t.state == from && in_flight < self.options.window / 2;
+                let again = t.state == waiting && now.duration_since(t.sent) > Duration::from_secs(1) && t.tries < TCP_TRIES;
+                if !fresh && !again {
+                    continue;
+                }
+                if fresh {
+                    in_flight += 1;
+                }
+                let flags = if from == TcpState::Closed { TCP_SYN } else { TCP_FIN | TCP_ACK };
+                // SYN and FIN each take a sequence number: a retransmission has the one its first took.
+                let seq = if fresh { t.next } else { t.next.wrapping_sub(1) };
+                let segment = Segment { seq, ack: if flags == TCP_SYN { 0 } else { t.acked }, flags };
+                if self.send_segment(self.flows[idx], segment) {
+                    if fresh {
+                        t.next = t.next.wrapping_add(1);
+                    }
+                    t.state = waiting;
+                    t.sent = now;
+                    t.tries += 1;
+                    self.tcp[idx] = Some(t);
+                }
+            }
+            self.flush();
+            while self.poll() {}
+            let settled = self.tcp.iter().flatten().filter(|t| t.state == done || (t.state == waiting && t.tries >= TCP_TRIES && now.duration_since(t.sent) > Duration::from_secs(1))).count();
+            let finished = self.tcp.iter().flatten().filter(|t| t.state == done).count();
+            self.live.tick(phase, finished as f64 / total.max(1) as f64, &self.counters, false);
+            if settled >= total || start.elapsed() > Duration::from_secs(30) {
+                break;
+            }
+        }
+        for t in self.tcp.iter_mut().flatten() {
+            t.tries = 0;
+        }
+    }
+
+    /// Sends data packets on the open flows for `options.seconds` (or
+    /// `options.packets`), at `options.rate` or as fast as the window
+    /// allows, and checks every answer. Then waits for what is in flight.
+    pub fn traffic(&mut self) {
+        if self.plan.flows.is_empty() {
+            return;
+        }
+        let start = Instant::now();
+        let duration = Duration::from_secs_f64(self.options.seconds);
+        let limit = self.options.packets.unwrap_or(u64::MAX);
+        let mut last_progress = Instant::now();
+        let mut presumed_lost = 0u64;
+        let mut sending = true;
+        while sending || self.in_flight(presumed_lost) > 0 {
+            let elapsed = start.elapsed();
+            if sending && (elapsed >= duration || self.next_seq >= limit) {
+                sending = false;
+                last_progress = Instant::now();
+            }
+            if sending {
+                let mut room = self.options.window.saturating_sub(self.in_flight(presumed_lost));
+                if self.options.rate > 0.0 {
+                    room = room.min(((elapsed.as_secs_f64() * self.options.rate) as u64).saturating_sub(self.next_seq));
+                }
+                room = room.min(limit - self.next_seq).min(packets_per_round());
+                for _ in 0..room {
+                    if !self.send_data() {
+                        break;
+                    }
+                }
+            }
+            self.flush();
+            if self.poll() {
+                last_progress = Instant::now();
+            } else if last_progress.elapsed() > Duration::from_millis(if sending { 500 } else { 1000 }) {
+                // Nothing came for a while: what is in flight is lost (and counted so at the end).
+                presumed_lost += self.in_flight(presumed_lost);
+                last_progress = Instant::now();
+            }
+            self.live.tick(Phase::Traffic, elapsed.as_secs_f64() / duration.as_secs_f64(), &self.counters, false);
+        }
+        self.traffic_seconds = start.elapsed().as_secs_f64();
+    }
+
+    fn in_flight(&self, presumed_lost: u64) -> u64 {
+        let c = &self.counters;
+        c.sent.saturating_sub(c.answered + c.corrupted + c.misrouted + c.malformed + presumed_lost)
+    }
+
+    /// Sends the next planned data packet.
+    fn send_data(&mut self) -> bool {
+        let seq = self.next_seq;
+        let (index, frame_len) = self.plan.packet(seq);
+        let key = self.plan.flows[index];
+        let slot = self.plan_slot[index];
+        let inner_len = frame_len - ETHERNET;
+        let segment = match self.tcp[slot] {
+            Some(t) => Segment { seq: t.next, ack: t.acked, flags: TCP_ACK | TCP_PSH },
+            None => Segment { seq: 0, ack: 0, flags: 0 },
+        };
+        let stamp = self.now_ns();
+        if !self.send_esp(key.clinic as usize, inner_len, |ip| packets::write_request(ip, key, seq, stamp, segment)) {
+            return false;
+        }
+        if let Some(t) = self.tcp[slot].as_mut() {
+            t.next = t.next.wrapping_add((inner_len - packets::payload_at(packets::PROTO_TCP)) as u32);
+        }
+        if (seq / 64) as usize >= self.seen.len() {
+            self.seen.push(0);
+        }
+        self.next_seq += 1;
+        self.counters.sent += 1;
+        self.counters.sent_bytes += frame_len as u64;
+        self.counters.sent_by_protocol[protocol_slot(key.protocol())] += 1;
+        true
+    }
+
+    /// Writes the traffic of the tunnels that are up as pcap files for
+    /// pktgen or tcpreplay on bare metal: `clinics.pcap`, `packets` ESP
+    /// frames of the UDP and ICMP flows for the gateway's outside port
+    /// (sealed with the clinics' SAs, so it must be replayed while they are
+    /// installed: each frame's ESP sequence number is used once), and
+    /// `servers.pcap`, the servers' answers for its inside port, to the
+    /// pool addresses and ports the gateway gave each flow in this run.
+    /// Returns the frames written to each.
+    pub fn export_pcap(&mut self, dir: &std::path::Path, packets: u64) -> std::io::Result<(u64, u64)> {
+        use pcap::PcapWriter;
+        use std::io::BufWriter;
+        let file = |name: &str| -> std::io::Result<PcapWriter<BufWriter<std::fs::File>>> { PcapWriter::new(BufWriter::new(std::fs::File::create(dir.join(name))?)) };
+        std::fs::create_dir_all(dir)?;
+        let (mut clinics, mut servers) = (file("clinics.pcap")?, file("servers.pcap")?);
+        let flows: Vec<FlowKey> = self.plan.flows.iter().copied().filter(|k| k.protocol() != Protocol::Tcp && self.server.mappings().contains_key(k)).collect();
+        if flows.is_empty() {
+            return Ok((0, 0));
+        }
+        let plan = Plan { flows, sizes: self.options.sizes };
+        let (outside_macs, inside_macs) = ((self.generator.gateway_mac[0], self.generator.ports[0].mac()), (self.generator.gateway_mac[1], self.generator.ports[1].mac()));
+        let mut frame = vec![0u8; 2048];
+        let mut inner = vec![0u8; packets::MAX_FRAME];
+        for seq in 0..packets {
+            let (index, frame_len) = plan.packet(seq);
+            let key = plan.flows[index];
+            let inner_len = frame_len - ETHERNET;
+            let ip = &mut inner[..inner_len];
+            packets::write_request(ip, key, seq, 0, Segment { seq: 0, ack: 0, flags: 0 });
+            let Some(esp) = self.clinics[key.clinic as usize].esp.as_mut() else { continue };
+            let prefix = ETHERNET + tunnel::prefix_len(&esp.tunnel);
+            let total = ETHERNET + tunnel::outer_len(&esp.tunnel, inner_len);
+            frame[prefix..prefix + inner_len].copy_from_slice(ip);
+            if esp.seal(&mut frame[ETHERNET..total], inner_len, seq as u16).is_none() {
+                continue;
+            }
+            ethernet::write_header(&mut frame, outside_macs.0, outside_macs.1, tunnel::outer_ethertype(&esp.tunnel));
+            clinics.frame(&frame[..total])?;
+            let (pool_address, pool_port) = self.server.mappings()[&key];
+            packets::translate(ip, pool_address, pool_port);
+            packets::make_answer(ip, None);
+            frame[ETHERNET..frame_len].copy_from_slice(ip);
+            ethernet::write_header(&mut frame, inside_macs.0, inside_macs.1, ethernet::ETHERTYPE_IPV4);
+            servers.frame(&frame[..frame_len])?;
+        }
+        Ok((clinics.finish()?, servers.finish()?))
+    }
+
+    /// Closes every TCP flow (FIN, the server's FIN, our last ACK).
+    pub fn close(&mut self) {
+        self.tcp_round(TcpState::Established, TcpState::FinSent, TcpState::Done, Phase::Closing, Instant::now());
+        self.live.tick(Phase::Closing, 1.0, &self.counters, true);
+    }
+}
+
+/// Logs the first few faults of a kind, with the packet in hex.
+pub fn log_fault(place: &str, kind: &str, ip: &[u8], count: u64) {
+    if count <= 5 {
+        let hex: String = ip.iter().take(64).map(|b| format!("{b:02x}")).collect();
+        eprintln!("sekisho-clinics: {kind} packet at the {place} (#{count}, {} bytes): {hex}", ip.len());
+    }
+}
+
+fn protocol_slot(p: Protocol) -> usize {
+    Protocol::ALL.iter().position(|&q| q == p).expect("one of them")
+}
+
+/// Data packets queued per round of the loop, so that receiving keeps up.
+fn packets_per_round() -> u64 {
+    sekisho_dataplane::port::BURST as u64
+}
