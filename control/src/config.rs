@@ -65,6 +65,10 @@ struct Ike {
     child_rekey: u64,
     ike_rekey: u64,
     rekey_jitter_percent: u8,
+    /// The replay window of the CHILD_SAs' inbound halves (the dataplane's
+    /// default if absent); 0 turns anti-replay off for CHILD_SAs without
+    /// ESN (RFC 4303 §3.4.3), for benchmarks replaying captured ESP.
+    replay_window: Option<u32>,
 }
 
 impl Default for Ike {
@@ -83,6 +87,7 @@ impl Default for Ike {
             child_rekey: s.child_rekey.as_secs(),
             ike_rekey: s.ike_rekey.as_secs(),
             rekey_jitter_percent: s.rekey_jitter_percent,
+            replay_window: None,
         }
     }
 }
@@ -97,6 +102,8 @@ pub struct ControlConfig {
     /// Each tenant's rules and NAT share, as the dataplane's policy reads them.
     pub policies: Vec<TenantConfig>,
     pub workers: usize,
+    /// `[ike] replay_window`.
+    pub replay_window: Option<u32>,
     /// Tenants in the file with `disabled = true`: kept, but nobody connects as them.
     pub disabled: Vec<String>,
     pub admin_socket: PathBuf,
@@ -140,6 +147,10 @@ pub fn parse(text: &str, base: &Path) -> Result<ControlConfig, String> {
         if !(10..=7 * 86_400).contains(&seconds) {
             return Err(format!("ike.{name}: {seconds} s is not between 10 s and 7 days"));
         }
+    }
+    use sekisho_dataplane::esp::replay::MAX_WINDOW;
+    if let Some(w) = ike.replay_window.filter(|&w| w != 0 && (!(64..=MAX_WINDOW).contains(&w) || !w.is_multiple_of(64))) {
+        return Err(format!("ike.replay_window: {w} is not a multiple of 64 between 64 and {MAX_WINDOW} (or 0 for none)"));
     }
     if ike.rekey_jitter_percent > 50 {
         return Err(format!("ike.rekey_jitter_percent: {} is above 50", ike.rekey_jitter_percent));
@@ -208,6 +219,7 @@ pub fn parse(text: &str, base: &Path) -> Result<ControlConfig, String> {
         tenants: Tenants::new(tenants),
         policies,
         workers: g.workers,
+        replay_window: ike.replay_window,
         disabled: disabled_names,
         admin_socket: g.admin_socket.map_or_else(|| base.join("admin.sock"), |p| at(&p)),
         audit_log: g.audit_log.map_or_else(|| base.join("audit.jsonl"), |p| at(&p)),
@@ -396,12 +408,15 @@ subnets = ["192.168.1.0/24"]
             ("cas = [\"ca.pem\"]", "cas = [\"missing.pem\"]", "missing.pem"),
             ("workers = 2", "workers = 2\nbogus = 1", "unknown field `bogus`"),
             ("name = \"clinic-2\"", "name = \"clinic-1\"", "tenants[1].name: `clinic-1` twice"),
+            ("dh_groups = [14, 31]", "dh_groups = [14, 31]\nreplay_window = 100", "ike.replay_window: 100 is not a multiple of 64"),
             // A tenant must fit one message to the dataplane (16 KiB).
             ("port_blocks = 4\n", &format!("port_blocks = 4\n{}", "[[tenants.rules]]\naction = \"allow\"\ndst = \"10.100.0.0/16\"\n".repeat(300)), "tenants[0]: tenant clinic-1: its policy takes"),
         ] {
             let err = parse(&text.replacen(from, to, 1), &dir).err().unwrap_or_else(|| panic!("{to} accepted"));
             assert!(err.contains(fault), "{to}: {err}");
         }
+        let unguarded = parse(&text.replacen("dh_groups = [14, 31]", "dh_groups = [14, 31]\nreplay_window = 0", 1), &dir).unwrap();
+        assert_eq!((c.replay_window, unguarded.replay_window), (None, Some(0)));
         // toml's own errors name the line.
         let err = parse(&text.replacen("[ike]", "[ike", 1), &dir).err().unwrap();
         assert!(err.contains("line 9"), "{err}");

@@ -137,14 +137,21 @@ pub struct TunnelBook {
     pending_outbound: BTreeMap<String, (u32, SaConfig)>,
     /// Each tunnel's name by the inbound SPIs it holds.
     by_spi: HashMap<u32, String>,
+    /// `[ike] replay_window`, for CHILD_SAs without ESN (ESN needs the window).
+    pub replay_window: Option<u32>,
 }
 
 impl TunnelBook {
+    pub fn new(replay_window: Option<u32>) -> TunnelBook {
+        TunnelBook { replay_window, ..TunnelBook::default() }
+    }
+
     /// The dataplane messages for one responder event (none for most).
     pub fn apply(&mut self, event: &Event) -> Vec<TunnelChange> {
         match event {
             Event::ChildUp { tenant, worker, peer, local, nat, child, replaces, ours } => {
-                let inbound = SaConfig { spi: Some(child.inbound_spi), key: hex(&child.inbound_key), esn: child.esn, replay_window: None };
+                let replay_window = if child.esn { None } else { self.replay_window };
+                let inbound = SaConfig { spi: Some(child.inbound_spi), key: hex(&child.inbound_key), esn: child.esn, replay_window };
                 let outbound = SaConfig { spi: Some(child.outbound_spi), key: hex(&child.outbound_key), esn: child.esn, replay_window: None };
                 let existing = replaces.and_then(|old| self.by_spi.get(&old).cloned());
                 let config = match existing.and_then(|name| self.tunnels.get(&name).cloned()) {
@@ -419,5 +426,11 @@ mod tests {
         assert_eq!(book.apply(&down(0x0410_0002)), vec![TunnelChange::Down("clinic-1/04100000".into())]);
         assert!(book.is_empty());
         assert!(book.apply(&down(0x0410_0001)).is_empty());
+        // `[ike] replay_window = 0`: no anti-replay without ESN; with ESN the default window stays.
+        let mut unguarded = TunnelBook::new(Some(0));
+        let [TunnelChange::Up(t)] = &unguarded.apply(&up(child(0x0410_0003, 7000), None))[..] else { panic!() };
+        assert_eq!(t.inbound[0].replay_window, Some(0));
+        let [TunnelChange::Up(t)] = &unguarded.apply(&up(ChildSa { esn: true, ..child(0x0410_0004, 7001) }, None))[..] else { panic!() };
+        assert_eq!(t.inbound[0].replay_window, None);
     }
 }

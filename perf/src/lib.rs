@@ -5,4 +5,5 @@
 pub mod bench;
 pub mod clinics;
 pub mod gen;
+pub mod plot;
 pub mod topology;

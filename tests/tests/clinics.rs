@@ -17,7 +17,8 @@ fn two_hundred_clinics_build_tunnels_and_pass_verified_traffic_both_ways() {
     let scratch = Scratch::new("clinics");
     let (site, pcap) = (scratch.path("site"), scratch.path("pcap"));
     let out = Command::new(bin("sekisho-clinics"))
-        .args(["demo", "--clinics", &CLINICS.to_string(), "--seconds", "3", "--json", "--quiet", "--pcap-packets", "2000"])
+        // Anti-replay off, as for replaying the exported pcap with pktgen.
+        .args(["demo", "--clinics", &CLINICS.to_string(), "--seconds", "3", "--json", "--quiet", "--pcap-packets", "2000", "--replay-window", "0"])
         .arg("--dir")
         .arg(&site)
         .arg("--pcap")
@@ -43,8 +44,10 @@ fn two_hundred_clinics_build_tunnels_and_pass_verified_traffic_both_ways() {
     // The gateway's NAT held one session per flow.
     assert_eq!(r["gateway"]["nat_sessions"].as_u64(), Some(3 * CLINICS));
     assert_eq!((r["pcap"]["clinics_pcap_frames"].as_u64(), r["pcap"]["servers_pcap_frames"].as_u64()), (Some(2000), Some(2000)));
-    // Control saw each clinic as its own tenant.
+    // Control saw each clinic as its own tenant; the dataplane took every tunnel.
     let events = std::fs::read_to_string(site.join("control.jsonl")).unwrap();
+    let dataplane_log = std::fs::read_to_string(site.join("dataplane.log")).unwrap();
+    assert!(!dataplane_log.contains("refused"), "{dataplane_log}");
     assert_eq!(events.lines().filter(|l| l.contains("\"child_up\"")).count() as u64, CLINICS);
 
     // scapy reads the exported files.

@@ -126,7 +126,7 @@ fn run(config_path: PathBuf, listen: Vec<String>, run_dir: Option<PathBuf>) {
     };
     let c = config::load(&config_path).unwrap_or_else(|e| fail(e));
     let mut transport = match (run_dir, listen.is_empty()) {
-        (Some(run_dir), true) => Transport::Dataplane { run_dir, link: None, book: TunnelBook::default(), policies: c.policies.clone(), sessions: TenantSessions::new() },
+        (Some(run_dir), true) => Transport::Dataplane { run_dir, link: None, book: TunnelBook::new(c.replay_window), policies: c.policies.clone(), sessions: TenantSessions::new() },
         (None, false) => {
             let addresses: Vec<SocketAddr> = listen.iter().map(|a| a.parse().unwrap_or_else(|_| fail(format!("--listen {a}: not ADDR:PORT")))).collect();
             Transport::Udp(UdpTransport::bind(&addresses).unwrap_or_else(|e| fail(e.to_string())))
@@ -357,8 +357,9 @@ impl Ops {
             return Err("gateway.workers cannot change while running".into());
         }
         events.push(Event::Log(format!("config reloaded from {}", self.config_path.display())));
-        if let Transport::Dataplane { policies, .. } = transport {
+        if let Transport::Dataplane { policies, book, .. } = transport {
             *policies = c.policies.clone();
+            book.replay_window = c.replay_window;
             *policies_changed = true;
         }
         let before = std::mem::replace(&mut self.summary, c.summary());

@@ -66,7 +66,37 @@ enum Command {
         /// Seconds to wait for the gateway to connect, answer ARP/ND and for control to be ready.
         #[arg(long, default_value_t = 120.0)]
         connect_timeout: f64,
+        #[command(flatten)]
+        devices: Devices,
     },
+}
+
+/// DPDK devices instead of the site's virtio links: a PCI address
+/// (0000:3b:00.0) or a vdev string (net_af_packet0,iface=eth1).
+#[derive(Args, Clone, Default)]
+struct Devices {
+    /// The port toward the clinics' side of the gateway.
+    #[arg(long, requires = "inside_device")]
+    outside_device: Option<String>,
+    /// The port toward its servers' side.
+    #[arg(long, requires = "outside_device")]
+    inside_device: Option<String>,
+}
+
+impl Devices {
+    fn pair(&self) -> Option<[&str; 2]> {
+        Some([self.outside_device.as_deref()?, self.inside_device.as_deref()?])
+    }
+}
+
+/// EAL arguments that attach `device`, and the name DPDK gives its port.
+fn attach(device: &str) -> (Vec<String>, String) {
+    let pci = device.len() == 12 && device.as_bytes()[4] == b':' && device.as_bytes()[7] == b':' && device.as_bytes()[10] == b'.';
+    if pci {
+        (vec!["-a".to_owned(), device.to_owned()], device.to_owned())
+    } else {
+        (vec![format!("--vdev={device}")], device.split(',').next().unwrap_or(device).to_owned())
+    }
 }
 
 #[derive(Args, Clone)]
@@ -83,6 +113,14 @@ struct SiteArgs {
     /// Port blocks (512 ports each) a clinic may hold per worker.
     #[arg(long, default_value_t = 8)]
     port_blocks: u16,
+    /// `[ike] replay_window` in control.toml: 0 turns anti-replay off, for
+    /// replaying the exported pcap in a loop (benchmarks only).
+    #[arg(long)]
+    replay_window: Option<u32>,
+    /// The gateway's ports in dataplane.toml (bare metal), instead of virtio
+    /// links to the emulator's sockets.
+    #[command(flatten)]
+    devices: Devices,
 }
 
 impl SiteArgs {
@@ -95,6 +133,8 @@ impl SiteArgs {
             mempool_size: 32767,
             sessions_per_worker: self.sessions_per_worker,
             port_blocks: self.port_blocks,
+            devices: self.devices.pair().map(|[o, i]| [o.to_owned(), i.to_owned()]),
+            replay_window: self.replay_window,
         }
     }
 }
@@ -179,7 +219,7 @@ fn main() -> Result<()> {
             println!("{}", json!({"site": dir, "clinics": site.clinics}));
             Ok(())
         }
-        Command::Emulate { dir, traffic, lcore, file_prefix, connect_timeout } => emulate(&Site::new(&dir), &traffic, lcore, &file_prefix, connect_timeout),
+        Command::Emulate { dir, traffic, lcore, file_prefix, connect_timeout, devices } => emulate(&Site::new(&dir), &traffic, lcore, &file_prefix, connect_timeout, &devices),
         Command::Demo { traffic, site, dir, json } => demo(&traffic, &site, dir, json),
     }
 }
@@ -246,43 +286,42 @@ fn print_summary(report: &Value, dataplane: &Value) {
     eprintln!("RESULT: {}", if r["verified"] == json!(true) { "OK" } else { "FAILED" });
 }
 
-fn emulate(site: &Site, traffic: &TrafficArgs, lcore: u32, file_prefix: &str, connect_timeout: f64) -> Result<()> {
+fn emulate(site: &Site, traffic: &TrafficArgs, lcore: u32, file_prefix: &str, connect_timeout: f64, devices: &Devices) -> Result<()> {
     let ca = site.ca().map_err(anyhow::Error::msg)?;
-    let clinics = std::fs::read_to_string(site.path("control.toml"))?.matches("[[tenants]]").count();
-    let args: Vec<String> = [
-        "sekisho-clinics".to_owned(),
-        "-l".to_owned(),
-        lcore.to_string(),
-        "--no-pci".to_owned(),
-        format!("--file-prefix={file_prefix}"),
-        "--single-file-segments".to_owned(),
-        "-m".to_owned(),
-        "256".to_owned(),
-        "--log-level=lib.vhost.*:error".to_owned(),
-        "--log-level=pmd.net.vhost:warning".to_owned(),
-        format!("--vdev=net_vhost0,iface={},queues=1", site.outside_sock().display()),
-        format!("--vdev=net_vhost1,iface={},queues=1", site.inside_sock().display()),
-    ]
-    .into();
+    let control: toml::Value = toml::from_str(&std::fs::read_to_string(site.path("control.toml"))?).context("the site's control.toml")?;
+    let clinics = control.get("tenants").and_then(toml::Value::as_array).map_or(0, Vec::len);
+    // One queue per dataplane worker on each port.
+    let queues = control["gateway"].get("workers").and_then(toml::Value::as_integer).unwrap_or(1).clamp(1, 64) as u16;
+    let virtio = [format!("net_vhost0,iface={},queues={queues}", site.outside_sock().display()), format!("net_vhost1,iface={},queues={queues}", site.inside_sock().display())];
+    let [(outside_args, outside_name), (inside_args, inside_name)] = devices.pair().map_or_else(|| virtio.clone().map(|d| attach(&d)), |pair| pair.map(attach));
+    let mut args: Vec<String> = ["sekisho-clinics", "-l", &lcore.to_string(), &format!("--file-prefix={file_prefix}"), "--single-file-segments", "-m", "256"]
+        .map(str::to_owned)
+        .into();
+    args.extend(["--log-level=lib.vhost.*:error".to_owned(), "--log-level=pmd.net.vhost:warning".to_owned()]);
+    if !outside_args.iter().chain(&inside_args).any(|a| a == "-a") {
+        args.push("--no-pci".to_owned());
+    }
+    args.extend(outside_args.into_iter().chain(inside_args));
     let eal = Eal::init(&args)?;
     let pool = eal.create_mempool("clinic_mbufs", 32767, 256, 2048)?;
     let mut ports = Vec::new();
-    for name in ["net_vhost0", "net_vhost1"] {
+    for name in [&outside_name, &inside_name] {
         let id = eal.port_by_name(name).with_context(|| format!("no port {name}; found {:?}", eal.port_names()))?;
-        ports.push(EthPort::start(&eal, id, 1, 1024, 1024, &pool)?);
+        ports.push(EthPort::start(&eal, id, queues, 1024, 1024, &pool)?);
     }
     let deadline = Instant::now() + Duration::from_secs_f64(connect_timeout);
     while !ports.iter().all(|p| p.link_up()) {
         if Instant::now() > deadline {
-            bail!("the gateway did not connect to the vhost sockets within {connect_timeout} s");
+            bail!("the links did not come up within {connect_timeout} s (the gateway connects to the vhost sockets, or the NICs link)");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     let mut generator = Generator::new(ports[0].queue(0, &pool), ports[1].queue(0, &pool), Traffic::Plain);
     let macs = generator.resolve_gateway(Duration::from_secs_f64(connect_timeout)).map_err(anyhow::Error::msg)?;
     eprintln!("sekisho-clinics: gateway is {} outside, {} inside", macs[0], macs[1]);
+    // On the site's virtio links, control runs beside us: wait until it is ready.
     let go = site.path(GO_FILE);
-    while !go.exists() {
+    while devices.pair().is_none() && !go.exists() {
         if Instant::now() > deadline {
             bail!("control was not ready within {connect_timeout} s ({} missing)", go.display());
         }
@@ -304,7 +343,8 @@ fn emulate(site: &Site, traffic: &TrafficArgs, lcore: u32, file_prefix: &str, co
     };
     let live = Live::new(!traffic.quiet, Some(site.run_dir().join("stats")), clinics);
     eprintln!("sekisho-clinics: {clinics} clinics with certificates from the site's CA; building tunnels");
-    let mut emulator = Emulator::new(generator, options, &ca, setup::POOL.parse().expect("pool"), live);
+    let lanes = (1..queues).map(|q| [ports[0].queue(q, &pool), ports[1].queue(q, &pool)]).collect();
+    let mut emulator = Emulator::new(generator, lanes, options, ca, setup::POOL.parse().expect("pool"), live);
     let up = emulator.connect();
     let open = emulator.open();
     emulator.traffic();

@@ -27,10 +27,10 @@ use report::{Counters, Live, Phase};
 use sekisho_control::ike::initiator::{Initiator, InitiatorConfig};
 use sekisho_control::ike::ts::TrafficSelector;
 use sekisho_control::pki::identity::Identity;
-use sekisho_control::pki::issue::Authority;
+use sekisho_control::pki::issue::{Authority, KeyKind};
 use sekisho_dataplane::craft::{write_udp_headers, Flow, IPV4_UDP_OVERHEAD, IPV6_UDP_OVERHEAD};
 use sekisho_dataplane::esp::tunnel;
-use sekisho_dataplane::port::dpdk::Mbuf;
+use sekisho_dataplane::port::dpdk::{DpdkQueue, Mbuf};
 use sekisho_dataplane::port::{Batch, PacketBuf, Port};
 use sekisho_dataplane::wire::ethernet;
 use server::Server;
@@ -114,6 +114,8 @@ const TCP_TRIES: u32 = 4;
 pub struct Emulator<'a> {
     generator: Generator<'a>,
     options: Options,
+    ca: Authority,
+    /// The clinics started so far, in order.
     clinics: Vec<Clinic>,
     by_address: HashMap<IpAddr, usize>,
     by_spi: HashMap<u32, usize>,
@@ -128,8 +130,11 @@ pub struct Emulator<'a> {
     next_seq: u64,
     seen: Vec<u64>,
     server: Server,
-    outside: Batch<Mbuf>,
-    inside: Batch<Mbuf>,
+    /// The ports' queues beyond the generator's queue 0: queue q faces the
+    /// gateway's worker q (a virtio link delivers what is sent on queue q to
+    /// queue q), and each queue's frames waiting to be sent, by side.
+    lanes: Vec<[DpdkQueue<'a>; 2]>,
+    pending: Vec<[Batch<Mbuf>; 2]>,
     clock: Instant,
     pub counters: Counters,
     pub latency: Histogram<u64>,
@@ -140,33 +145,15 @@ pub struct Emulator<'a> {
 }
 
 impl<'a> Emulator<'a> {
-    /// The clinics, each with a fresh P-256 key and a certificate from `ca`
-    /// for its identity, proposing DH `options.dh_group`.
-    pub fn new(generator: Generator<'a>, options: Options, ca: &Authority, pool: sekisho_dataplane::addr::Ipv4Cidr, live: Live) -> Emulator<'a> {
-        let selector = |cidr: &str| {
-            let net: sekisho_dataplane::addr::Ipv4Cidr = cidr.parse().expect("prefix");
-            let start = net.addr;
-            let end = Ipv4Addr::from(u32::from(start) | (u32::MAX.checked_shr(u32::from(net.prefix_len)).unwrap_or(0)));
-            TrafficSelector { protocol: 0, start_port: 0, end_port: 65535, start: start.into(), end: end.into() }
-        };
-        let clinics: Vec<Clinic> = (0..options.clinics)
-            .map(|n| {
-                let id = Identity::from_config(&identity(n)).expect("identity");
-                let (cert, key) = ca.issue(&identity(n), sekisho_control::pki::issue::KeyKind::EcdsaP256, -1, 30);
-                let initiator = Initiator::new(InitiatorConfig {
-                    clinic: vec![selector("192.168.1.0/24")],
-                    inside: vec![selector(packets::SERVERS_CIDR)],
-                    ..InitiatorConfig::new(id, key, cert, options.dh_group)
-                });
-                let address = clinic_address(n, options.outer);
-                let gateway = if address.is_ipv4() { IpAddr::V4(topology::GATEWAY_V4[0]) } else { IpAddr::V6(topology::GATEWAY_V6[0]) };
-                Clinic::new(address, gateway, initiator)
-            })
-            .collect();
-        let by_address = clinics.iter().enumerate().map(|(n, c)| (c.address, n)).collect();
+    /// `lanes`: each port's queues 1 to N-1, for a gateway with N workers.
+    /// Each clinic gets its P-256 key and its certificate from `ca` as it
+    /// starts (see [`Emulator::connect`]).
+    pub fn new(generator: Generator<'a>, lanes: Vec<[DpdkQueue<'a>; 2]>, options: Options, ca: Authority, pool: sekisho_dataplane::addr::Ipv4Cidr, live: Live) -> Emulator<'a> {
+        let by_address = (0..options.clinics).map(|n| (clinic_address(n, options.outer), n)).collect();
         Emulator {
             generator,
-            clinics,
+            ca,
+            clinics: Vec::with_capacity(options.clinics),
             by_address,
             by_spi: HashMap::new(),
             flows: Vec::new(),
@@ -177,8 +164,8 @@ impl<'a> Emulator<'a> {
             next_seq: 0,
             seen: Vec::new(),
             server: Server::new(pool),
-            outside: Batch::new(),
-            inside: Batch::new(),
+            pending: (0..=lanes.len()).map(|_| [Batch::new(), Batch::new()]).collect(),
+            lanes,
             clock: Instant::now(),
             counters: Counters::default(),
             latency: report::histogram(),
@@ -187,6 +174,26 @@ impl<'a> Emulator<'a> {
             traffic_seconds: 0.0,
             options,
         }
+    }
+
+    /// Clinic `n`: its key, its certificate for its identity, its initiator
+    /// proposing DH `options.dh_group` (whose key pair is made here too).
+    fn make_clinic(&self, n: usize) -> Clinic {
+        let selector = |cidr: &str| {
+            let net: sekisho_dataplane::addr::Ipv4Cidr = cidr.parse().expect("prefix");
+            let end = Ipv4Addr::from(u32::from(net.addr) | u32::MAX.checked_shr(u32::from(net.prefix_len)).unwrap_or(0));
+            TrafficSelector { protocol: 0, start_port: 0, end_port: 65535, start: net.addr.into(), end: end.into() }
+        };
+        let id = Identity::from_config(&identity(n)).expect("identity");
+        let (cert, key) = self.ca.issue(&identity(n), KeyKind::EcdsaP256, -1, 30);
+        let initiator = Initiator::new(InitiatorConfig {
+            clinic: vec![selector("192.168.1.0/24")],
+            inside: vec![selector(packets::SERVERS_CIDR)],
+            ..InitiatorConfig::new(id, key, cert, self.options.dh_group)
+        });
+        let address = clinic_address(n, self.options.outer);
+        let gateway = if address.is_ipv4() { IpAddr::V4(topology::GATEWAY_V4[0]) } else { IpAddr::V6(topology::GATEWAY_V6[0]) };
+        Clinic::new(address, gateway, initiator)
     }
 
     pub fn server(&self) -> &Server {
@@ -206,23 +213,39 @@ impl<'a> Emulator<'a> {
         self.clock.elapsed().as_nanos() as u64
     }
 
-    /// Queues a frame on a port, sending a full batch first; false if the link took none.
-    fn push(&mut self, side: usize, buf: Mbuf) -> bool {
-        let batch = if side == 0 { &mut self.outside } else { &mut self.inside };
-        if batch.is_full() {
-            self.generator.ports[side].tx_burst(batch);
+    /// Queue `q` of port `side`.
+    fn queue(&mut self, side: usize, q: usize) -> &mut DpdkQueue<'a> {
+        match q {
+            0 => &mut self.generator.ports[side],
+            q => &mut self.lanes[q - 1][side],
         }
+    }
+
+    /// Queues a frame on queue `q` of a port, sending a full batch first;
+    /// false if the link took none.
+    fn push(&mut self, side: usize, q: usize, buf: Mbuf) -> bool {
+        let mut batch = std::mem::take(&mut self.pending[q][side]);
         if batch.is_full() {
+            self.queue(side, q).tx_burst(&mut batch);
+        }
+        let taken = !batch.is_full();
+        if taken {
+            batch.push(buf);
+        } else {
             self.counters.not_sent += 1;
-            return false;
         }
-        batch.push(buf);
-        true
+        self.pending[q][side] = batch;
+        taken
     }
 
     fn flush(&mut self) {
-        self.generator.ports[0].tx_burst(&mut self.outside);
-        self.generator.ports[1].tx_burst(&mut self.inside);
+        for q in 0..self.pending.len() {
+            for side in [0, 1] {
+                let mut batch = std::mem::take(&mut self.pending[q][side]);
+                self.queue(side, q).tx_burst(&mut batch);
+                self.pending[q][side] = batch;
+            }
+        }
     }
 
     /// Sends a clinic's IKE datagrams to the gateway (UDP 500).
@@ -242,7 +265,7 @@ impl<'a> Emulator<'a> {
             let frame = buf.data_mut();
             frame[overhead..].copy_from_slice(&datagram);
             write_udp_headers(frame, macs.0, macs.1, &flow, self.counters.ike_sent as u16);
-            self.counters.ike_sent += u64::from(self.push(0, buf));
+            self.counters.ike_sent += u64::from(self.push(0, 0, buf));
         }
     }
 
@@ -264,7 +287,9 @@ impl<'a> Emulator<'a> {
             return false;
         }
         ethernet::write_header(frame, macs.0, macs.1, tunnel::outer_ethertype(&esp.tunnel));
-        self.push(0, buf)
+        // The gateway's inbound SPI names the worker that owns the tunnel (bits 31-26).
+        let q = (esp.out.spi >> 26) as usize % self.pending.len();
+        self.push(0, q, buf)
     }
 
     /// Receives on both ports and handles what came: ARP and ND, the
@@ -272,16 +297,18 @@ impl<'a> Emulator<'a> {
     /// Whether anything came.
     fn poll(&mut self) -> bool {
         let mut any = false;
-        for side in [0, 1] {
-            let mut rx = Batch::new();
-            self.generator.ports[side].rx_burst(&mut rx);
-            any |= !rx.is_empty();
-            for buf in rx.drain(..) {
-                let Some(buf) = self.generator.control(if side == 0 { sekisho_dataplane::Side::Outside } else { sekisho_dataplane::Side::Inside }, buf) else { continue };
-                if side == 0 {
-                    self.at_clinics(buf);
-                } else {
-                    self.at_server(buf);
+        for q in 0..self.pending.len() {
+            for (side, at) in [(0, sekisho_dataplane::Side::Outside), (1, sekisho_dataplane::Side::Inside)] {
+                let mut rx = Batch::new();
+                self.queue(side, q).rx_burst(&mut rx);
+                any |= !rx.is_empty();
+                for buf in rx.drain(..) {
+                    let Some(buf) = self.generator.control(at, buf) else { continue };
+                    if side == 0 {
+                        self.at_clinics(buf);
+                    } else {
+                        self.at_server(buf);
+                    }
                 }
             }
         }
@@ -298,16 +325,20 @@ impl<'a> Emulator<'a> {
         if !ok {
             return;
         }
+        // The pool port names the worker that owns the session: block b of
+        // each address (512 ports from 1024, the site's NAT) is worker b's.
+        let pool_port = packets::ports(&frame[ETHERNET..]).map_or(0, |p| p.1);
+        let q = usize::from(pool_port.saturating_sub(1024) / 512) % self.pending.len();
         let macs = (self.generator.gateway_mac[1], self.generator.ports[1].mac());
         ethernet::write_header(frame, macs.0, macs.1, ethernet::ETHERTYPE_IPV4);
-        self.push(1, buf);
+        self.push(1, q, buf);
     }
 
     /// A frame from the gateway on the clinics' side: IKE or ESP.
     fn at_clinics(&mut self, mut buf: Mbuf) {
         let now = Instant::now();
         if let Some((_, to, message)) = sekisho_control::dataplane::ike_datagram(buf.data()) {
-            let Some(&c) = self.by_address.get(&to.ip()) else {
+            let Some(&c) = self.by_address.get(&to.ip()).filter(|&&c| c < self.clinics.len()) else {
                 self.counters.unexpected += 1;
                 return;
             };
@@ -439,37 +470,43 @@ impl<'a> Emulator<'a> {
     /// and `setup_rate` started a second. Returns how many are up.
     pub fn connect(&mut self) -> u64 {
         let start = Instant::now();
-        let mut next = 0usize;
-        let mut last_up = start;
+        let (mut next, mut in_progress) = (0usize, 0usize);
+        let (mut last_up, mut last_scan) = (start, start);
         loop {
             let now = Instant::now();
-            let in_progress = self.clinics.iter().filter(|c| c.in_progress()).count();
             let allowed = if self.options.setup_rate > 0.0 { (start.elapsed().as_secs_f64() * self.options.setup_rate) as usize + 1 } else { usize::MAX };
-            let mut room = self.options.ike_window.saturating_sub(in_progress);
-            while room > 0 && next < self.clinics.len() && next < allowed {
+            while in_progress < self.options.ike_window && next < self.options.clinics && next < allowed {
+                let clinic = self.make_clinic(next);
+                self.clinics.push(clinic);
                 let datagrams = self.clinics[next].start(now);
                 self.send_ike(next, datagrams);
                 next += 1;
-                room -= 1;
+                in_progress += 1;
             }
-            for c in 0..self.clinics.len() {
-                if self.clinics[c].in_progress() {
-                    let datagrams = self.clinics[c].tick(now);
-                    if self.clinics[c].failure().is_some() {
-                        self.counters.tunnels_failed += 1;
+            // Retransmissions and give-ups, a few times a second (thousands of clinics).
+            if now.duration_since(last_scan) >= Duration::from_millis(100) {
+                last_scan = now;
+                for c in 0..next {
+                    if self.clinics[c].in_progress() {
+                        let datagrams = self.clinics[c].tick(now);
+                        if self.clinics[c].failure().is_some() {
+                            self.counters.tunnels_failed += 1;
+                        }
+                        self.send_ike(c, datagrams);
                     }
-                    self.send_ike(c, datagrams);
                 }
+                in_progress = self.clinics[..next].iter().filter(|c| c.in_progress()).count();
             }
-            let before = self.counters.tunnels_up;
+            let before = self.counters.tunnels_up + self.counters.tunnels_failed;
             self.flush();
             while self.poll() {}
-            if self.counters.tunnels_up > before {
+            let settled = self.counters.tunnels_up + self.counters.tunnels_failed;
+            if settled > before {
+                in_progress = in_progress.saturating_sub((settled - before) as usize);
                 last_up = Instant::now();
             }
-            let settled = self.counters.tunnels_up + self.counters.tunnels_failed;
-            self.live.tick(Phase::Tunnels, settled as f64 / self.clinics.len().max(1) as f64, &self.counters, false);
-            if settled as usize >= self.clinics.len() || start.elapsed() > self.options.setup_timeout {
+            self.live.tick(Phase::Tunnels, settled as f64 / self.options.clinics.max(1) as f64, &self.counters, false);
+            if settled as usize >= self.options.clinics || start.elapsed() > self.options.setup_timeout {
                 break;
             }
         }
@@ -479,8 +516,9 @@ impl<'a> Emulator<'a> {
     }
 
     /// Opens every flow of every clinic that is up: TCP flows with a
-    /// handshake (retried, a flow that never answers is left out), UDP and
-    /// ICMP flows with their first packet. Returns the flows open.
+    /// handshake (retried; a flow that never answers is left out). UDP and
+    /// ICMP flows open with their first data packet (the plan sends one to
+    /// each flow first). Returns the flows open.
     pub fn open(&mut self) -> usize {
         for (c, clinic) in self.clinics.iter().enumerate() {
             if clinic.is_up() {
@@ -499,8 +537,7 @@ impl<'a> Emulator<'a> {
                 })
             })
             .collect();
-        let start = Instant::now();
-        self.tcp_round(TcpState::Closed, TcpState::SynSent, TcpState::Established, Phase::Handshakes, start);
+        self.tcp_round(TcpState::Closed, TcpState::SynSent, Phase::Handshakes);
         self.counters.tcp_failed = self.tcp.iter().flatten().filter(|t| t.state != TcpState::Established).count() as u64;
         let open: Vec<usize> = (0..self.flows.len()).filter(|&i| self.tcp[i].is_none_or(|t| t.state == TcpState::Established)).collect();
         self.plan = Plan { flows: open.iter().map(|&i| self.flows[i]).collect(), sizes: self.options.sizes };
@@ -508,54 +545,71 @@ impl<'a> Emulator<'a> {
         self.plan.flows.len()
     }
 
-    /// Moves TCP flows in `from` on through `waiting` to `done`: sends each
-    /// its SYN or FIN (at most a window's worth at once), retransmitting
-    /// after a second, until all are done or have failed.
-    fn tcp_round(&mut self, from: TcpState, waiting: TcpState, done: TcpState, phase: Phase, start: Instant) {
+    /// Moves TCP flows in `from` on through `waiting` (SYN or FIN sent) to
+    /// the next state (the server's answer came): sends each
+    /// its SYN or FIN (at most half a window of flows at once: each takes
+    /// two frames), retransmitting after a second, until all are done or
+    /// have failed.
+    fn tcp_round(&mut self, from: TcpState, waiting: TcpState, phase: Phase) {
+        let start = Instant::now();
         let total = self.tcp.iter().flatten().filter(|t| t.state == from).count();
+        let done = |e: &Self| (if waiting == TcpState::SynSent { e.counters.tcp_opened } else { e.counters.tcp_closed }) as usize;
+        let base = done(self);
+        let (mut cursor, mut sent, mut failed, mut last_scan) = (0usize, 0usize, 0usize, start);
         loop {
             let now = Instant::now();
-            let mut in_flight = self.tcp.iter().flatten().filter(|t| t.state == waiting).count() as u64;
-            let mut i = 0;
-            while i < self.tcp.len() {
-                let idx = i;
-                i += 1;
-                let Some(mut t) = self.tcp[idx] else { continue };
-                // Each flow in flight here takes two frames (our SYN or FIN, then our ACK of the answer).
-                let fresh = t.state == from && in_flight < self.options.window / 2;
-                let again = t.state == waiting && now.duration_since(t.sent) > Duration::from_secs(1) && t.tries < TCP_TRIES;
-                if !fresh && !again {
+            let mut in_flight = sent.saturating_sub(done(self) - base + failed);
+            while in_flight < (self.options.window / 2) as usize && cursor < self.tcp.len() {
+                let Some(t) = self.tcp[cursor].filter(|t| t.state == from) else {
+                    cursor += 1;
                     continue;
+                };
+                if !self.send_tcp(cursor, t, true, waiting, now) {
+                    break;
                 }
-                if fresh {
-                    in_flight += 1;
-                }
-                let flags = if from == TcpState::Closed { TCP_SYN } else { TCP_FIN | TCP_ACK };
-                // SYN and FIN each take a sequence number: a retransmission has the one its first took.
-                let seq = if fresh { t.next } else { t.next.wrapping_sub(1) };
-                let segment = Segment { seq, ack: if flags == TCP_SYN { 0 } else { t.acked }, flags };
-                if self.send_segment(self.flows[idx], segment) {
-                    if fresh {
-                        t.next = t.next.wrapping_add(1);
+                (cursor, sent, in_flight) = (cursor + 1, sent + 1, in_flight + 1);
+            }
+            if now.duration_since(last_scan) >= Duration::from_millis(100) {
+                last_scan = now;
+                failed = 0;
+                for i in 0..cursor {
+                    let Some(t) = self.tcp[i].filter(|t| t.state == waiting && now.duration_since(t.sent) > Duration::from_secs(1)) else { continue };
+                    if t.tries >= TCP_TRIES {
+                        failed += 1;
+                    } else {
+                        self.send_tcp(i, t, false, waiting, now);
                     }
-                    t.state = waiting;
-                    t.sent = now;
-                    t.tries += 1;
-                    self.tcp[idx] = Some(t);
+                }
+                let finished = done(self) - base;
+                self.live.tick(phase, finished as f64 / total.max(1) as f64, &self.counters, false);
+                if finished + failed >= total || now.duration_since(start) > Duration::from_secs(60) {
+                    break;
                 }
             }
             self.flush();
             while self.poll() {}
-            let settled = self.tcp.iter().flatten().filter(|t| t.state == done || (t.state == waiting && t.tries >= TCP_TRIES && now.duration_since(t.sent) > Duration::from_secs(1))).count();
-            let finished = self.tcp.iter().flatten().filter(|t| t.state == done).count();
-            self.live.tick(phase, finished as f64 / total.max(1) as f64, &self.counters, false);
-            if settled >= total || start.elapsed() > Duration::from_secs(30) {
-                break;
-            }
         }
         for t in self.tcp.iter_mut().flatten() {
             t.tries = 0;
         }
+    }
+
+    /// Sends flow `i`'s SYN (from Closed) or FIN (from Established), `fresh`
+    /// or again, and marks it `waiting`.
+    fn send_tcp(&mut self, i: usize, mut t: TcpFlow, fresh: bool, waiting: TcpState, now: Instant) -> bool {
+        let flags = if waiting == TcpState::SynSent { TCP_SYN } else { TCP_FIN | TCP_ACK };
+        // SYN and FIN each take a sequence number: a retransmission has the one its first took.
+        let seq = if fresh { t.next } else { t.next.wrapping_sub(1) };
+        let segment = Segment { seq, ack: if flags == TCP_SYN { 0 } else { t.acked }, flags };
+        if !self.send_segment(self.flows[i], segment) {
+            return false;
+        }
+        if fresh {
+            t.next = t.next.wrapping_add(1);
+        }
+        (t.state, t.sent, t.tries) = (waiting, now, t.tries + 1);
+        self.tcp[i] = Some(t);
+        true
     }
 
     /// Sends data packets on the open flows for `options.seconds` (or
@@ -684,7 +738,7 @@ impl<'a> Emulator<'a> {
 
     /// Closes every TCP flow (FIN, the server's FIN, our last ACK).
     pub fn close(&mut self) {
-        self.tcp_round(TcpState::Established, TcpState::FinSent, TcpState::Done, Phase::Closing, Instant::now());
+        self.tcp_round(TcpState::Established, TcpState::FinSent, Phase::Closing);
         self.live.tick(Phase::Closing, 1.0, &self.counters, true);
     }
 }

@@ -149,10 +149,11 @@ pub fn splitmix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-/// Which flow, and what size, each numbered data packet has: flows are
-/// drawn evenly from those that are up (tunnel built and, for TCP, the
-/// handshake done), so the clinic and the server each know from a packet's
-/// number what it must be.
+/// Which flow, and what size, each numbered data packet has: the first
+/// packets go to each flow that is up (tunnel built and, for TCP, the
+/// handshake done) in turn, so that every flow has its NAT session early;
+/// then flows are drawn evenly at random. The clinic and the server each
+/// know from a packet's number what it must be.
 pub struct Plan {
     pub flows: Vec<FlowKey>,
     pub sizes: Sizes,
@@ -162,7 +163,8 @@ impl Plan {
     /// Packet `seq`: the index of its flow in `flows`, and its frame length.
     pub fn packet(&self, seq: u64) -> (usize, usize) {
         let h = splitmix(seq);
-        let index = (h % self.flows.len() as u64) as usize;
+        let n = self.flows.len() as u64;
+        let index = (if seq < n { seq } else { h % n }) as usize;
         let len = match self.sizes {
             Sizes::Fixed(n) => n,
             Sizes::Imix => match (h >> 32) % 12 {
@@ -477,6 +479,7 @@ mod tests {
         assert!(well_formed(&ip[..len]));
         assert_eq!(tcp_segment(&ip[..len]), Some((Segment { seq: 9, ack: 0, flags: TCP_SYN }, 0)));
         let plan = Plan { flows: (0..30).map(key).collect(), sizes: Sizes::Imix };
+        assert!((0..30).all(|seq| plan.packet(seq).0 == seq as usize), "each flow first, in turn");
         let mut counts = [0usize; 3];
         for seq in 0..12_000 {
             let (index, len) = plan.packet(seq);

@@ -59,6 +59,11 @@ pub struct SiteConfig {
     pub sessions_per_worker: u32,
     /// Port blocks (512 ports) each tenant may hold per worker.
     pub port_blocks: u16,
+    /// The gateway's outside and inside DPDK devices (bare metal); None:
+    /// `virtio_user` links to the emulator's sockets.
+    pub devices: Option<[String; 2]>,
+    /// `[ike] replay_window` (the dataplane's default if None).
+    pub replay_window: Option<u32>,
 }
 
 /// Writes the CA, the gateway's key and certificate, control.toml and dataplane.toml.
@@ -80,13 +85,14 @@ pub fn control_toml(site: &Site, config: &SiteConfig) -> String {
     let mut out = format!(
         "[gateway]\nidentity = \"{GATEWAY_ID}\"\ncertificate = \"{}\"\nkey = \"{}\"\ncas = [\"{}\"]\nworkers = {}\n\
          admin_socket = \"{}\"\naudit_log = \"{}\"\n\n\
-         [ike]\ninside = [\"{SERVERS_CIDR}\"]\n# Clinics in flight at once are bounded by the emulator's window.\ncookie_threshold = 100000\ncookie_threshold_per_source = 100000\n\n",
+         [ike]\ninside = [\"{SERVERS_CIDR}\"]\n# Clinics in flight at once are bounded by the emulator's window.\ncookie_threshold = 100000\ncookie_threshold_per_source = 100000\n{}\n",
         site.path("gw.pem").display(),
         site.path("gw.key").display(),
         site.path("ca.pem").display(),
         config.workers.len(),
         site.path("admin.sock").display(),
         site.path("audit.jsonl").display(),
+        config.replay_window.map_or(String::new(), |w| format!("replay_window = {w}\n")),
     );
     for n in 0..config.clinics {
         out += &format!(
@@ -103,10 +109,9 @@ pub fn control_toml(site: &Site, config: &SiteConfig) -> String {
 }
 
 pub fn dataplane_toml(site: &Site, config: &SiteConfig) -> String {
-    let port = |i: usize, name: &str, dev: &str, sock: &Path| {
+    let port = |i: usize, name: &str, device: &str| {
         format!(
-            "[ports.{name}]\ndevice = \"{dev},path={}\"\nipv4 = [\"{}/{}\"]\nipv6 = [\"{}/{}\"]\ngateway_ipv4 = \"{}\"\ngateway_ipv6 = \"{}\"\n\n",
-            sock.display(),
+            "[ports.{name}]\ndevice = \"{device}\"\nipv4 = [\"{}/{}\"]\nipv6 = [\"{}/{}\"]\ngateway_ipv4 = \"{}\"\ngateway_ipv6 = \"{}\"\n\n",
             GATEWAY_V4[i],
             PREFIX_V4[i],
             GATEWAY_V6[i],
@@ -116,6 +121,9 @@ pub fn dataplane_toml(site: &Site, config: &SiteConfig) -> String {
         )
     };
     let queues = config.workers.len();
+    let devices = config.devices.clone().unwrap_or_else(|| {
+        [format!("virtio_user0,queues={queues},path={}", site.outside_sock().display()), format!("virtio_user1,queues={queues},path={}", site.inside_sock().display())]
+    });
     let workers: Vec<String> = config.workers.iter().map(u32::to_string).collect();
     format!(
         "[dataplane]\nmain_lcore = {}\nworkers = [{}]\nmempool_size = {}\nrun_dir = \"{}\"\n\
@@ -127,8 +135,8 @@ pub fn dataplane_toml(site: &Site, config: &SiteConfig) -> String {
         site.run_dir().display(),
         config.file_prefix,
         config.sessions_per_worker,
-        port(0, "outside", &format!("virtio_user0,queues={queues}"), &site.outside_sock()),
-        port(1, "inside", &format!("virtio_user1,queues={queues}"), &site.inside_sock()),
+        port(0, "outside", &devices[0]),
+        port(1, "inside", &devices[1]),
     )
 }
 
@@ -140,10 +148,10 @@ mod tests {
     fn control_and_dataplane_accept_the_site() {
         let dir = std::env::temp_dir().join(format!("sekisho-site-{}", std::process::id()));
         let site = Site::new(&dir);
-        let config = SiteConfig { clinics: 3, main_lcore: 0, workers: vec![1], file_prefix: "t".into(), mempool_size: 8191, sessions_per_worker: 4096, port_blocks: 2 };
+        let config = SiteConfig { clinics: 3, main_lcore: 0, workers: vec![1], file_prefix: "t".into(), mempool_size: 8191, sessions_per_worker: 4096, port_blocks: 2, devices: None, replay_window: Some(0) };
         write(&site, &config).unwrap();
         let control = sekisho_control::config::load(&site.path("control.toml")).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(control.tenants.len(), 3);
+        assert_eq!((control.tenants.len(), control.replay_window), (3, Some(0)));
         let path = site.path("dataplane.toml");
         let dataplane = sekisho_dataplane::config::Config::parse(&std::fs::read_to_string(&path).unwrap(), &path);
         assert!(dataplane.is_ok(), "{:?}", dataplane.err());
