@@ -105,6 +105,18 @@ pub fn tunnel_config(traffic: Traffic) -> String {
     }
 }
 
+/// The dataplane's `[ports.outside]` or `[ports.inside]` on this network, on `device`.
+pub fn port_section(side: Side, device: &str) -> String {
+    let (i, name) = match side {
+        Side::Outside => (0, "outside"),
+        Side::Inside => (1, "inside"),
+    };
+    format!(
+        "[ports.{name}]\ndevice = \"{device}\"\nipv4 = [\"{}/{}\"]\nipv6 = [\"{}/{}\"]\ngateway_ipv4 = \"{}\"\ngateway_ipv6 = \"{}\"\n\n",
+        GATEWAY_V4[i], PREFIX_V4[i], GATEWAY_V6[i], PREFIX_V6[i], ROUTER_V4[i], ROUTER_V6[i]
+    )
+}
+
 /// A dataplane config for this network, its ports being `virtio_user`
 /// clients of the generator's `net_vhost` sockets.
 pub fn dataplane_config(
@@ -116,18 +128,6 @@ pub fn dataplane_config(
     main_lcore: u32,
     traffic: Traffic,
 ) -> String {
-    let side = |i: usize, name: &str, dev: &str, sock: &Path| {
-        format!(
-            "[ports.{name}]\ndevice = \"{dev},path={}\"\nipv4 = [\"{}/{}\"]\nipv6 = [\"{}/{}\"]\ngateway_ipv4 = \"{}\"\ngateway_ipv6 = \"{}\"\n\n",
-            sock.display(),
-            GATEWAY_V4[i],
-            PREFIX_V4[i],
-            GATEWAY_V6[i],
-            PREFIX_V6[i],
-            ROUTER_V4[i],
-            ROUTER_V6[i]
-        )
-    };
     format!(
         "[dataplane]\nmain_lcore = {main_lcore}\nworkers = [{worker_lcore}]\nmempool_size = 8191\nrun_dir = \"{}\"\n\
          eal_args = [\"--file-prefix={file_prefix}\", \"--single-file-segments\", \"-m\", \"256\"]\n\n\
@@ -137,7 +137,7 @@ pub fn dataplane_config(
             Traffic::Esp | Traffic::Nat => tunnel_config(traffic),
             Traffic::Plain => "# Plain forwarding between the ports, to measure it alone.\n[esp]\nbypass = true\n".to_owned(),
         },
-        side(0, "outside", "virtio_user0", outside_sock),
-        side(1, "inside", "virtio_user1", inside_sock),
+        port_section(Side::Outside, &format!("virtio_user0,path={}", outside_sock.display())),
+        port_section(Side::Inside, &format!("virtio_user1,path={}", inside_sock.display())),
     )
 }

@@ -154,6 +154,7 @@ fn secgw(root: &Path) -> Result<Vec<Value>> {
 fn case_label(case: &Value) -> String {
     let name = case["case"].as_str().unwrap_or("");
     match name.split_once('-') {
+        Some(("size", "imix")) => "IMIX".into(),
         Some(("size", size)) => format!("{size} B"),
         Some(("tunnels", n)) => format!("{n} tun."),
         _ => format!("{}k sess.", case["nat_sessions"].as_u64().unwrap_or(0) / 1000),

@@ -30,7 +30,10 @@ use sekisho_control::pki::identity::Identity;
 use sekisho_control::pki::issue::{Authority, KeyKind};
 use sekisho_dataplane::craft::{write_udp_headers, Flow, IPV4_UDP_OVERHEAD, IPV6_UDP_OVERHEAD};
 use sekisho_dataplane::esp::tunnel;
+use sekisho_dataplane::nat::ports::PoolLayout;
+use sekisho_dataplane::policy::NatConfig;
 use sekisho_dataplane::port::dpdk::{DpdkQueue, Mbuf};
+use sekisho_dataplane::sad::SpiParts;
 use sekisho_dataplane::port::{Batch, PacketBuf, Port};
 use sekisho_dataplane::wire::ethernet;
 use server::Server;
@@ -135,6 +138,8 @@ pub struct Emulator<'a> {
     /// queue q), and each queue's frames waiting to be sent, by side.
     lanes: Vec<[DpdkQueue<'a>; 2]>,
     pending: Vec<[Batch<Mbuf>; 2]>,
+    /// How the site's NAT pool cuts its ports among the workers.
+    pool_layout: PoolLayout,
     clock: Instant,
     pub counters: Counters,
     pub latency: Histogram<u64>,
@@ -165,6 +170,11 @@ impl<'a> Emulator<'a> {
             seen: Vec::new(),
             server: Server::new(pool),
             pending: (0..=lanes.len()).map(|_| [Batch::new(), Batch::new()]).collect(),
+            pool_layout: {
+                // The site leaves the pool's first port and block size at their defaults.
+                let nat: NatConfig = toml::from_str(&format!("pool = [\"{pool}\"]")).expect("a pool");
+                PoolLayout { addresses: Vec::new(), first_port: nat.first_port, block_size: nat.block_size, workers: lanes.len() as u8 + 1 }
+            },
             lanes,
             clock: Instant::now(),
             counters: Counters::default(),
@@ -287,8 +297,8 @@ impl<'a> Emulator<'a> {
             return false;
         }
         ethernet::write_header(frame, macs.0, macs.1, tunnel::outer_ethertype(&esp.tunnel));
-        // The gateway's inbound SPI names the worker that owns the tunnel (bits 31-26).
-        let q = (esp.out.spi >> 26) as usize % self.pending.len();
+        // The gateway's inbound SPI names the worker that owns the tunnel.
+        let q = usize::from(SpiParts::decode(esp.out.spi).core) % self.pending.len();
         self.push(0, q, buf)
     }
 
@@ -325,10 +335,9 @@ impl<'a> Emulator<'a> {
         if !ok {
             return;
         }
-        // The pool port names the worker that owns the session: block b of
-        // each address (512 ports from 1024, the site's NAT) is worker b's.
+        // The pool port names the worker that owns the session.
         let pool_port = packets::ports(&frame[ETHERNET..]).map_or(0, |p| p.1);
-        let q = usize::from(pool_port.saturating_sub(1024) / 512) % self.pending.len();
+        let q = usize::from(self.pool_layout.owner(pool_port).unwrap_or(0));
         let macs = (self.generator.gateway_mac[1], self.generator.ports[1].mac());
         ethernet::write_header(frame, macs.0, macs.1, ethernet::ETHERTYPE_IPV4);
         self.push(1, q, buf);

@@ -13,7 +13,8 @@
 
 use super::packets::SERVERS_CIDR;
 use super::{identity, tenant};
-use crate::topology::{GATEWAY_V4, GATEWAY_V6, PREFIX_V4, PREFIX_V6, ROUTER_V4, ROUTER_V6};
+use crate::topology::port_section;
+use sekisho_dataplane::Side;
 use sekisho_control::pki::issue::{Authority, KeyKind};
 use std::path::{Path, PathBuf};
 
@@ -109,17 +110,6 @@ pub fn control_toml(site: &Site, config: &SiteConfig) -> String {
 }
 
 pub fn dataplane_toml(site: &Site, config: &SiteConfig) -> String {
-    let port = |i: usize, name: &str, device: &str| {
-        format!(
-            "[ports.{name}]\ndevice = \"{device}\"\nipv4 = [\"{}/{}\"]\nipv6 = [\"{}/{}\"]\ngateway_ipv4 = \"{}\"\ngateway_ipv6 = \"{}\"\n\n",
-            GATEWAY_V4[i],
-            PREFIX_V4[i],
-            GATEWAY_V6[i],
-            PREFIX_V6[i],
-            ROUTER_V4[i],
-            ROUTER_V6[i]
-        )
-    };
     let queues = config.workers.len();
     let devices = config.devices.clone().unwrap_or_else(|| {
         [format!("virtio_user0,queues={queues},path={}", site.outside_sock().display()), format!("virtio_user1,queues={queues},path={}", site.inside_sock().display())]
@@ -135,8 +125,8 @@ pub fn dataplane_toml(site: &Site, config: &SiteConfig) -> String {
         site.run_dir().display(),
         config.file_prefix,
         config.sessions_per_worker,
-        port(0, "outside", &devices[0]),
-        port(1, "inside", &devices[1]),
+        port_section(Side::Outside, &devices[0]),
+        port_section(Side::Inside, &devices[1]),
     )
 }
 
