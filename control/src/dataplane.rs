@@ -11,7 +11,7 @@ use crate::ike::ts::TrafficSelector;
 use crate::link::FromDataplane;
 use sekisho_dataplane::addr::Ipv4Cidr;
 use sekisho_dataplane::shm::messages::{ToControl, ToDataplane, CONTROL_MESSAGE_BYTES};
-use sekisho_dataplane::shm::ring::{Producer, RingError};
+use sekisho_dataplane::shm::ring::{Producer, PushError, RingError};
 use sekisho_dataplane::tunnels::{LifetimeConfig, SaConfig, TunnelConfig};
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -251,7 +251,7 @@ pub struct Link {
     generation: u64,
     /// Messages waiting for room in the control ring, in order.
     backlog: std::collections::VecDeque<Vec<u8>>,
-    /// Messages dropped because the backlog was full too (the dataplane is stuck).
+    /// Messages dropped: longer than a slot, or the backlog full too (the dataplane is stuck).
     pub unsent: u64,
     checked_at: std::time::Instant,
 }
@@ -269,16 +269,21 @@ impl Link {
         Ok(Some(Link { run_dir: run_dir.to_owned(), generation: to.generation(), from, to, backlog: Default::default(), unsent: 0, checked_at: std::time::Instant::now() }))
     }
 
-    /// Sends a message, or queues it behind those waiting for room.
+    /// Sends a message, or queues it behind those waiting for room. One
+    /// longer than a slot can never go: it is dropped and counted.
     pub fn send(&mut self, message: &ToDataplane) {
         let bytes = message.encode();
-        if self.flush() && self.to.push(&bytes).is_ok() {
-            return;
+        if self.flush() {
+            match self.to.push(&bytes) {
+                Ok(()) => return,
+                Err(PushError::TooLong) => return self.unsent += 1,
+                Err(PushError::Full) => {}
+            }
         }
-        if self.backlog.len() < MAX_BACKLOG {
-            self.backlog.push_back(bytes);
-        } else {
+        if bytes.len() > CONTROL_MESSAGE_BYTES || self.backlog.len() >= MAX_BACKLOG {
             self.unsent += 1;
+        } else {
+            self.backlog.push_back(bytes);
         }
     }
 

@@ -199,7 +199,9 @@ impl ToDataplane<'static> {
 /// part follows all the others in order.
 #[derive(Debug, Default)]
 pub struct TenantParts {
+    /// The next part expected, and how many the set in progress has.
     next: u16,
+    parts: u16,
     tenants: Vec<crate::policy::TenantConfig>,
 }
 
@@ -208,11 +210,14 @@ impl TenantParts {
     /// order (one was lost) drops the set; the next part 0 starts a new one.
     pub fn add(&mut self, part: u16, parts: u16, tenants: Vec<crate::policy::TenantConfig>) -> Result<Option<Vec<crate::policy::TenantConfig>>, String> {
         if part == 0 {
+            *self = TenantParts { next: 0, parts, tenants: Vec::new() };
+        } else if part != self.next || parts != self.parts {
+            let expected = (self.next, self.parts);
             *self = TenantParts::default();
-        } else if part != self.next {
-            let expected = self.next;
-            *self = TenantParts::default();
-            return Err(format!("tenants part {part} of {parts} came after part {}: the set is dropped", expected.wrapping_sub(1)));
+            return Err(match expected {
+                (0, _) => format!("tenants part {part} of {parts} without its part 0: dropped"),
+                (next, of) => format!("tenants part {part} of {parts} came where part {next} of {of} was due: the set is dropped"),
+            });
         }
         self.tenants.extend(tenants);
         self.next = part + 1;
@@ -347,6 +352,9 @@ mod tests {
         assert!(assembly.add(part, n, tenants).is_err());
         let (part, n, tenants) = take(&messages[1]);
         assert!(assembly.add(part, n, tenants).is_err(), "part 1 without its part 0");
+        let (part, n, tenants) = take(&messages[0]);
+        assert_eq!(assembly.add(part, n, tenants.clone()), Ok(None));
+        assert!(assembly.add(1, n + 1, tenants).is_err(), "a part of another set");
         // No tenants: one empty part; a tenant too large for any message is named.
         assert_eq!(ToDataplane::tenants(&[], 16 * 1024).unwrap(), vec![ToDataplane::Tenants { part: 0, parts: 1, tenants: vec![] }]);
         assert!(ToDataplane::tenants(&all[..1], 64).unwrap_err().contains("clinic-00000"));

@@ -18,7 +18,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use sekisho_dataplane::esp::aead::GcmKey;
 use sekisho_perf::bench::{cpu_model, median_ns_per_op};
-use sekisho_perf::clinics::packets::{Sizes, ETHERNET};
+use sekisho_perf::clinics::packets::{Sizes, ETHERNET, MAX_FLOWS};
 use sekisho_perf::clinics::setup::{self, Site, SiteConfig};
 use sekisho_perf::clinics::stack::Stack;
 use sekisho_perf::plot::{self, Series};
@@ -196,7 +196,7 @@ fn main() -> Result<()> {
         }
     }
     let session_clinics = 1000.min(args.sessions);
-    let flows = (args.sessions / session_clinics).clamp(1, usize::from(u16::MAX)) as u16;
+    let flows = (args.sessions / session_clinics).clamp(1, usize::from(MAX_FLOWS)) as u16;
     let per_worker = ((args.sessions as f64 * 1.25 / workers) as u32).next_power_of_two().max(1 << 20);
     let sessions = gateway_case(&bin_dir, &root, &args, Case { name: "sessions".into(), clinics: session_clinics, flows, size: "64", sessions_per_worker: per_worker })?;
     let secgw = if args.skip_secgw { Vec::new() } else { secgw(&repo).unwrap_or_else(|e| {

@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use sekisho_dataplane::pipeline::Counter;
 use sekisho_dataplane::port::dpdk::{Eal, EthPort};
 use sekisho_dataplane::shm::stats;
-use sekisho_perf::clinics::packets::Sizes;
+use sekisho_perf::clinics::packets::{Sizes, MAX_FLOWS};
 use sekisho_perf::clinics::report::{Latency, Live, Throughput};
 use sekisho_perf::clinics::setup::{self, Site, SiteConfig};
 use sekisho_perf::clinics::stack::{Stack, GO_FILE};
@@ -142,7 +142,7 @@ impl SiteArgs {
 #[derive(Args, Clone)]
 struct TrafficArgs {
     /// Flows per clinic: UDP, TCP and ICMP in turn.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=i64::from(MAX_FLOWS)))]
     flows: u16,
     /// Inner frame size in bytes (64 to 1440), or imix (7:4:1 of 64, 576 and 1400).
     #[arg(long, default_value = "imix")]
@@ -369,7 +369,8 @@ fn emulate(site: &Site, traffic: &TrafficArgs, lcore: u32, file_prefix: &str, co
         && c.sent > 0
         && c.answered == c.sent
         && c.corrupted + c.misrouted + c.malformed + c.duplicates + c.esp_refused == 0
-        && server_faults == 0;
+        && server_faults == 0
+        && emulator.server().open_connections() == 0;
     let report = json!({
         "clinics": clinics,
         "options": {"flows": traffic.flows, "size": traffic.size.to_string(), "outer": traffic.outer, "dh_group": traffic.dh_group,

@@ -8,6 +8,7 @@ use sekisho_dataplane::esp::aead::GcmKey;
 use sekisho_dataplane::esp::decrypt;
 use sekisho_dataplane::esp::sa::{InboundSa, Lifetime, OutboundSa, Selectors, Tunnel};
 use sekisho_dataplane::esp::tunnel::{self, OuterFields};
+use sekisho_dataplane::wire::{ethernet, MacAddr};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -55,10 +56,19 @@ impl Esp {
         })
     }
 
-    /// Encrypts the inner packet at `packet[tunnel::prefix_len(..)..][..inner_len]`
-    /// (`packet` starting where the outer IP header goes); the outer length.
-    pub fn seal(&mut self, packet: &mut [u8], inner_len: usize, ident: u16) -> Option<usize> {
-        tunnel::encapsulate(packet, &self.tunnel, &mut self.out, inner_len, OuterFields { ttl: 64, ident }).ok()
+    /// The length of the Ethernet frame that carries an inner packet of
+    /// `inner_len` bytes through the tunnel, and where that packet goes in it.
+    pub fn frame_layout(&self, inner_len: usize) -> (usize, std::ops::Range<usize>) {
+        let at = ethernet::HEADER_LEN + tunnel::prefix_len(&self.tunnel);
+        (ethernet::HEADER_LEN + tunnel::outer_len(&self.tunnel, inner_len), at..at + inner_len)
+    }
+
+    /// Encrypts the inner packet lying in `frame` where [`Esp::frame_layout`]
+    /// puts it, and writes the outer headers from `src` to `dst` (MACs).
+    pub fn seal(&mut self, frame: &mut [u8], inner_len: usize, ident: u16, dst: MacAddr, src: MacAddr) -> bool {
+        let sealed = tunnel::encapsulate(&mut frame[ethernet::HEADER_LEN..], &self.tunnel, &mut self.out, inner_len, OuterFields { ttl: 64, ident }).is_ok();
+        ethernet::write_header(frame, dst, src, tunnel::outer_ethertype(&self.tunnel));
+        sealed
     }
 
     /// Decrypts the ESP packet `esp` (from its header on) in place; where its inner packet lies.

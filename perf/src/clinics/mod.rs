@@ -29,7 +29,6 @@ use sekisho_control::ike::ts::TrafficSelector;
 use sekisho_control::pki::identity::Identity;
 use sekisho_control::pki::issue::{Authority, KeyKind};
 use sekisho_dataplane::craft::{write_udp_headers, Flow, IPV4_UDP_OVERHEAD, IPV6_UDP_OVERHEAD};
-use sekisho_dataplane::esp::tunnel;
 use sekisho_dataplane::nat::ports::PoolLayout;
 use sekisho_dataplane::policy::NatConfig;
 use sekisho_dataplane::port::dpdk::{DpdkQueue, Mbuf};
@@ -144,7 +143,8 @@ pub struct Emulator<'a> {
     pub counters: Counters,
     pub latency: Histogram<u64>,
     pub live: Live,
-    /// When the tunnels were started and how long until the last came up.
+    /// How long from the first clinic's start until the last one's tunnel
+    /// was up (or had failed).
     pub setup_seconds: f64,
     pub traffic_seconds: f64,
 }
@@ -287,16 +287,14 @@ impl<'a> Emulator<'a> {
             self.counters.not_sent += 1;
             return false;
         };
-        let prefix = ETHERNET + tunnel::prefix_len(&esp.tunnel);
-        if !buf.set_len(ETHERNET + tunnel::outer_len(&esp.tunnel, inner_len)) {
+        let (len, inner) = esp.frame_layout(inner_len);
+        if !buf.set_len(len) {
             return false;
         }
-        let frame = buf.data_mut();
-        fill(&mut frame[prefix..prefix + inner_len]);
-        if esp.seal(&mut frame[ETHERNET..], inner_len, self.next_seq as u16).is_none() {
+        fill(&mut buf.data_mut()[inner]);
+        if !esp.seal(buf.data_mut(), inner_len, self.next_seq as u16, macs.0, macs.1) {
             return false;
         }
-        ethernet::write_header(frame, macs.0, macs.1, tunnel::outer_ethertype(&esp.tunnel));
         // The gateway's inbound SPI names the worker that owns the tunnel.
         let q = usize::from(SpiParts::decode(esp.out.spi).core) % self.pending.len();
         self.push(0, q, buf)
@@ -328,7 +326,7 @@ impl<'a> Emulator<'a> {
 
     fn at_server(&mut self, mut buf: Mbuf) {
         let frame = buf.data_mut();
-        let ok = frame.len() > ETHERNET && u16::from_be_bytes([frame[12], frame[13]]) == ethernet::ETHERTYPE_IPV4 && {
+        let ok = frame.len() >= ETHERNET + 20 && u16::from_be_bytes([frame[12], frame[13]]) == ethernet::ETHERTYPE_IPV4 && {
             let len = usize::from(u16::from_be_bytes([frame[ETHERNET + 2], frame[ETHERNET + 3]]));
             frame.len() >= ETHERNET + len && self.server.answer(&mut frame[ETHERNET..ETHERNET + len], &self.plan, self.next_seq)
         };
@@ -352,7 +350,7 @@ impl<'a> Emulator<'a> {
                 return;
             };
             self.counters.ike_received += 1;
-            let was_up = self.clinics[c].is_up();
+            let (was_up, had_failed) = (self.clinics[c].is_up(), self.clinics[c].failure().is_some());
             let replies = self.clinics[c].receive(message, now);
             self.send_ike(c, replies);
             if self.clinics[c].is_up() {
@@ -362,12 +360,16 @@ impl<'a> Emulator<'a> {
                 if !was_up {
                     self.counters.tunnels_up += 1;
                 }
-            } else if self.clinics[c].failure().is_some() {
+            } else if self.clinics[c].failure().is_some() && !had_failed {
                 self.counters.tunnels_failed += 1;
             }
             return;
         }
         let frame = buf.data_mut();
+        if frame.len() < ETHERNET + 20 {
+            self.counters.unexpected += 1;
+            return;
+        }
         let (esp_start, end) = match u16::from_be_bytes([frame[12], frame[13]]) {
             ethernet::ETHERTYPE_IPV6 if frame.len() >= ETHERNET + 48 && frame[ETHERNET + 6] == 50 => {
                 (ETHERNET + 40, ETHERNET + 40 + usize::from(u16::from_be_bytes([frame[ETHERNET + 4], frame[ETHERNET + 5]])))
@@ -381,7 +383,7 @@ impl<'a> Emulator<'a> {
             }
         };
         let spi = u32::from_be_bytes(frame[esp_start..esp_start + 4].try_into().expect("4 bytes"));
-        let opened = self.by_spi.get(&spi).copied().filter(|_| end <= frame.len()).and_then(|c| {
+        let opened = self.by_spi.get(&spi).copied().filter(|_| esp_start + 8 <= end && end <= frame.len()).and_then(|c| {
             let range = self.clinics[c].esp.as_mut()?.open(spi, &mut frame[esp_start..end])?;
             Some((c, esp_start + range.start..esp_start + range.end))
         });
@@ -568,7 +570,7 @@ impl<'a> Emulator<'a> {
         loop {
             let now = Instant::now();
             let mut in_flight = sent.saturating_sub(done(self) - base + failed);
-            while in_flight < (self.options.window / 2) as usize && cursor < self.tcp.len() {
+            while in_flight < (self.options.window / 2).max(1) as usize && cursor < self.tcp.len() {
                 let Some(t) = self.tcp[cursor].filter(|t| t.state == from) else {
                     cursor += 1;
                     continue;
@@ -700,7 +702,8 @@ impl<'a> Emulator<'a> {
 
     /// Writes the traffic of the tunnels that are up as pcap files for
     /// pktgen or tcpreplay on bare metal: `clinics.pcap`, `packets` ESP
-    /// frames of the UDP and ICMP flows for the gateway's outside port
+    /// frames of the UDP flows (whose NAT sessions last longest, 300 s idle)
+    /// for the gateway's outside port
     /// (sealed with the clinics' SAs, so it must be replayed while they are
     /// installed: each frame's ESP sequence number is used once), and
     /// `servers.pcap`, the servers' answers for its inside port, to the
@@ -712,7 +715,7 @@ impl<'a> Emulator<'a> {
         let file = |name: &str| -> std::io::Result<PcapWriter<BufWriter<std::fs::File>>> { PcapWriter::new(BufWriter::new(std::fs::File::create(dir.join(name))?)) };
         std::fs::create_dir_all(dir)?;
         let (mut clinics, mut servers) = (file("clinics.pcap")?, file("servers.pcap")?);
-        let flows: Vec<FlowKey> = self.plan.flows.iter().copied().filter(|k| k.protocol() != Protocol::Tcp && self.server.mappings().contains_key(k)).collect();
+        let flows: Vec<FlowKey> = self.plan.flows.iter().copied().filter(|k| k.protocol() == Protocol::Udp && self.server.mappings().contains_key(k)).collect();
         if flows.is_empty() {
             return Ok((0, 0));
         }
@@ -727,13 +730,11 @@ impl<'a> Emulator<'a> {
             let ip = &mut inner[..inner_len];
             packets::write_request(ip, key, seq, 0, Segment { seq: 0, ack: 0, flags: 0 });
             let Some(esp) = self.clinics[key.clinic as usize].esp.as_mut() else { continue };
-            let prefix = ETHERNET + tunnel::prefix_len(&esp.tunnel);
-            let total = ETHERNET + tunnel::outer_len(&esp.tunnel, inner_len);
-            frame[prefix..prefix + inner_len].copy_from_slice(ip);
-            if esp.seal(&mut frame[ETHERNET..total], inner_len, seq as u16).is_none() {
+            let (total, at) = esp.frame_layout(inner_len);
+            frame[at].copy_from_slice(ip);
+            if !esp.seal(&mut frame[..total], inner_len, seq as u16, outside_macs.0, outside_macs.1) {
                 continue;
             }
-            ethernet::write_header(&mut frame, outside_macs.0, outside_macs.1, tunnel::outer_ethertype(&esp.tunnel));
             clinics.frame(&frame[..total])?;
             let (pool_address, pool_port) = self.server.mappings()[&key];
             packets::translate(ip, pool_address, pool_port);
@@ -761,7 +762,7 @@ pub fn log_fault(place: &str, kind: &str, ip: &[u8], count: u64) {
 }
 
 fn protocol_slot(p: Protocol) -> usize {
-    Protocol::ALL.iter().position(|&q| q == p).expect("one of them")
+    p as usize
 }
 
 /// Data packets queued per round of the loop, so that receiving keeps up.

@@ -41,9 +41,9 @@ pub const UDP_PORT: u16 = 8443;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
-    Udp,
-    Tcp,
-    Icmp,
+    Udp = 0,
+    Tcp = 1,
+    Icmp = 2,
 }
 
 impl Protocol {
@@ -75,6 +75,9 @@ impl Protocol {
     }
 }
 
+/// Flows per clinic at most: each has its own port from 20,000 up.
+pub const MAX_FLOWS: u16 = 45_000;
+
 /// One flow of one clinic, as seen from the clinic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct FlowKey {
@@ -94,7 +97,7 @@ impl FlowKey {
         let [a, b, c] = SERVERS;
         Ipv4Addr::new(a, b, c, 10 + (self.flow % 8) as u8)
     }
-    /// The clinic's port, or for ICMP its echo identifier.
+    /// The clinic's port, or for ICMP its echo identifier (flows are at most [`MAX_FLOWS`]).
     pub fn port(self) -> u16 {
         20_000 + self.flow
     }

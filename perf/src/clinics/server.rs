@@ -17,8 +17,7 @@ use std::net::Ipv4Addr;
 struct Connection {
     /// The next sequence number the server sends.
     next: u32,
-    /// The clinic's sequence number the server has acknowledged up to.
-    acked: u32,
+    /// Our FIN is sent: the clinic's last ACK ends the connection.
     closing: bool,
 }
 
@@ -37,7 +36,7 @@ pub struct ServerCounters {
     /// A flow seen from another pool address or port than before, or two
     /// flows on one pool address and port.
     pub mapping_broken: u64,
-    /// TCP data or ACKs with no connection.
+    /// TCP data or FINs with no connection.
     pub no_connection: u64,
 }
 
@@ -113,7 +112,6 @@ impl Server {
                 };
                 let answer = Segment { seq: c.next, ack: s.seq.wrapping_add(data as u32), flags: TCP_ACK | TCP_PSH };
                 c.next = c.next.wrapping_add(data as u32);
-                c.acked = answer.ack;
                 Some(answer)
             }
             None => None,
@@ -132,7 +130,7 @@ impl Server {
         }
         let answer = if s.flags & TCP_SYN != 0 {
             let isn = initial_seq(source, port, s.seq);
-            self.connections.insert((source, port), Connection { next: isn.wrapping_add(1), acked: s.seq.wrapping_add(1), closing: false });
+            self.connections.insert((source, port), Connection { next: isn.wrapping_add(1), closing: false });
             self.counters.syns += 1;
             Segment { seq: isn, ack: s.seq.wrapping_add(1), flags: TCP_SYN | TCP_ACK }
         } else if s.flags & TCP_FIN != 0 {
@@ -147,16 +145,12 @@ impl Server {
                 c.closing = true;
                 self.counters.fins += 1;
             }
-            c.acked = s.seq.wrapping_add(1);
-            Segment { seq, ack: c.acked, flags: TCP_FIN | TCP_ACK }
+            Segment { seq, ack: s.seq.wrapping_add(1), flags: TCP_FIN | TCP_ACK }
         } else {
-            // The clinic's ACK of our SYN or FIN.
-            match self.connections.get(&(source, port)) {
-                Some(c) if c.closing && s.ack == c.next => {
-                    self.connections.remove(&(source, port));
-                }
-                Some(_) => {}
-                None => self.counters.no_connection += 1,
+            // The clinic's ACK of our SYN or FIN (again, if our FIN came
+            // twice: an ACK after the close is no fault).
+            if self.connections.get(&(source, port)).is_some_and(|c| c.closing && s.ack == c.next) {
+                self.connections.remove(&(source, port));
             }
             return false;
         };

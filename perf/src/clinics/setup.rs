@@ -28,8 +28,9 @@ pub struct Site {
 }
 
 impl Site {
+    /// The site in `dir`, named by its absolute path: its files name each other.
     pub fn new(dir: &Path) -> Site {
-        Site { dir: dir.to_owned() }
+        Site { dir: std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned()) }
     }
     pub fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
