@@ -40,6 +40,8 @@ pub enum Exchange {
 pub struct Esp {
     pub tunnel: Tunnel,
     pub out: OutboundSa,
+    /// The outbound SA's key and salt, for the pcap export's key file.
+    pub out_key: Vec<u8>,
     pub inbound: InboundSa,
     /// The SA a gateway's rekey replaced, kept for what is still in flight on it.
     pub previous: Option<InboundSa>,
@@ -51,6 +53,7 @@ impl Esp {
         Ok(Esp {
             tunnel: Tunnel { local, remote, udp: None, copy_dscp: false, tenant: None },
             out: OutboundSa::new(child.their_spi, key(&child.key_out)?, false, Selectors::default(), 0, Lifetime::default()),
+            out_key: child.key_out.clone(),
             inbound: InboundSa::new(child.our_spi, key(&child.key_in)?, false, REPLAY_WINDOW, Selectors::default(), 0, Lifetime::default()),
             previous: None,
         })

@@ -707,7 +707,9 @@ impl<'a> Emulator<'a> {
     /// (sealed with the clinics' SAs, so it must be replayed while they are
     /// installed: each frame's ESP sequence number is used once), and
     /// `servers.pcap`, the servers' answers for its inside port, to the
-    /// pool addresses and ports the gateway gave each flow in this run.
+    /// pool addresses and ports the gateway gave each flow in this run;
+    /// and `esp-sas.json`, the clinics' SAs (SPI, AES-GCM key and salt,
+    /// addresses) for decrypting `clinics.pcap` elsewhere (Wireshark, scapy).
     /// Returns the frames written to each.
     pub fn export_pcap(&mut self, dir: &std::path::Path, packets: u64) -> std::io::Result<(u64, u64)> {
         use pcap::PcapWriter;
@@ -743,6 +745,16 @@ impl<'a> Emulator<'a> {
             ethernet::write_header(&mut frame, inside_macs.0, inside_macs.1, ethernet::ETHERTYPE_IPV4);
             servers.frame(&frame[..frame_len])?;
         }
+        let sas: Vec<serde_json::Value> = plan
+            .flows
+            .iter()
+            .filter_map(|k| self.clinics[k.clinic as usize].esp.as_ref())
+            .map(|e| {
+                let key: String = e.out_key.iter().map(|b| format!("{b:02x}")).collect();
+                serde_json::json!({"spi": e.out.spi, "key": key, "src": e.tunnel.local, "dst": e.tunnel.remote})
+            })
+            .collect();
+        std::fs::write(dir.join("esp-sas.json"), serde_json::to_string_pretty(&sas)? + "\n")?;
         Ok((clinics.finish()?, servers.finish()?))
     }
 
