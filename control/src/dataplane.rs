@@ -393,6 +393,40 @@ mod tests {
     }
 
     #[test]
+    fn messages_wait_in_order_for_room_in_the_control_ring() {
+        use sekisho_dataplane::shm::ring::{self, Consumer};
+        let dir = std::env::temp_dir().join(format!("sekisho-backlog-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        ring::create(&dir.join("control.ring"), CONTROL_MESSAGE_BYTES, 4).unwrap();
+        ring::create(&dir.join("events.ring"), 64, 8).unwrap();
+        let mut link = Link::open(&dir).unwrap().expect("rings");
+        let mut dataplane = Consumer::open(&dir.join("control.ring")).unwrap();
+        let names: Vec<String> = (0..10).map(|n| format!("tunnel-{n}")).collect();
+        for name in &names {
+            link.send(&ToDataplane::TunnelDown(name));
+        }
+        assert_eq!(link.backlog(), 6, "four fit the ring");
+        // Longer than a slot: dropped and counted, whether the ring is full or not.
+        let huge = vec![0u8; CONTROL_MESSAGE_BYTES];
+        let (from, to) = ("[2001:db8::1]:500".parse().unwrap(), "[2001:db8::2]:500".parse().unwrap());
+        link.send(&ToDataplane::SendIke { from, to, payload: &huge });
+        assert_eq!((link.backlog(), link.unsent), (6, 1));
+        let mut received = Vec::new();
+        let mut buf = vec![0u8; CONTROL_MESSAGE_BYTES];
+        while received.len() < names.len() {
+            while let Some(len) = dataplane.pop(&mut buf).unwrap() {
+                let Ok(ToDataplane::TunnelDown(name)) = ToDataplane::decode(&buf[..len]) else { panic!("not a TunnelDown") };
+                received.push(name.to_owned());
+            }
+            link.flush();
+        }
+        assert_eq!(received, names, "in order, none lost");
+        link.send(&ToDataplane::SendIke { from, to, payload: &huge });
+        assert_eq!((link.backlog(), link.unsent), (0, 2));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn children_become_tunnels_that_rekey_and_go() {
         let child = |inbound: u32, outbound: u32| ChildSa {
             inbound_spi: inbound,
