@@ -11,7 +11,7 @@ use crate::ike::ts::TrafficSelector;
 use crate::link::FromDataplane;
 use sekisho_dataplane::addr::Ipv4Cidr;
 use sekisho_dataplane::shm::messages::{ToControl, ToDataplane, CONTROL_MESSAGE_BYTES};
-use sekisho_dataplane::shm::ring::{Producer, PushError, RingError};
+use sekisho_dataplane::shm::ring::{Producer, RingError};
 use sekisho_dataplane::tunnels::{LifetimeConfig, SaConfig, TunnelConfig};
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -273,17 +273,14 @@ impl Link {
     /// longer than a slot can never go: it is dropped and counted.
     pub fn send(&mut self, message: &ToDataplane) {
         let bytes = message.encode();
-        if self.flush() {
-            match self.to.push(&bytes) {
-                Ok(()) => return,
-                Err(PushError::TooLong) => return self.unsent += 1,
-                Err(PushError::Full) => {}
-            }
-        }
-        if bytes.len() > CONTROL_MESSAGE_BYTES || self.backlog.len() >= MAX_BACKLOG {
+        if bytes.len() > self.to.message_bytes() {
             self.unsent += 1;
-        } else {
-            self.backlog.push_back(bytes);
+        } else if !(self.flush() && self.to.push(&bytes).is_ok()) {
+            if self.backlog.len() < MAX_BACKLOG {
+                self.backlog.push_back(bytes);
+            } else {
+                self.unsent += 1;
+            }
         }
     }
 

@@ -14,14 +14,14 @@
 //! answers it, and the clinics' end checks that the answer comes back
 //! through the tunnel as the server sent it, to the clinic's own address.
 
+use crate::clinics::clinic::{esp_in_frame, Esp};
+use crate::clinics::packets::splitmix;
 use crate::topology::{self, Traffic};
 use sekisho_dataplane::craft::{forward_in_place, read_seq, write_udp_frame, Flow};
 use sekisho_dataplane::esp::aead::GcmKey;
-use sekisho_dataplane::esp::decrypt;
-use sekisho_dataplane::esp::sa::{InboundSa, Lifetime, OutboundSa, Selectors, Tunnel};
-use sekisho_dataplane::esp::tunnel::{self, OuterFields};
+use sekisho_dataplane::esp::sa::{InboundSa, Lifetime, OutboundSa, Selectors};
 use sekisho_dataplane::tunnels::decode_hex;
-use sekisho_dataplane::wire::{checksum, ethernet, ipv4, ipv6};
+use sekisho_dataplane::wire::{checksum, ethernet, ipv4};
 use sekisho_dataplane::addr::Ipv4Cidr;
 use std::collections::HashMap;
 use sekisho_dataplane::neighbour::NeighbourTable;
@@ -44,13 +44,6 @@ pub const FLOWS: u16 = 8;
 pub const MIN_FRAME: usize = 64;
 pub const MAX_FRAME: usize = 1500;
 
-fn splitmix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
-}
-
 /// Largest plain frame that fits the tunnel (IPv6 outer, 1500-byte MTU) once encrypted.
 pub const MAX_TUNNELLED_FRAME: usize = ethernet::HEADER_LEN + 1426;
 
@@ -68,57 +61,12 @@ pub fn plan(seq: u64, max_frame: usize, traffic: Traffic) -> (Side, Flow, usize)
 }
 
 /// The clinics' end of the static tunnel (see [`topology::tunnel_config`]).
-pub struct ClinicEnd {
-    tunnel: Tunnel,
-    out: OutboundSa,
-    inb: InboundSa,
-}
-
-impl ClinicEnd {
-    pub fn new() -> ClinicEnd {
-        let tunnel = Tunnel {
-            local: IpAddr::V6(topology::ROUTER_V6[0]),
-            remote: IpAddr::V6(topology::GATEWAY_V6[0]),
-            udp: None,
-            copy_dscp: false,
-            tenant: None,
-        };
-        let key = |k: &str| GcmKey::new(&decode_hex(k).expect("topology keys are hex")).expect("topology keys are valid");
-        let out = OutboundSa::new(topology::SPI_AT_GATEWAY, key(topology::KEY_TO_GATEWAY), true, Selectors::default(), 0, Lifetime::default());
-        let inb = InboundSa::new(topology::SPI_AT_CLINIC, key(topology::KEY_TO_CLINIC), true, 4096, Selectors::default(), 0, Lifetime::default());
-        ClinicEnd { tunnel, out, inb }
-    }
-
-    /// Writes `plain` (an Ethernet frame) into `buf` as the ESP frame that carries its IP packet.
-    fn seal(&mut self, plain: &[u8], buf: &mut Mbuf, dst: MacAddr, src: MacAddr) {
-        let inner = &plain[ethernet::HEADER_LEN..];
-        let prefix = tunnel::prefix_len(&self.tunnel);
-        let total = ethernet::HEADER_LEN + tunnel::outer_len(&self.tunnel, inner.len());
-        assert!(buf.set_len(total), "mbuf room");
-        let frame = buf.data_mut();
-        frame[ethernet::HEADER_LEN + prefix..ethernet::HEADER_LEN + prefix + inner.len()].copy_from_slice(inner);
-        tunnel::encapsulate(&mut frame[ethernet::HEADER_LEN..], &self.tunnel, &mut self.out, inner.len(), OuterFields { ttl: 64, ident: 0 })
-            .expect("the generator's SA lasts the run");
-        ethernet::write_header(frame, dst, src, ethernet::ETHERTYPE_IPV6);
-    }
-
-    /// Decrypts an ESP frame from the gateway in place; returns where its inner packet lies.
-    fn open(&mut self, frame: &mut [u8]) -> Option<std::ops::Range<usize>> {
-        let esp_start = ethernet::HEADER_LEN + ipv6::HEADER_LEN;
-        let ip = ipv6::Packet::new_checked(frame.get(ethernet::HEADER_LEN..)?).ok()?;
-        if ip.next_header() != sekisho_dataplane::esp::IP_PROTOCOL_ESP {
-            return None;
-        }
-        let end = esp_start + ip.payload_len();
-        let opened = decrypt::open(&mut self.inb, &mut frame[esp_start..end]).ok()?;
-        Some(esp_start + opened.offset..esp_start + opened.offset + opened.len)
-    }
-}
-
-impl Default for ClinicEnd {
-    fn default() -> Self {
-        ClinicEnd::new()
-    }
+pub fn clinic_end() -> Esp {
+    let key = |k: &str| GcmKey::new(&decode_hex(k).expect("topology keys are hex")).expect("topology keys are valid");
+    let out = OutboundSa::new(topology::SPI_AT_GATEWAY, key(topology::KEY_TO_GATEWAY), true, Selectors::default(), 0, Lifetime::default());
+    let inbound = InboundSa::new(topology::SPI_AT_CLINIC, key(topology::KEY_TO_CLINIC), true, 4096, Selectors::default(), 0, Lifetime::default());
+    let out_key = decode_hex(topology::KEY_TO_GATEWAY).expect("topology keys are hex");
+    Esp::from_sas(IpAddr::V6(topology::ROUTER_V6[0]), IpAddr::V6(topology::GATEWAY_V6[0]), out, out_key, inbound)
 }
 
 #[derive(Debug, Default, Clone, Serialize)]
@@ -163,7 +111,7 @@ pub struct Generator<'a> {
     clock: Instant,
     pub control_frames: u64,
     /// The tunnel's far end, when the outside link carries ESP.
-    clinic: Option<ClinicEnd>,
+    clinic: Option<Esp>,
     traffic: Traffic,
     /// Behind NAT: the pool address and port each flow (by its clinic port) was given, and the reverse.
     mappings: HashMap<u16, ([u8; 4], u16)>,
@@ -180,7 +128,7 @@ impl<'a> Generator<'a> {
         };
         let neighbours = Arc::new(NeighbourTable::new([]));
         let host = Forwarder::new([interface(0), interface(1)], [outside.mac(), inside.mac()], neighbours.clone());
-        let clinic = matches!(traffic, Traffic::Esp | Traffic::Nat).then(ClinicEnd::new);
+        let clinic = matches!(traffic, Traffic::Esp | Traffic::Nat).then(clinic_end);
         Generator {
             ports: [outside, inside],
             host,
@@ -321,7 +269,11 @@ impl<'a> Generator<'a> {
                 match (&mut self.clinic, side) {
                     (Some(clinic), Side::Outside) => {
                         write_udp_frame(&mut plain[..len], dst, src, &flow, next_seq);
-                        clinic.seal(&plain[..len], &mut buf, dst, src);
+                        let inner_len = len - ethernet::HEADER_LEN;
+                        let (total, at) = clinic.frame_layout(inner_len);
+                        assert!(buf.set_len(total), "mbuf room");
+                        buf.data_mut()[at].copy_from_slice(&plain[ethernet::HEADER_LEN..len]);
+                        assert!(clinic.seal(buf.data_mut(), inner_len, 0, dst, src), "the generator's SA lasts the run");
                     }
                     _ => {
                         assert!(buf.set_len(len), "mbuf room");
@@ -352,7 +304,10 @@ impl<'a> Generator<'a> {
                     }
                     let (eth, ip) = match (&mut self.clinic, side) {
                         // From the tunnel: the outer headers are the gateway's, the inner packet the server's.
-                        (Some(clinic), Side::Outside) => match clinic.open(buf.data_mut()) {
+                        (Some(clinic), Side::Outside) => match esp_in_frame(buf.data()).and_then(|(spi, esp)| {
+                            let inner = clinic.open(spi, &mut buf.data_mut()[esp.clone()])?;
+                            Some(esp.start + inner.start..esp.start + inner.end)
+                        }) {
                             Some(inner) => (None, inner),
                             None => {
                                 report.corrupted += 1;

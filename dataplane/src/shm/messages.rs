@@ -224,8 +224,7 @@ impl TenantParts {
         if self.next < parts {
             return Ok(None);
         }
-        self.next = 0;
-        Ok(Some(std::mem::take(&mut self.tenants)))
+        Ok(Some(std::mem::take(self).tenants))
     }
 }
 

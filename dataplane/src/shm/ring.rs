@@ -169,6 +169,11 @@ impl Producer {
         self.ring.generation
     }
 
+    /// The largest message the ring carries.
+    pub fn message_bytes(&self) -> usize {
+        self.ring.message_bytes
+    }
+
     /// Writes one message and publishes it.
     pub fn push(&mut self, message: &[u8]) -> Result<(), PushError> {
         self.push_parts(&[message])

@@ -8,7 +8,8 @@ use sekisho_dataplane::esp::aead::GcmKey;
 use sekisho_dataplane::esp::decrypt;
 use sekisho_dataplane::esp::sa::{InboundSa, Lifetime, OutboundSa, Selectors, Tunnel};
 use sekisho_dataplane::esp::tunnel::{self, OuterFields};
-use sekisho_dataplane::wire::{ethernet, MacAddr};
+use sekisho_dataplane::esp::IP_PROTOCOL_ESP;
+use sekisho_dataplane::wire::{ethernet, ipv4, ipv6, MacAddr};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
@@ -48,15 +49,16 @@ pub struct Esp {
 }
 
 impl Esp {
+    /// A tunnel from `local` to `remote` (ESP straight on IP) with these SAs.
+    pub fn from_sas(local: IpAddr, remote: IpAddr, out: OutboundSa, out_key: Vec<u8>, inbound: InboundSa) -> Esp {
+        Esp { tunnel: Tunnel { local, remote, udp: None, copy_dscp: false, tenant: None }, out, out_key, inbound, previous: None }
+    }
+
     fn new(local: IpAddr, remote: IpAddr, child: &InitiatorChild) -> Result<Esp, String> {
         let key = |k: &[u8]| GcmKey::new(k).map_err(|e| format!("ESP key: {e:?}"));
-        Ok(Esp {
-            tunnel: Tunnel { local, remote, udp: None, copy_dscp: false, tenant: None },
-            out: OutboundSa::new(child.their_spi, key(&child.key_out)?, false, Selectors::default(), 0, Lifetime::default()),
-            out_key: child.key_out.clone(),
-            inbound: InboundSa::new(child.our_spi, key(&child.key_in)?, false, REPLAY_WINDOW, Selectors::default(), 0, Lifetime::default()),
-            previous: None,
-        })
+        let out = OutboundSa::new(child.their_spi, key(&child.key_out)?, false, Selectors::default(), 0, Lifetime::default());
+        let inbound = InboundSa::new(child.our_spi, key(&child.key_in)?, false, REPLAY_WINDOW, Selectors::default(), 0, Lifetime::default());
+        Ok(Esp::from_sas(local, remote, out, child.key_out.clone(), inbound))
     }
 
     /// The length of the Ethernet frame that carries an inner packet of
@@ -84,6 +86,29 @@ impl Esp {
         let opened = decrypt::open(sa, esp).ok()?;
         Some(opened.offset..opened.offset + opened.len)
     }
+}
+
+/// The SPI and the bytes of the ESP packet an Ethernet frame carries
+/// straight on IPv4 (no options) or IPv6 (no extension headers); None for
+/// anything else.
+pub fn esp_in_frame(frame: &[u8]) -> Option<(u32, std::ops::Range<usize>)> {
+    let ip = frame.get(ethernet::HEADER_LEN..)?;
+    let (header, len, protocol) = match u16::from_be_bytes([*frame.get(12)?, *frame.get(13)?]) {
+        ethernet::ETHERTYPE_IPV6 => {
+            let p = ipv6::Packet::new_checked(ip).ok()?;
+            (ipv6::HEADER_LEN, ipv6::HEADER_LEN + p.payload_len(), p.next_header())
+        }
+        ethernet::ETHERTYPE_IPV4 => {
+            let p = ipv4::Packet::new_checked(ip).ok().filter(|p| p.header_len() == ipv4::MIN_HEADER_LEN)?;
+            (ipv4::MIN_HEADER_LEN, p.total_len(), p.protocol())
+        }
+        _ => return None,
+    };
+    let esp = ethernet::HEADER_LEN + header..ethernet::HEADER_LEN + len;
+    if protocol != IP_PROTOCOL_ESP || esp.start + 8 > esp.end || esp.end > frame.len() {
+        return None;
+    }
+    Some((u32::from_be_bytes(frame[esp.start..esp.start + 4].try_into().ok()?), esp))
 }
 
 pub struct Clinic {

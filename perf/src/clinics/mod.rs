@@ -54,10 +54,15 @@ pub enum Outer {
 /// 172.16.0.0/12 over the Internet; both lie behind the generator's router.
 pub fn clinic_address(n: usize, outer: Outer) -> IpAddr {
     let n = n as u32 + 1;
-    match outer {
-        Outer::Ipv4 => IpAddr::V4(Ipv4Addr::from(u32::from(Ipv4Addr::new(172, 16, 0, 0)) + n)),
-        Outer::Mixed if n.is_multiple_of(2) => IpAddr::V4(Ipv4Addr::from(u32::from(Ipv4Addr::new(172, 16, 0, 0)) + n)),
-        _ => IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0xc1, 0, 0, 0, (n >> 16) as u16, n as u16)),
+    let ipv4 = match outer {
+        Outer::Ipv4 => true,
+        Outer::Mixed => n.is_multiple_of(2),
+        Outer::Ipv6 => false,
+    };
+    if ipv4 {
+        IpAddr::V4(Ipv4Addr::from(u32::from(Ipv4Addr::new(172, 16, 0, 0)) + n))
+    } else {
+        IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0xc1, 0, 0, 0, (n >> 16) as u16, n as u16))
     }
 }
 
@@ -365,27 +370,13 @@ impl<'a> Emulator<'a> {
             }
             return;
         }
-        let frame = buf.data_mut();
-        if frame.len() < ETHERNET + 20 {
+        let Some((spi, esp)) = clinic::esp_in_frame(buf.data()) else {
             self.counters.unexpected += 1;
             return;
-        }
-        let (esp_start, end) = match u16::from_be_bytes([frame[12], frame[13]]) {
-            ethernet::ETHERTYPE_IPV6 if frame.len() >= ETHERNET + 48 && frame[ETHERNET + 6] == 50 => {
-                (ETHERNET + 40, ETHERNET + 40 + usize::from(u16::from_be_bytes([frame[ETHERNET + 4], frame[ETHERNET + 5]])))
-            }
-            ethernet::ETHERTYPE_IPV4 if frame.len() >= ETHERNET + 28 && frame[ETHERNET + 9] == 50 && frame[ETHERNET] == 0x45 => {
-                (ETHERNET + 20, ETHERNET + usize::from(u16::from_be_bytes([frame[ETHERNET + 2], frame[ETHERNET + 3]])))
-            }
-            _ => {
-                self.counters.unexpected += 1;
-                return;
-            }
         };
-        let spi = u32::from_be_bytes(frame[esp_start..esp_start + 4].try_into().expect("4 bytes"));
-        let opened = self.by_spi.get(&spi).copied().filter(|_| esp_start + 8 <= end && end <= frame.len()).and_then(|c| {
-            let range = self.clinics[c].esp.as_mut()?.open(spi, &mut frame[esp_start..end])?;
-            Some((c, esp_start + range.start..esp_start + range.end))
+        let opened = self.by_spi.get(&spi).copied().and_then(|c| {
+            let range = self.clinics[c].esp.as_mut()?.open(spi, &mut buf.data_mut()[esp.clone()])?;
+            Some((c, esp.start + range.start..esp.start + range.end))
         });
         let Some((c, inner)) = opened else {
             self.counters.esp_refused += 1;

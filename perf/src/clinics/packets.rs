@@ -141,9 +141,8 @@ impl std::fmt::Display for Sizes {
     }
 }
 
-/// The largest inner frame: its packet fits a 1500-byte outer MTU through an
-/// IPv6 tunnel once encrypted (40 + 8 + 8 + 16 bytes of ESP, up to 3 of padding).
-pub const MAX_FRAME: usize = ETHERNET + 1426;
+/// The largest inner frame: its packet fits a 1500-byte outer MTU through an IPv6 tunnel once encrypted.
+pub const MAX_FRAME: usize = crate::gen::MAX_TUNNELLED_FRAME;
 
 pub fn splitmix(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);

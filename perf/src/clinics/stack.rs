@@ -73,40 +73,18 @@ impl Stack {
             }
             Ok(site.outside_sock().exists() && site.inside_sock().exists())
         })?;
-        let dataplane_log = site.path("dataplane.log");
-        stack.dataplane = Some(
-            Command::new(bin_dir.join("sekisho-dataplane"))
-                .args(["run", "--config"])
-                .arg(site.path("dataplane.toml"))
-                .stdout(std::fs::File::create(site.path("dataplane.json"))?)
-                .stderr(std::fs::File::create(&dataplane_log)?)
-                .spawn()
-                .context("starting sekisho-dataplane")?,
-        );
-        wait_for("the dataplane did not start forwarding", Duration::from_secs(60), || {
-            if let Some(status) = stack.dataplane.as_mut().expect("started").try_wait()? {
-                bail!("the dataplane ended ({status}):\n{}", std::fs::read_to_string(&dataplane_log).unwrap_or_default());
-            }
-            Ok(std::fs::read_to_string(&dataplane_log).unwrap_or_default().contains("forwarding"))
-        })?;
+        let mut dataplane = Command::new(bin_dir.join("sekisho-dataplane"));
+        dataplane.args(["run", "--config"]).arg(site.path("dataplane.toml"));
+        let log = site.path("dataplane.log");
+        stack.dataplane = Some(start_until(dataplane, (&site.path("dataplane.json"), &log), "the dataplane did not start forwarding", Duration::from_secs(60), || {
+            std::fs::read_to_string(&log).unwrap_or_default().contains("forwarding")
+        })?);
+        let mut control = Command::new(bin_dir.join("sekisho-control"));
+        control.args(["run", "--config"]).arg(site.path("control.toml")).arg("--run-dir").arg(site.run_dir());
         let events = site.path("control.jsonl");
-        stack.control = Some(
-            Command::new(bin_dir.join("sekisho-control"))
-                .args(["run", "--config"])
-                .arg(site.path("control.toml"))
-                .arg("--run-dir")
-                .arg(site.run_dir())
-                .stdout(std::fs::File::create(&events)?)
-                .stderr(std::fs::File::create(site.path("control.log"))?)
-                .spawn()
-                .context("starting sekisho-control")?,
-        );
-        wait_for("control did not link to the dataplane", Duration::from_secs(120), || {
-            if let Some(status) = stack.control.as_mut().expect("started").try_wait()? {
-                bail!("control ended ({status}):\n{}", std::fs::read_to_string(site.path("control.log")).unwrap_or_default());
-            }
-            Ok(std::fs::read_to_string(&events).unwrap_or_default().contains("linked to the dataplane"))
-        })?;
+        stack.control = Some(start_until(control, (&events, &site.path("control.log")), "control did not link to the dataplane", Duration::from_secs(120), || {
+            std::fs::read_to_string(&events).unwrap_or_default().contains("linked to the dataplane")
+        })?);
         std::fs::write(site.path(GO_FILE), b"")?;
         Ok(stack)
     }
@@ -127,6 +105,25 @@ impl Stack {
         }
         let text = std::fs::read_to_string(self.site.join("dataplane.json")).unwrap_or_default();
         Ok(serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+    }
+}
+
+/// Starts `command` with its stdout and stderr in files and waits until
+/// `ready`; a process that ends first, or is not ready in time, fails with
+/// its stderr (and is stopped).
+fn start_until(mut command: Command, (stdout, stderr): (&Path, &Path), what: &str, timeout: Duration, ready: impl Fn() -> bool) -> Result<Child> {
+    let name = command.get_program().to_string_lossy().into_owned();
+    let mut child = command.stdout(std::fs::File::create(stdout)?).stderr(std::fs::File::create(stderr)?).spawn().with_context(|| format!("starting {name}"))?;
+    let waited = wait_for(what, timeout, || match child.try_wait()? {
+        Some(status) => bail!("{name} ended ({status}):\n{}", std::fs::read_to_string(stderr).unwrap_or_default()),
+        None => Ok(ready()),
+    });
+    match waited {
+        Ok(()) => Ok(child),
+        Err(e) => {
+            let _ = terminate(child);
+            Err(e)
+        }
     }
 }
 
