@@ -8,7 +8,7 @@ use openssl::derive::Deriver;
 use openssl::dh::Dh;
 use openssl::ec::{EcGroup, EcKey, EcPoint, PointConversionForm};
 use openssl::nid::Nid;
-use openssl::pkey::{Id, PKey, Private};
+use openssl::pkey::{Id, PKey, Params, Private};
 
 pub const MODP_2048: u16 = 14;
 pub const ECP_256: u16 = 19;
@@ -27,7 +27,7 @@ pub enum KeyExchangeError {
 
 /// One side's ephemeral key for one exchange.
 pub enum KeyPair {
-    Modp(Dh<Private>),
+    Modp(PKey<Private>),
     Ecp(EcKey<Private>),
     X25519(PKey<Private>),
 }
@@ -40,13 +40,8 @@ impl KeyPair {
     pub fn generate(group: u16) -> Result<KeyPair, KeyExchangeError> {
         match group {
             MODP_2048 => {
-                let p = BigNum::get_rfc3526_prime_2048().expect("the RFC 3526 prime");
-                // q = (p - 1) / 2 marks a safe-prime group: OpenSSL then
-                // recognises it and uses its short private exponent.
-                let mut q = BigNum::new().expect("bignum");
-                q.rshift1(&p).expect("shift");
-                let dh = Dh::from_pqg(p, Some(q), BigNum::from_u32(2).expect("bignum")).expect("MODP group");
-                Ok(KeyPair::Modp(dh.generate_key().expect("DH key")))
+                let key = modp_2048().generate_key().expect("DH key");
+                Ok(KeyPair::Modp(PKey::from_dh(key).expect("DH key")))
             }
             ECP_256 => {
                 let curve = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).expect("P-256");
@@ -69,7 +64,7 @@ impl KeyPair {
     /// (RFC 7296 §3.4); P-256 as x | y (RFC 5903 §7); X25519 as 32 bytes.
     pub fn public(&self) -> Vec<u8> {
         match self {
-            KeyPair::Modp(dh) => dh.public_key().to_vec_padded(256).expect("256 bytes"),
+            KeyPair::Modp(key) => key.dh().expect("a DH key").public_key().to_vec_padded(256).expect("256 bytes"),
             KeyPair::Ecp(key) => {
                 let mut ctx = BigNumContext::new().expect("bignum context");
                 let sec1 = key.public_key().to_bytes(key.group(), PointConversionForm::UNCOMPRESSED, &mut ctx).expect("point");
@@ -89,24 +84,28 @@ impl KeyPair {
     pub fn shared_secret(&self, peer: &[u8]) -> Result<Vec<u8>, KeyExchangeError> {
         let invalid = |_| KeyExchangeError::InvalidPublicValue;
         match self {
-            KeyPair::Modp(dh) => {
+            KeyPair::Modp(key) => {
                 if peer.len() != 256 {
                     return Err(KeyExchangeError::InvalidPublicValue);
                 }
                 let y = BigNum::from_slice(peer).map_err(invalid)?;
-                // RFC 6989 §2.1: 1 < y < p - 1. OpenSSL's compute_key
-                // checks the same, but say it here where it is required.
-                let mut p_minus_1 = dh.prime_p().to_owned().map_err(invalid)?;
+                // RFC 6989 §2.1: 1 < y < p - 1. OpenSSL checks the same,
+                // but say it here where it is required.
+                let group = modp_2048();
+                let mut p_minus_1 = group.prime_p().to_owned().map_err(invalid)?;
                 p_minus_1.sub_word(1).map_err(invalid)?;
                 if y <= *BigNum::from_u32(1).map_err(invalid)? || y >= p_minus_1 {
                     return Err(KeyExchangeError::InvalidPublicValue);
                 }
-                let mut shared = dh.compute_key(&y).map_err(invalid)?;
-                // compute_key strips leading zeros; §2.14 wants the prime's length.
-                while shared.len() < 256 {
-                    shared.insert(0, 0);
-                }
-                Ok(shared)
+                let peer_key = PKey::from_dh(group.set_public_key(y).map_err(invalid)?).map_err(invalid)?;
+                // The derived secret has its leading zero bytes stripped
+                // (about one in 256); §2.14 wants it at the prime's length.
+                // (Dh::compute_key is no use: it drops the length OpenSSL
+                // returns, so a short secret comes back shifted left.)
+                let shared = derive(key, &peer_key)?;
+                let mut padded = vec![0u8; 256usize.saturating_sub(shared.len())];
+                padded.extend_from_slice(&shared);
+                Ok(padded)
             }
             KeyPair::Ecp(key) => {
                 if peer.len() != 64 {
@@ -132,6 +131,15 @@ impl KeyPair {
             }
         }
     }
+}
+
+/// The MODP 2048 group (RFC 3526 §3). q = (p - 1) / 2 marks a safe-prime
+/// group: OpenSSL then recognises it and uses its short private exponent.
+fn modp_2048() -> Dh<Params> {
+    let p = BigNum::get_rfc3526_prime_2048().expect("the RFC 3526 prime");
+    let mut q = BigNum::new().expect("bignum");
+    q.rshift1(&p).expect("shift");
+    Dh::from_pqg(p, Some(q), BigNum::from_u32(2).expect("bignum")).expect("MODP group")
 }
 
 fn derive<T: openssl::pkey::HasPublic>(ours: &PKey<Private>, peer: &PKey<T>) -> Result<Vec<u8>, KeyExchangeError> {
@@ -160,6 +168,30 @@ mod tests {
             assert_eq!(shared.len(), if group == MODP_2048 { 256 } else { 32 });
         }
         assert_eq!(KeyPair::generate(2).err(), Some(KeyExchangeError::UnsupportedGroup(2)));
+    }
+
+    /// About one MODP secret in 256 starts with a zero byte: it must stay
+    /// in front (§2.14). y^x mod p, computed here independently, finds one.
+    #[test]
+    fn a_modp_secret_with_a_leading_zero_keeps_it() {
+        let ours = KeyPair::generate(MODP_2048).unwrap();
+        let KeyPair::Modp(key) = &ours else { unreachable!() };
+        let x = key.dh().unwrap().private_key().to_owned().unwrap();
+        let p = BigNum::get_rfc3526_prime_2048().unwrap();
+        let mut ctx = BigNumContext::new().unwrap();
+        for _ in 0..20_000 {
+            let peer = KeyPair::generate(MODP_2048).unwrap();
+            let y = BigNum::from_slice(&peer.public()).unwrap();
+            let mut expected = BigNum::new().unwrap();
+            expected.mod_exp(&y, &x, &p, &mut ctx).unwrap();
+            let expected = expected.to_vec_padded(256).unwrap();
+            if expected[0] == 0 {
+                assert_eq!(ours.shared_secret(&peer.public()).unwrap(), expected);
+                assert_eq!(peer.shared_secret(&ours.public()).unwrap(), expected);
+                return;
+            }
+        }
+        panic!("no secret with a leading zero in 20,000 tries (expected one in 256)");
     }
 
     #[test]

@@ -286,7 +286,7 @@ impl Responder {
             }
         };
         if message.header.is_response() {
-            return self.response(now, datagram, &message, out);
+            return self.response(now, from, datagram, &message, out);
         }
         if message.header.exchange == IKE_SA_INIT {
             // From the original initiator (§3.1, the I flag).
@@ -349,7 +349,7 @@ impl Responder {
             match protect::open(sa.protection, sa.keys_in(), datagram, sk) {
                 Ok(plain) => (sk.inner_next, plain),
                 Err(e) => {
-                    self.integrity_failure(from, &e.to_string(), out);
+                    self.integrity_failure(now, from, &h, sa, &e.to_string(), out);
                     return true;
                 }
             }
@@ -358,7 +358,7 @@ impl Responder {
                 Ok(Some(whole)) => whole,
                 Ok(None) => return true,
                 Err(e) => {
-                    self.integrity_failure(from, &e.to_string(), out);
+                    self.integrity_failure(now, from, &h, sa, &e.to_string(), out);
                     return true;
                 }
             }
@@ -394,11 +394,25 @@ impl Responder {
     }
 
     /// Counts a message that failed its check (§2.21.2: never answered),
-    /// and logs the first and then every power of two, not a flood.
-    fn integrity_failure(&mut self, from: SocketAddr, why: &str, out: &mut Vec<Event>) {
+    /// and logs the first and then every power of two, not a flood, with
+    /// the request and the SA it claimed.
+    fn integrity_failure(&mut self, now: Instant, from: SocketAddr, h: &Header, sa: &IkeSa, why: &str, out: &mut Vec<Event>) {
         self.counters.integrity_failures += 1;
         if self.counters.integrity_failures.is_power_of_two() {
-            out.push(Event::Log(format!("message from {from} dropped: {why} ({} so far)", self.counters.integrity_failures)));
+            let state = match sa.phase {
+                Phase::HalfOpen { .. } => "half-open",
+                Phase::Established { .. } if sa.deleting() => "being deleted",
+                Phase::Established { .. } => "established",
+            };
+            let exchange = wire::exchange_name(h.exchange);
+            let age = now.duration_since(sa.created).as_millis();
+            out.push(Event::Log(format!(
+                "message from {from} dropped: {why} ({} so far): {exchange} {} {} of ike_sa {:016x} ({state}, {age} ms old)",
+                self.counters.integrity_failures,
+                if h.is_response() { "response" } else { "request" },
+                h.message_id,
+                sa.our_spi()
+            )));
         }
     }
 
@@ -570,13 +584,13 @@ impl Responder {
     }
 
     /// A response to one of our requests.
-    fn response(&mut self, now: Instant, datagram: &[u8], message: &Message, out: &mut Vec<Event>) {
+    fn response(&mut self, now: Instant, from: SocketAddr, datagram: &[u8], message: &Message, out: &mut Vec<Event>) {
         let ours = our_spi(&message.header);
         let Some(mut sa) = self.sas.remove(&ours) else {
             self.counters.unknown_spi += 1;
             return;
         };
-        let keep = self.our_response(now, datagram, message, &mut sa, out);
+        let keep = self.our_response(now, from, datagram, message, &mut sa, out);
         if keep {
             self.sas.insert(ours, sa);
         } else {
@@ -585,7 +599,7 @@ impl Responder {
     }
 
     /// Returns whether the SA lives on.
-    fn our_response(&mut self, now: Instant, datagram: &[u8], message: &Message, sa: &mut IkeSa, out: &mut Vec<Event>) -> bool {
+    fn our_response(&mut self, now: Instant, from: SocketAddr, datagram: &[u8], message: &Message, sa: &mut IkeSa, out: &mut Vec<Event>) -> bool {
         let h = message.header;
         if h.initiator_spi != sa.spi_i || h.responder_spi != sa.spi_r || h.from_initiator() == sa.initiator {
             self.counters.unknown_spi += 1;
@@ -600,9 +614,12 @@ impl Responder {
             self.counters.malformed += 1;
             return true;
         };
-        let Ok(plain) = protect::open(sa.protection, sa.keys_in(), datagram, sk) else {
-            self.counters.integrity_failures += 1;
-            return true;
+        let plain = match protect::open(sa.protection, sa.keys_in(), datagram, sk) {
+            Ok(plain) => plain,
+            Err(e) => {
+                self.integrity_failure(now, from, &h, sa, &e.to_string(), out);
+                return true;
+            }
         };
         sa.outstanding = None;
         sa.our_next_id = sa.our_next_id.wrapping_add(1);

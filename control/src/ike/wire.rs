@@ -15,6 +15,17 @@ pub const IKE_AUTH: u8 = 35;
 pub const CREATE_CHILD_SA: u8 = 36;
 pub const INFORMATIONAL: u8 = 37;
 
+/// An exchange type's name, for logs.
+pub fn exchange_name(exchange: u8) -> &'static str {
+    match exchange {
+        IKE_SA_INIT => "IKE_SA_INIT",
+        IKE_AUTH => "IKE_AUTH",
+        CREATE_CHILD_SA => "CREATE_CHILD_SA",
+        INFORMATIONAL => "INFORMATIONAL",
+        _ => "unknown exchange",
+    }
+}
+
 /// Header flags (§3.1).
 pub const FLAG_INITIATOR: u8 = 0x08;
 pub const FLAG_VERSION: u8 = 0x10;
