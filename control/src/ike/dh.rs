@@ -102,7 +102,10 @@ impl KeyPair {
                 // (about one in 256); §2.14 wants it at the prime's length.
                 // (Dh::compute_key is no use: it drops the length OpenSSL
                 // returns, so a short secret comes back shifted left.)
-                let shared = derive(key, &peer_key)?;
+                // No subgroup check (y^q = 1, a full-length exponentiation
+                // that quadruples the cost): with a safe prime the range
+                // check above is all RFC 6989 asks.
+                let shared = derive(key, &peer_key, false)?;
                 let mut padded = vec![0u8; 256usize.saturating_sub(shared.len())];
                 padded.extend_from_slice(&shared);
                 Ok(padded)
@@ -118,11 +121,11 @@ impl KeyPair {
                 // from_bytes rejects points off the curve (RFC 6989 §2.3).
                 let point = EcPoint::from_bytes(key.group(), &sec1, &mut ctx).map_err(invalid)?;
                 let peer_key = EcKey::from_public_key(key.group(), &point).map_err(invalid)?;
-                derive(&PKey::from_ec_key(key.clone()).map_err(invalid)?, &PKey::from_ec_key(peer_key).map_err(invalid)?)
+                derive(&PKey::from_ec_key(key.clone()).map_err(invalid)?, &PKey::from_ec_key(peer_key).map_err(invalid)?, true)
             }
             KeyPair::X25519(key) => {
                 let peer_key = PKey::public_key_from_raw_bytes(peer, Id::X25519).map_err(invalid)?;
-                let shared = derive(key, &peer_key)?;
+                let shared = derive(key, &peer_key, true)?;
                 // RFC 8031 §2.3: an all-zero result means a small-order point.
                 if shared.iter().all(|&b| b == 0) {
                     return Err(KeyExchangeError::InvalidPublicValue);
@@ -142,10 +145,11 @@ fn modp_2048() -> Dh<Params> {
     Dh::from_pqg(p, Some(q), BigNum::from_u32(2).expect("bignum")).expect("MODP group")
 }
 
-fn derive<T: openssl::pkey::HasPublic>(ours: &PKey<Private>, peer: &PKey<T>) -> Result<Vec<u8>, KeyExchangeError> {
+/// The shared secret with `peer`, checked by OpenSSL first if `validate_peer`.
+fn derive<T: openssl::pkey::HasPublic>(ours: &PKey<Private>, peer: &PKey<T>, validate_peer: bool) -> Result<Vec<u8>, KeyExchangeError> {
     let invalid = |_| KeyExchangeError::InvalidPublicValue;
     let mut deriver = Deriver::new(ours).map_err(invalid)?;
-    deriver.set_peer(peer).map_err(invalid)?;
+    deriver.set_peer_ex(peer, validate_peer).map_err(invalid)?;
     deriver.derive_to_vec().map_err(invalid)
 }
 
