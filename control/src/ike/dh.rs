@@ -89,8 +89,9 @@ impl KeyPair {
                     return Err(KeyExchangeError::InvalidPublicValue);
                 }
                 let y = BigNum::from_slice(peer).map_err(invalid)?;
-                // RFC 6989 §2.1: 1 < y < p - 1. OpenSSL checks the same,
-                // but say it here where it is required.
+                // RFC 6989: 1 < y < p - 1 is all a safe-prime group needs
+                // (OpenSSL's y^q test, a full-length exponentiation that
+                // would quadruple the cost, is off below).
                 let group = modp_2048();
                 let mut p_minus_1 = group.prime_p().to_owned().map_err(invalid)?;
                 p_minus_1.sub_word(1).map_err(invalid)?;
@@ -98,13 +99,9 @@ impl KeyPair {
                     return Err(KeyExchangeError::InvalidPublicValue);
                 }
                 let peer_key = PKey::from_dh(group.set_public_key(y).map_err(invalid)?).map_err(invalid)?;
-                // The derived secret has its leading zero bytes stripped
-                // (about one in 256); §2.14 wants it at the prime's length.
-                // (Dh::compute_key is no use: it drops the length OpenSSL
-                // returns, so a short secret comes back shifted left.)
-                // No subgroup check (y^q = 1, a full-length exponentiation
-                // that quadruples the cost): with a safe prime the range
-                // check above is all RFC 6989 asks.
+                // Through EVP, whose length is exact (Dh::compute_key drops
+                // it: a secret with a leading zero byte, one in 256, came
+                // back shifted left); §2.14 pads it to the prime's length.
                 let shared = derive(key, &peer_key, false)?;
                 let mut padded = vec![0u8; 256usize.saturating_sub(shared.len())];
                 padded.extend_from_slice(&shared);
