@@ -148,9 +148,8 @@ pub fn parse(text: &str, base: &Path) -> Result<ControlConfig, String> {
             return Err(format!("ike.{name}: {seconds} s is not between 10 s and 7 days"));
         }
     }
-    use sekisho_dataplane::esp::replay::MAX_WINDOW;
-    if let Some(w) = ike.replay_window.filter(|&w| w != 0 && (!(64..=MAX_WINDOW).contains(&w) || !w.is_multiple_of(64))) {
-        return Err(format!("ike.replay_window: {w} is not a multiple of 64 between 64 and {MAX_WINDOW} (or 0 for none)"));
+    if let Some(w) = ike.replay_window {
+        sekisho_dataplane::esp::replay::check_size(w).map_err(|why| format!("ike.replay_window: {why}"))?;
     }
     if ike.rekey_jitter_percent > 50 {
         return Err(format!("ike.rekey_jitter_percent: {} is above 50", ike.rekey_jitter_percent));
@@ -172,7 +171,8 @@ pub fn parse(text: &str, base: &Path) -> Result<ControlConfig, String> {
     let mut tenants = Vec::new();
     let mut policies = Vec::new();
     let mut disabled_names: Vec<String> = Vec::new();
-    let (mut names, mut identities_seen) = (std::collections::HashSet::new(), std::collections::HashSet::new());
+    // The identities of the enabled tenants so far: a disabled tenant's may name another.
+    let (mut names, mut enabled_identities) = (std::collections::HashSet::new(), std::collections::HashSet::new());
     for (n, mut table) in file.tenants.into_iter().enumerate() {
         let field = |name: &str| format!("tenants[{n}].{name}");
         let identities = match table.remove("identities") {
@@ -194,7 +194,7 @@ pub fn parse(text: &str, base: &Path) -> Result<ControlConfig, String> {
         for (k, id) in identities.iter().enumerate() {
             let text = id.as_str().ok_or_else(|| format!("{}[{k}]: not a string", field("identities")))?;
             let id = Identity::from_config(text).map_err(|e| format!("{}[{k}]: {e}", field("identities")))?;
-            if !identities_seen.insert(id.clone()) && tenants.iter().any(|t: &Tenant| t.identities.contains(&id)) {
+            if enabled_identities.contains(&id) {
                 return Err(format!("{}[{k}]: `{id}` already names another tenant", field("identities")));
             }
             ids.push(id);
@@ -208,6 +208,7 @@ pub fn parse(text: &str, base: &Path) -> Result<ControlConfig, String> {
             disabled_names.push(policy.name);
             continue;
         }
+        enabled_identities.extend(ids.iter().cloned());
         tenants.push(Tenant { name: policy.name.clone(), identities: ids, subnets: policy.subnets.clone(), worker });
         policies.push(policy);
     }

@@ -5,7 +5,7 @@
 
 use crate::addr::{Ipv4Cidr, Ipv6Cidr};
 use crate::esp::aead::GcmKey;
-use crate::esp::replay::{DEFAULT_WINDOW, MAX_WINDOW};
+use crate::esp::replay::{self, DEFAULT_WINDOW};
 use crate::esp::sa::{InboundSa, Lifetime, OutboundSa, Selectors, Tunnel, UdpEncap};
 use crate::esp::NAT_T_PORT;
 use crate::policy::Policy;
@@ -261,8 +261,8 @@ pub fn check(t: usize, tc: &TunnelConfig, workers: usize, outside_addrs: &[IpAdd
         }
         let key = parse_key(&sa.key).map_err(|m| (field(&format!("{name}.key")), m))?;
         let window = sa.replay_window.unwrap_or(DEFAULT_WINDOW);
-        if window != 0 && (!(64..=MAX_WINDOW).contains(&window) || !window.is_multiple_of(64)) {
-            return fail(&format!("{name}.replay_window"), format!("{window} is not a multiple of 64 between 64 and {MAX_WINDOW} (or 0 for none)"));
+        if let Err(why) = replay::check_size(window) {
+            return fail(&format!("{name}.replay_window"), why);
         }
         if window == 0 && sa.esn {
             return fail(&format!("{name}.replay_window"), "ESN needs a replay window (it infers the high half from it)".into());

@@ -240,9 +240,10 @@ impl Control {
         self.lines().iter().filter(|v| v.get(key).is_some()).count()
     }
 
-    /// Waits up to `timeout` until `n` of its event lines carry `key`.
-    pub fn wait_for_count(&self, key: &str, n: usize, timeout: Duration) {
-        crate::wait_until(timeout, || self.count(key) >= n, || format!("no {key} #{n} from sekisho-control:\n{}", self.logs()));
+    /// Waits up to `timeout` until `n` of its event lines carry `key`;
+    /// fails with its log and that of its peer `charon`.
+    pub fn wait_for_count(&self, key: &str, n: usize, timeout: Duration, charon: &Charon) {
+        crate::wait_until(timeout, || self.count(key) >= n, || format!("no {key} #{n} from sekisho-control:\n{}\ncharon:\n{}", self.logs(), charon.log()));
     }
 
     /// Replaces its config file and sends SIGHUP.

@@ -104,16 +104,12 @@ fn a_tenant_added_with_the_cli_connects_shows_in_listings_metrics_and_the_audit_
     // Terminated: the gateway deletes its tunnel, and the router (set to
     // start again when closed) comes back by itself.
     let twenty_seconds = std::time::Duration::from_secs(20);
-    let events = |key: &'static str, n: usize| {
-        let logs = || format!("no {key} #{n}; control:\n{}\nthe router:\n{}", control.logs(), charon.log());
-        sekisho_tests::wait_until(twenty_seconds, || control.count(key) >= n, logs);
-    };
     assert_eq!(ctl_json(&socket, &["terminate", "clinic-1"])["ike_sas_deleted"], 1);
-    events("child_down", 1);
-    events("child_up", 2);
+    control.wait_for_count("child_down", 1, twenty_seconds, &charon);
+    control.wait_for_count("child_up", 2, twenty_seconds, &charon);
     // Disabled: its tunnel ends for good; enabled; removed.
     assert!(ctl(&socket, &["tenant", "disable", "clinic-1"]).0);
-    events("child_down", 2);
+    control.wait_for_count("child_down", 2, twenty_seconds, &charon);
     assert_eq!(ctl_json(&socket, &["tenants"])[0]["disabled"], true);
     assert!(ctl(&socket, &["tenant", "enable", "clinic-1"]).0);
     assert!(ctl(&socket, &["tenant", "remove", "clinic-1"]).0);

@@ -195,7 +195,7 @@ fn strongswan_traffic_crosses_the_dataplane_through_rekeys_deletes_and_a_restart
     let reconnected = report(traffic(&clinic, 20, 100));
     assert!(reconnected["received"].as_u64().unwrap() >= 19, "{reconnected}");
     control.reload(control_config(&pki).split("[[tenants]]").next().unwrap());
-    control.wait_for_count("child_down", 1, TEN_SECONDS);
+    control.wait_for_count("child_down", 1, TEN_SECONDS, &charon);
     // The dataplane drops the tenant too, and takes it back at the next
     // reload, running on: the clinic connects and its traffic passes again.
     let replaced = |fields: &str| dataplane.log().lines().any(|l| l.contains("tenants' policy replaced") && l.contains(fields));
@@ -211,7 +211,7 @@ fn strongswan_traffic_crosses_the_dataplane_through_rekeys_deletes_and_a_restart
     assert!(!dataplane.log().contains("refused"), "{}", dataplane.log());
     let (ok, out) = charon.swanctl(&["--terminate", "--ike", "gw"]);
     assert!(ok, "{out}");
-    control.wait_for_count("child_down", 2, TEN_SECONDS);
+    control.wait_for_count("child_down", 2, TEN_SECONDS, &charon);
     std::thread::sleep(std::time::Duration::from_millis(300));
     let summary = dataplane.stop();
     assert_eq!(summary["sas"], serde_json::json!([]), "no SA left in the dataplane: {summary}");

@@ -177,14 +177,14 @@ mod tests {
     fn a_modp_secret_with_a_leading_zero_keeps_it() {
         let ours = KeyPair::generate(MODP_2048).unwrap();
         let KeyPair::Modp(key) = &ours else { unreachable!() };
-        let x = key.dh().unwrap().private_key().to_owned().unwrap();
-        let p = BigNum::get_rfc3526_prime_2048().unwrap();
+        let dh = key.dh().unwrap();
+        let (x, p) = (dh.private_key(), dh.prime_p());
         let mut ctx = BigNumContext::new().unwrap();
         for _ in 0..20_000 {
             let peer = KeyPair::generate(MODP_2048).unwrap();
             let y = BigNum::from_slice(&peer.public()).unwrap();
             let mut expected = BigNum::new().unwrap();
-            expected.mod_exp(&y, &x, &p, &mut ctx).unwrap();
+            expected.mod_exp(&y, x, p, &mut ctx).unwrap();
             let expected = expected.to_vec_padded(256).unwrap();
             if expected[0] == 0 {
                 assert_eq!(ours.shared_secret(&peer.public()).unwrap(), expected);

@@ -12,6 +12,16 @@ pub const DEFAULT_WINDOW: u32 = 4096;
 /// Largest window accepted per SA.
 pub const MAX_WINDOW: u32 = 65_536;
 
+/// Checks a configured window size: 0 (anti-replay off), or a multiple of
+/// 64 from 64 to [`MAX_WINDOW`].
+pub fn check_size(size: u32) -> Result<(), String> {
+    if size == 0 || ((64..=MAX_WINDOW).contains(&size) && size.is_multiple_of(64)) {
+        Ok(())
+    } else {
+        Err(format!("{size} is not a multiple of 64 between 64 and {MAX_WINDOW} (or 0 for none)"))
+    }
+}
+
 /// Why a sequence number is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refused {
@@ -34,7 +44,7 @@ pub struct ReplayWindow {
 
 impl ReplayWindow {
     /// A window of `size` packets (a multiple of 64 between 64 and
-    /// [`MAX_WINDOW`]; the caller validates), with or without ESN. Size 0
+    /// [`MAX_WINDOW`]; the caller validates with [`check_size`]), with or without ESN. Size 0
     /// turns anti-replay off (RFC 4303 §3.4.3 lets a receiver do so; only
     /// benchmarks that replay a capture should); it needs ESN off.
     pub fn new(size: u32, esn: bool) -> ReplayWindow {
@@ -42,7 +52,7 @@ impl ReplayWindow {
             assert!(!esn, "ESN needs a replay window to infer the high half");
             return ReplayWindow { top: 0, size, esn, blocks: Box::new([0]) };
         }
-        assert!((64..=MAX_WINDOW).contains(&size) && size.is_multiple_of(64), "window size {size}");
+        assert!(check_size(size).is_ok(), "window size {size}");
         // One spare block, so the block being cleared never holds live bits.
         let blocks = (size as usize / 64 + 1).next_power_of_two();
         ReplayWindow { top: 0, size, esn, blocks: vec![0; blocks].into_boxed_slice() }

@@ -392,7 +392,8 @@ impl<'a> Emulator<'a> {
             log_fault("clinic", "malformed", ip, self.counters.malformed);
             return;
         }
-        if let Some((segment, 0)) = packets::tcp_segment(ip) {
+        let tcp = packets::tcp_segment(ip);
+        if let Some((segment, 0)) = tcp {
             return self.tcp_control(c, ip, segment);
         }
         let Some(seq) = packets::data_seq(ip).filter(|&s| s < self.next_seq) else {
@@ -407,7 +408,6 @@ impl<'a> Emulator<'a> {
         }
         let stamp = match packets::check_answer(ip, key, seq, frame_len) {
             Ok(stamp) => stamp,
-            Err(packets::Fault::Malformed) => return self.counters.malformed += 1,
             Err(packets::Fault::Misrouted) => return self.counters.misrouted += 1,
             Err(packets::Fault::Corrupted) => return self.counters.corrupted += 1,
         };
@@ -417,7 +417,7 @@ impl<'a> Emulator<'a> {
             return;
         }
         self.seen[word] |= bit;
-        if let (Some((segment, data)), Some(t)) = (packets::tcp_segment(ip), self.tcp[self.plan_slot[index]].as_mut()) {
+        if let (Some((segment, data)), Some(t)) = (tcp, self.tcp[self.plan_slot[index]].as_mut()) {
             let end = segment.seq.wrapping_add(data as u32);
             if (end.wrapping_sub(t.acked) as i32) > 0 {
                 t.acked = end;
