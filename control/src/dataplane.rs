@@ -137,7 +137,8 @@ pub struct TunnelBook {
     pending_outbound: BTreeMap<String, (u32, SaConfig)>,
     /// Each tunnel's name by the inbound SPIs it holds.
     by_spi: HashMap<u32, String>,
-    /// `[ike] replay_window`, for CHILD_SAs without ESN (ESN needs the window).
+    /// `[ike] replay_window` for the CHILD_SAs' inbound halves; 0 (no
+    /// window) only without ESN, which needs one to infer the high half.
     pub replay_window: Option<u32>,
 }
 
@@ -150,7 +151,7 @@ impl TunnelBook {
     pub fn apply(&mut self, event: &Event) -> Vec<TunnelChange> {
         match event {
             Event::ChildUp { tenant, worker, peer, local, nat, child, replaces, ours } => {
-                let replay_window = if child.esn { None } else { self.replay_window };
+                let replay_window = self.replay_window.filter(|&w| w != 0 || !child.esn);
                 let inbound = SaConfig { spi: Some(child.inbound_spi), key: hex(&child.inbound_key), esn: child.esn, replay_window };
                 let outbound = SaConfig { spi: Some(child.outbound_spi), key: hex(&child.outbound_key), esn: child.esn, replay_window: None };
                 let existing = replaces.and_then(|old| self.by_spi.get(&old).cloned());
@@ -468,5 +469,9 @@ mod tests {
         assert_eq!(t.inbound[0].replay_window, Some(0));
         let [TunnelChange::Up(t)] = &unguarded.apply(&up(ChildSa { esn: true, ..child(0x0410_0004, 7001) }, None))[..] else { panic!() };
         assert_eq!(t.inbound[0].replay_window, None);
+        // Any other window applies with and without ESN.
+        let mut wide = TunnelBook::new(Some(1024));
+        let [TunnelChange::Up(t)] = &wide.apply(&up(ChildSa { esn: true, ..child(0x0410_0005, 7002) }, None))[..] else { panic!() };
+        assert_eq!(t.inbound[0].replay_window, Some(1024));
     }
 }
