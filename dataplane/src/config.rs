@@ -177,7 +177,7 @@ impl PortConfig {
     /// The ethdev name DPDK gives this device: the vdev's name before its
     /// arguments, or the full PCI address.
     pub fn device_name(&self) -> String {
-        pci_name(&self.device).unwrap_or_else(|| self.device.split(',').next().unwrap_or("").trim().to_owned())
+        device_name(&self.device)
     }
 
     pub fn interface(&self) -> Interface {
@@ -190,8 +190,13 @@ impl PortConfig {
     }
 }
 
+/// The ethdev name DPDK gives `device` (a PCI address or a vdev with its arguments).
+pub fn device_name(device: &str) -> String {
+    pci_name(device).unwrap_or_else(|| device.split(',').next().unwrap_or("").trim().to_owned())
+}
+
 /// `0000:01:00.0` or `01:00.0` (domain 0) to the full form; None if not PCI.
-fn pci_name(device: &str) -> Option<String> {
+pub fn pci_name(device: &str) -> Option<String> {
     let addr = device.split(',').next()?.trim();
     let parts: Vec<&str> = addr.split([':', '.']).collect();
     let hex = |s: &str, len: usize| s.len() == len && s.chars().all(|c| c.is_ascii_hexdigit());

@@ -304,10 +304,7 @@ impl<'a> Generator<'a> {
                     }
                     let (eth, ip) = match (&mut self.clinic, side) {
                         // From the tunnel: the outer headers are the gateway's, the inner packet the server's.
-                        (Some(clinic), Side::Outside) => match esp_in_frame(buf.data()).and_then(|(spi, esp)| {
-                            let inner = clinic.open(spi, &mut buf.data_mut()[esp.clone()])?;
-                            Some(esp.start + inner.start..esp.start + inner.end)
-                        }) {
+                        (Some(clinic), Side::Outside) => match esp_in_frame(buf.data()).and_then(|(spi, esp)| clinic.open(buf.data_mut(), spi, esp)) {
                             Some(inner) => (None, inner),
                             None => {
                                 report.corrupted += 1;

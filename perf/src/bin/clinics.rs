@@ -8,6 +8,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
+use sekisho_dataplane::config;
 use sekisho_dataplane::pipeline::Counter;
 use sekisho_dataplane::port::dpdk::{Eal, EthPort};
 use sekisho_dataplane::shm::stats;
@@ -89,14 +90,11 @@ impl Devices {
     }
 }
 
-/// EAL arguments that attach `device`, and the name DPDK gives its port.
+/// EAL arguments that attach `device`, and the name DPDK gives its port
+/// (the dataplane's own reading of a device).
 fn attach(device: &str) -> (Vec<String>, String) {
-    let pci = device.len() == 12 && device.as_bytes()[4] == b':' && device.as_bytes()[7] == b':' && device.as_bytes()[10] == b'.';
-    if pci {
-        (vec!["-a".to_owned(), device.to_owned()], device.to_owned())
-    } else {
-        (vec![format!("--vdev={device}")], device.split(',').next().unwrap_or(device).to_owned())
-    }
+    let probe = if config::pci_name(device).is_some() { vec!["-a".to_owned(), device.to_owned()] } else { vec![format!("--vdev={device}")] };
+    (probe, config::device_name(device))
 }
 
 #[derive(Args, Clone)]

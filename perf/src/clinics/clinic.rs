@@ -76,15 +76,17 @@ impl Esp {
         sealed
     }
 
-    /// Decrypts the ESP packet `esp` (from its header on) in place; where its inner packet lies.
-    pub fn open(&mut self, spi: u32, esp: &mut [u8]) -> Option<std::ops::Range<usize>> {
+    /// Decrypts in place the ESP packet of SA `spi` that lies at `esp` in
+    /// `frame` (as [`esp_in_frame`] finds it); where the inner packet lies in `frame`.
+    pub fn open(&mut self, frame: &mut [u8], spi: u32, esp: std::ops::Range<usize>) -> Option<std::ops::Range<usize>> {
         let sa = if spi == self.inbound.spi {
             &mut self.inbound
         } else {
             self.previous.as_mut().filter(|p| p.spi == spi)?
         };
-        let opened = decrypt::open(sa, esp).ok()?;
-        Some(opened.offset..opened.offset + opened.len)
+        let opened = decrypt::open(sa, &mut frame[esp.clone()]).ok()?;
+        let at = esp.start + opened.offset;
+        Some(at..at + opened.len)
     }
 }
 

@@ -374,10 +374,7 @@ impl<'a> Emulator<'a> {
             self.counters.unexpected += 1;
             return;
         };
-        let opened = self.by_spi.get(&spi).copied().and_then(|c| {
-            let range = self.clinics[c].esp.as_mut()?.open(spi, &mut buf.data_mut()[esp.clone()])?;
-            Some((c, esp.start + range.start..esp.start + range.end))
-        });
+        let opened = self.by_spi.get(&spi).copied().and_then(|c| Some((c, self.clinics[c].esp.as_mut()?.open(buf.data_mut(), spi, esp)?)));
         let Some((c, inner)) = opened else {
             self.counters.esp_refused += 1;
             return;
@@ -736,10 +733,13 @@ impl<'a> Emulator<'a> {
             ethernet::write_header(&mut frame, inside_macs.0, inside_macs.1, ethernet::ETHERTYPE_IPV4);
             servers.frame(&frame[..frame_len])?;
         }
-        let sas: Vec<serde_json::Value> = plan
-            .flows
+        // One entry per clinic, however many of its flows the files hold.
+        let mut exported: Vec<usize> = plan.flows.iter().map(|k| k.clinic as usize).collect();
+        exported.sort_unstable();
+        exported.dedup();
+        let sas: Vec<serde_json::Value> = exported
             .iter()
-            .filter_map(|k| self.clinics[k.clinic as usize].esp.as_ref())
+            .filter_map(|&c| self.clinics[c].esp.as_ref())
             .map(|e| {
                 let key: String = e.out_key.iter().map(|b| format!("{b:02x}")).collect();
                 serde_json::json!({"spi": e.out.spi, "key": key, "src": e.tunnel.local, "dst": e.tunnel.remote})
