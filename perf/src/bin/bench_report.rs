@@ -18,7 +18,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use sekisho_dataplane::esp::aead::GcmKey;
 use sekisho_perf::bench::{cpu_model, median_ns_per_op};
-use sekisho_perf::clinics::packets::{Sizes, ETHERNET, MAX_FLOWS};
+use sekisho_perf::clinics::packets::{imix_mean, Sizes, ETHERNET, MAX_FLOWS};
 use sekisho_perf::clinics::setup::{self, Site, SiteConfig};
 use sekisho_perf::clinics::stack::Stack;
 use sekisho_perf::plot::{self, Series};
@@ -58,7 +58,7 @@ const SIZES: [&str; 4] = ["64", "512", "1400", "imix"];
 fn mean_frame(size: &str) -> f64 {
     match size.parse::<Sizes>().expect("a size") {
         Sizes::Fixed(n) => n as f64,
-        Sizes::Imix => (7.0 * 64.0 + 4.0 * 576.0 + 1400.0) / 12.0,
+        Sizes::Imix => imix_mean(|n| n as f64),
     }
 }
 
@@ -78,7 +78,7 @@ fn raw_gcm_per_second(key: &GcmKey, size: &str) -> f64 {
     };
     let mean_ns = match size.parse::<Sizes>().expect("a size") {
         Sizes::Fixed(n) => ns(n),
-        Sizes::Imix => (7.0 * ns(64) + 4.0 * ns(576) + ns(1400)) / 12.0,
+        Sizes::Imix => imix_mean(ns),
     };
     1e9 / mean_ns
 }

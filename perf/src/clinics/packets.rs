@@ -32,9 +32,9 @@ pub const ETHERNET: usize = 14;
 
 /// The clinics' own LAN, the same at every clinic (the gateway's NAT tells them apart).
 pub const CLINIC_LAN: [u8; 3] = [192, 168, 1];
-/// The eligibility system's servers.
+/// The eligibility system's servers (the generator's [`crate::topology::SERVERS_V4`]).
 pub const SERVERS: [u8; 3] = [192, 0, 2];
-pub const SERVERS_CIDR: &str = "192.0.2.0/24";
+pub use crate::topology::SERVERS_V4 as SERVERS_CIDR;
 pub const TCP_PORT: u16 = 443;
 pub const UDP_PORT: u16 = 8443;
 
@@ -110,6 +110,26 @@ impl FlowKey {
     }
 }
 
+/// Simple IMIX: frame lengths and their weights (7:4:1).
+pub const IMIX: [(usize, u64); 3] = [(64, 7), (576, 4), (1400, 1)];
+const IMIX_WEIGHT: u64 = IMIX[0].1 + IMIX[1].1 + IMIX[2].1;
+
+/// The IMIX frame length at `pick`, below the weights' total.
+fn imix_frame(mut pick: u64) -> usize {
+    for (len, weight) in IMIX {
+        if pick < weight {
+            return len;
+        }
+        pick -= weight;
+    }
+    unreachable!("{pick} past the weights")
+}
+
+/// The mean of `f` over the IMIX frame lengths, by weight.
+pub fn imix_mean(f: impl Fn(usize) -> f64) -> f64 {
+    IMIX.iter().map(|&(len, weight)| weight as f64 * f(len)).sum::<f64>() / IMIX_WEIGHT as f64
+}
+
 /// Frame sizes of the inner packets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sizes {
@@ -169,11 +189,7 @@ impl Plan {
         let index = (if seq < n { seq } else { h % n }) as usize;
         let len = match self.sizes {
             Sizes::Fixed(n) => n,
-            Sizes::Imix => match (h >> 32) % 12 {
-                0..=6 => 64,
-                7..=10 => 576,
-                _ => 1400,
-            },
+            Sizes::Imix => imix_frame((h >> 32) % IMIX_WEIGHT),
         };
         (index, len.max(self.flows[index].protocol().min_frame()))
     }
